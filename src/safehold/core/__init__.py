@@ -1,0 +1,1 @@
+"""The pure domain of safehold: values and rules, no I/O."""
