@@ -23,6 +23,7 @@ lint: install
 	$(BIN)/lint-imports
 
 test: install lint
+	bash scripts/test-deps.sh
 	$(BIN)/pytest
 
 run: install
