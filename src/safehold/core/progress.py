@@ -26,6 +26,9 @@ class ProgressSink(Protocol):
     def begin(self, phase: str, *, total_bytes: int | None, total_items: int | None) -> None:
         """A phase (``scan``, ``backup``, ``restore``, ``check``, ``prune``) starts."""
 
+    def totals(self, *, total_bytes: int | None, total_items: int | None) -> None:
+        """The size of the current phase became known (a scan runs beside the work)."""
+
     def advance(self, *, done_bytes: int = 0, items: int = 0, new_bytes: int = 0) -> None:
         """Work was done: bytes read or written, items finished, bytes newly stored."""
 
@@ -40,6 +43,9 @@ class NullProgress:
     """A sink that ignores everything."""
 
     def begin(self, phase: str, *, total_bytes: int | None, total_items: int | None) -> None:
+        """Ignore."""
+
+    def totals(self, *, total_bytes: int | None, total_items: int | None) -> None:
         """Ignore."""
 
     def advance(self, *, done_bytes: int = 0, items: int = 0, new_bytes: int = 0) -> None:
@@ -81,6 +87,12 @@ class CountingProgress:
                 total_items=total_items,
                 warnings=self._c.warnings,
             )
+
+    def totals(self, *, total_bytes: int | None, total_items: int | None) -> None:
+        """Record the phase's size."""
+        with self._lock:
+            self._c.total_bytes = total_bytes
+            self._c.total_items = total_items
 
     def advance(self, *, done_bytes: int = 0, items: int = 0, new_bytes: int = 0) -> None:
         """Add to the counters."""

@@ -1,0 +1,153 @@
+"""
+Snapshot manifests: what a backup recorded, as the domain sees it.
+
+A ``Snapshot`` is what the engine stores in ``snapshots/<id>`` (see
+``docs/format.md``). It carries what the service needs later: the source, the
+partition it belongs to, its place in a backup chain, and its sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+__all__ = ["Epoch", "PartitionRef", "Snapshot", "SnapshotMeta", "SnapshotSizes", "format_time"]
+
+BackupType = Literal["full", "incremental"]
+SourceKind = Literal["dir", "stdin"]
+
+
+def format_time(t: datetime) -> str:
+    """Format a UTC time as the format's ISO 8601 string with microseconds and ``Z``."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(s: str) -> datetime:
+    """Parse a time written by ``format_time`` (or any ISO 8601 string with an offset)."""
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class PartitionRef:
+    """The Service Fabric-style identity of the state a snapshot holds; all optional."""
+
+    application: str | None = None
+    service: str | None = None
+    partition_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """A partition's epoch: it moves when data is lost or the configuration changes."""
+
+    data_loss_number: int = 0
+    configuration_number: int = 0
+
+    def key(self) -> tuple[int, int]:
+        """Order epochs: data loss first, then configuration."""
+        return (self.data_loss_number, self.configuration_number)
+
+
+@dataclass(frozen=True)
+class SnapshotSizes:
+    """Sizes in bytes: logical (the source), stored (after dedup and compression), new."""
+
+    logical: int = 0
+    stored: int = 0
+    new: int = 0
+    files: int = 0
+
+
+@dataclass(frozen=True)
+class SnapshotMeta:
+    """What the caller of a backup says about it; the engine adds the rest."""
+
+    host: str | None = None
+    tags: tuple[str, ...] = ()
+    partition: PartitionRef | None = None
+    backup_type: BackupType = "full"
+    parent: str | None = None
+    chain_id: str | None = None
+    epoch: Epoch | None = None
+    lsn: int | None = None
+    time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A stored snapshot manifest, with its id (the hash of its file)."""
+
+    id: str
+    time: datetime
+    host: str
+    user: str
+    paths: tuple[str, ...]
+    tree: str
+    source_kind: SourceKind = "dir"
+    source_name: str | None = None
+    tags: tuple[str, ...] = ()
+    partition: PartitionRef | None = None
+    backup_type: BackupType = "full"
+    parent: str | None = None
+    chain_id: str | None = None
+    epoch: Epoch | None = None
+    lsn: int | None = None
+    sizes: SnapshotSizes = field(default_factory=SnapshotSizes)
+    warnings: tuple[str, ...] = ()
+    program: str = ""
+
+    @property
+    def short_id(self) -> str:
+        """The first 8 hex digits, as listings show it."""
+        return self.id[:8]
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the manifest's JSON form, without the id (the id is the file's hash)."""
+        doc: dict[str, Any] = {
+            "version": 1,
+            "time": format_time(self.time),
+            "host": self.host,
+            "user": self.user,
+            "paths": list(self.paths),
+            "tags": list(self.tags),
+            "tree": self.tree,
+            "source": {"kind": self.source_kind, "name": self.source_name},
+            "partition": asdict(self.partition) if self.partition else None,
+            "backup_type": self.backup_type,
+            "parent": self.parent,
+            "chain_id": self.chain_id,
+            "epoch": asdict(self.epoch) if self.epoch else None,
+            "lsn": self.lsn,
+            "sizes": asdict(self.sizes),
+            "warnings": list(self.warnings),
+            "program": self.program,
+        }
+        return doc
+
+    @classmethod
+    def from_json(cls, snapshot_id: str, doc: dict[str, Any]) -> Snapshot:
+        """Build a snapshot from its manifest JSON; ``KeyError``/``TypeError`` if malformed."""
+        source = doc.get("source") or {}
+        part = doc.get("partition")
+        epoch = doc.get("epoch")
+        return cls(
+            id=snapshot_id,
+            time=parse_time(doc["time"]),
+            host=doc["host"],
+            user=doc.get("user", ""),
+            paths=tuple(doc.get("paths", ())),
+            tree=doc["tree"],
+            source_kind=source.get("kind", "dir"),
+            source_name=source.get("name"),
+            tags=tuple(doc.get("tags", ())),
+            partition=PartitionRef(**part) if part else None,
+            backup_type=doc.get("backup_type", "full"),
+            parent=doc.get("parent"),
+            chain_id=doc.get("chain_id"),
+            epoch=Epoch(**epoch) if epoch else None,
+            lsn=doc.get("lsn"),
+            sizes=SnapshotSizes(**doc.get("sizes", {})),
+            warnings=tuple(doc.get("warnings", ())),
+            program=doc.get("program", ""),
+        )

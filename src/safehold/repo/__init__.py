@@ -1,0 +1,19 @@
+"""
+The backup engine: a deduplicating, compressed, encrypted repository.
+
+Public API (everything else in this package is private)::
+
+    Repository.init(storage, password, *, pack_size=...) -> Repository
+    Repository.open(storage, password) -> Repository
+    repo.snapshots() -> list[Snapshot]          # oldest first
+    repo.find_snapshot("latest" | id | prefix) -> Snapshot
+    backup_paths(repo, paths, *, meta, progress, parent) -> BackupResult
+    backup_stream(repo, stream, *, name, meta, progress) -> BackupResult
+    restore(repo, snapshot, target, *, include, dry_run, progress) -> RestoreResult
+    dump(repo, snapshot, out, path=None) -> int
+    forget(repo, snapshot_ids) -> None
+    prune(repo, *, dry_run, progress) -> PruneResult
+    check(repo, *, read_data, progress) -> CheckReport
+
+The format is specified in ``docs/format.md``.
+"""
