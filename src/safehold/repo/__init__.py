@@ -17,3 +17,21 @@ Public API (everything else in this package is private)::
 
 The format is specified in ``docs/format.md``.
 """
+
+from safehold.repo.backup import BackupResult, backup_paths, backup_stream
+from safehold.repo.keys import KdfParams, KeyInfo
+from safehold.repo.repository import ChunkerParams, Repository
+from safehold.repo.restore import RestoreResult, dump, restore
+
+__all__ = [
+    "BackupResult",
+    "ChunkerParams",
+    "KdfParams",
+    "KeyInfo",
+    "Repository",
+    "RestoreResult",
+    "backup_paths",
+    "backup_stream",
+    "dump",
+    "restore",
+]

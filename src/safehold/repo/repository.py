@@ -1,0 +1,311 @@
+"""
+An open repository: its config, keys and index, and reading what it stores.
+
+Writing goes through ``writer.BlobWriter``; the use cases (backup, restore,
+check, prune) are functions in their own modules that take a ``Repository``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import blake3
+import zstandard
+
+from safehold import __version__
+from safehold.core.errors import UsageError
+from safehold.core.snapshot import Snapshot, format_time
+from safehold.repo.compress import ZSTD, decompress
+from safehold.repo.crypto import (
+    DecryptError,
+    content_hash,
+    decrypt,
+    open_envelope,
+    seal_envelope,
+    unseal_key,
+)
+from safehold.repo.errors import (
+    IntegrityError,
+    RepositoryExists,
+    RepositoryNotFound,
+    SnapshotNotFound,
+    UnsupportedFormat,
+)
+from safehold.repo.index import BlobLocation, Index, PackRef
+from safehold.repo.keys import KdfParams, Keyring, KeyStore
+from safehold.repo.pack import blob_aad, pack_name
+from safehold.storage import ObjectNotFound, Storage, StorageNotFound
+
+__all__ = ["ChunkerParams", "Repository"]
+
+FORMAT_NAME = "safehold-repository"
+FORMAT_VERSION = 1
+DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ChunkerParams:
+    """FastCDC sizes. The expected chunk is about ``min + avg`` (FastCDC skips ``min``)."""
+
+    min: int = 512 * 1024
+    avg: int = 512 * 1024
+    max: int = 8 * 1024 * 1024
+
+
+class Repository:
+    """An open repository. Thread-safe for reading; close it when done."""
+
+    def __init__(self, storage: Storage, config: dict[str, Any], keys: Keyring) -> None:
+        self.storage = storage
+        self.config = config
+        self.keys = keys
+        self.index = Index()
+        self.pack_size = int(config.get("pack_size", DEFAULT_PACK_SIZE))
+        ch = config.get("chunker", {})
+        self.chunker = ChunkerParams(ch.get("min", 512 * 1024), ch.get("avg", 512 * 1024), ch.get("max", 8 << 20))
+        self.damaged_snapshots: list[str] = []
+        self._pack_keys: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    # -- lifecycle --------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        storage: Storage,
+        password: str,
+        *,
+        pack_size: int = DEFAULT_PACK_SIZE,
+        chunker: ChunkerParams | None = None,
+        kdf: KdfParams | None = None,
+    ) -> Repository:
+        """
+        Create a repository in *storage* and return it open.
+
+        Raises:
+            RepositoryExists: the storage already holds a repository.
+            UsageError: the password is empty or a size is out of range.
+        """
+        if not password:
+            raise UsageError("the password must not be empty")
+        if not 64 * 1024 <= pack_size <= 1024 * 1024 * 1024:
+            raise UsageError("the pack size must be between 64 KiB and 1 GiB")
+        chunker = chunker or ChunkerParams()
+        storage.create()
+        try:
+            storage.stat("config")
+        except ObjectNotFound:
+            pass
+        else:
+            raise RepositoryExists(f"a repository already exists at {storage.properties.location}")
+        config = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "id": secrets.token_hex(16),
+            "created": format_time(datetime.now(UTC)),
+            "pack_size": pack_size,
+            "chunker": {"min": chunker.min, "avg": chunker.avg, "max": chunker.max},
+        }
+        keys = KeyStore(storage).create(password, kdf or KdfParams())
+        # config last: a repository is there only once its keys are.
+        storage.put("config", json.dumps(config, indent=1).encode())
+        return cls(storage, config, keys)
+
+    @classmethod
+    def read_config(cls, storage: Storage) -> dict[str, Any]:
+        """
+        Read and check the config, before any password is needed.
+
+        Raises:
+            RepositoryNotFound: nothing, or not a safehold repository, is there.
+            UnsupportedFormat: the repository's version is newer than this program's.
+        """
+        where = storage.properties.location
+        try:
+            raw = storage.get("config")
+        except (ObjectNotFound, StorageNotFound) as exc:
+            raise RepositoryNotFound(f"there is no repository at {where}") from exc
+        try:
+            config = json.loads(raw)
+            fmt, version = config["format"], int(config["version"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RepositoryNotFound(f"{where} does not hold a safehold repository (bad config)") from exc
+        if fmt != FORMAT_NAME:
+            raise RepositoryNotFound(f"{where} does not hold a safehold repository")
+        if version > FORMAT_VERSION:
+            raise UnsupportedFormat(
+                f"the repository at {where} has format version {version}; "
+                f"this safehold ({__version__}) reads up to version {FORMAT_VERSION}: upgrade safehold"
+            )
+        return dict(config)
+
+    @classmethod
+    def open(cls, storage: Storage, password: str) -> Repository:
+        """
+        Open the repository in *storage* with *password*, and load its index.
+
+        Raises:
+            RepositoryNotFound, UnsupportedFormat, WrongPassword, IntegrityError.
+        """
+        config = cls.read_config(storage)
+        keys = KeyStore(storage).open(password)
+        repo = cls(storage, config, keys)
+        repo.reload_index()
+        return repo
+
+    def reload_index(self) -> None:
+        """Read every index file again (after another writer added some)."""
+        index = Index()
+        index.load(self.storage, self.keys.index_key, self.storage.properties.connections)
+        self.index = index
+
+    def close(self) -> None:
+        """Release the storage."""
+        self.storage.close()
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def key_store(self) -> KeyStore:
+        """The key files of this repository."""
+        return KeyStore(self.storage)
+
+    # -- blobs --------------------------------------------------------------------
+
+    def blob_id(self, data: bytes | memoryview) -> bytes:
+        """The keyed BLAKE3 MAC that names a chunk."""
+        return blake3.blake3(data, key=self.keys.id_key, max_threads=1).digest()
+
+    def pack_key(self, pack: PackRef) -> bytes:
+        """The key that a pack's blobs are encrypted with."""
+        key = self._pack_keys.get(pack.id)
+        if key is None:
+            self.keys.require_read("reading data")
+            gen = self.keys.generations.get(pack.gen)
+            if gen is None:
+                raise IntegrityError(f"pack {pack_name(pack.id)} uses unknown key generation {pack.gen}")
+            key = unseal_key(gen, pack.eph)
+            with self._lock:
+                if len(self._pack_keys) > 65536:
+                    self._pack_keys.clear()
+                self._pack_keys[pack.id] = key
+        return key
+
+    def locate(self, blob_id: bytes) -> BlobLocation:
+        """Find a blob; ``IntegrityError`` if no index names it."""
+        loc = self.index.lookup(blob_id)
+        if loc is None:
+            raise IntegrityError(f"blob {blob_id.hex()} is not in any index: the repository is missing data")
+        return loc
+
+    def decode_blob(self, loc: BlobLocation, ciphertext: bytes | memoryview) -> bytes:
+        """Decrypt, decompress and verify one blob read from its pack."""
+        e = loc.entry
+        where = pack_name(loc.pack.id)
+        try:
+            stored = decrypt(self.pack_key(loc.pack), ciphertext, aad=blob_aad(e.type, e.id))
+            plain = decompress(stored, e.raw_length) if e.compression == ZSTD else stored
+        except (DecryptError, zstandard.ZstdError) as exc:
+            raise IntegrityError(f"pack {where} is damaged: blob {e.id.hex()[:16]} fails verification") from exc
+        if len(plain) != e.raw_length or self.blob_id(plain) != e.id:
+            raise IntegrityError(f"pack {where} is damaged: blob {e.id.hex()[:16]} has the wrong content")
+        return plain
+
+    def read_blob(self, blob_id: bytes) -> bytes:
+        """Read and verify one blob."""
+        loc = self.locate(blob_id)
+        try:
+            ct = self.storage.get(pack_name(loc.pack.id), loc.entry.offset, loc.entry.length)
+        except ObjectNotFound as exc:
+            raise IntegrityError(f"pack {pack_name(loc.pack.id)} is missing") from exc
+        return self.decode_blob(loc, ct)
+
+    # -- snapshots ----------------------------------------------------------------
+
+    def snapshot_names(self) -> list[str]:
+        """The ids of every snapshot file (no decryption needed)."""
+        return [i.name.removeprefix("snapshots/") for i in self.storage.list("snapshots/")]
+
+    def load_snapshot(self, snapshot_id: str) -> Snapshot:
+        """
+        Read one snapshot manifest.
+
+        Raises:
+            SnapshotNotFound: there is no such snapshot.
+            IntegrityError: its file is damaged; the message names it.
+        """
+        self.keys.require_read("reading snapshots")
+        name = f"snapshots/{snapshot_id}"
+        try:
+            blob = self.storage.get(name)
+        except ObjectNotFound as exc:
+            raise SnapshotNotFound(f"no snapshot {snapshot_id}") from exc
+        if content_hash(blob) != snapshot_id:
+            raise IntegrityError(f"snapshot file {name} is damaged: its content does not match its name")
+        try:
+            doc = json.loads(open_envelope(blob, gens=self.keys.generations))
+            return Snapshot.from_json(snapshot_id, doc)
+        except (DecryptError, ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"snapshot file {name} is damaged: {exc}") from exc
+
+    def snapshots(self) -> list[Snapshot]:
+        """
+        Every readable snapshot, oldest first.
+
+        Damaged snapshot files are skipped and named in ``damaged_snapshots``.
+        """
+        names = self.snapshot_names()
+        self.damaged_snapshots = []
+
+        def load(n: str) -> Snapshot | None:
+            try:
+                return self.load_snapshot(n)
+            except IntegrityError as exc:
+                self.damaged_snapshots.append(str(exc))
+            except SnapshotNotFound:
+                pass  # forgotten meanwhile
+            return None
+
+        with ThreadPoolExecutor(max(1, self.storage.properties.connections)) as pool:
+            snaps = [s for s in pool.map(load, names) if s is not None]
+        return sorted(snaps, key=lambda s: (s.time, s.id))
+
+    def find_snapshot(self, ref: str) -> Snapshot:
+        """
+        Resolve ``latest``, a full id or a unique id prefix.
+
+        Raises:
+            SnapshotNotFound: nothing matches, or a prefix is ambiguous.
+        """
+        if ref == "latest":
+            snaps = self.snapshots()
+            if not snaps:
+                raise SnapshotNotFound("the repository has no snapshots")
+            return snaps[-1]
+        ref = ref.lower()
+        matches = [n for n in self.snapshot_names() if n.startswith(ref)] if ref else []
+        if not matches:
+            raise SnapshotNotFound(f"no snapshot matches {ref!r}")
+        if len(matches) > 1:
+            raise SnapshotNotFound(f"{ref!r} matches {len(matches)} snapshots; give more of the id")
+        return self.load_snapshot(matches[0])
+
+    def save_snapshot(self, snapshot: Snapshot) -> Snapshot:
+        """Store a manifest, sealed to the newest generation; return it with its id."""
+        doc = snapshot.to_json()
+        doc["program"] = f"safehold {__version__}"
+        blob = seal_envelope(json.dumps(doc).encode(), gen=self.keys.newest)
+        snap_id = content_hash(blob)
+        self.storage.put(f"snapshots/{snap_id}", blob)
+        return Snapshot.from_json(snap_id, doc)

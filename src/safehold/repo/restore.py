@@ -1,0 +1,330 @@
+"""
+Restore: a snapshot, or part of it, into a target directory.
+
+Every blob is verified (authentication tag and content id) before a byte of it
+is written. Packs are read in parallel, one coalesced range at a time, and each
+blob is written straight to every place that needs it. Nothing is written
+outside the target: names are checked when trees are parsed, and no path
+component that the restore creates or meets is followed if it is a symlink.
+Files that got damaged data are removed, and the restore fails naming them.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import IO
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from safehold.core.errors import UsageError
+from safehold.core.progress import NullProgress, ProgressSink
+from safehold.core.snapshot import Snapshot
+from safehold.repo.errors import IntegrityError
+from safehold.repo.index import BlobLocation
+from safehold.repo.pack import pack_name
+from safehold.repo.repository import Repository
+from safehold.repo.tree import Node, Tree
+from safehold.storage import ObjectNotFound, StorageError
+
+__all__ = ["RestoreResult", "dump", "restore", "walk"]
+
+_GAP = 1024 * 1024  # read across gaps up to this size rather than issue another request
+
+
+@dataclass
+class RestoreResult:
+    """What a restore did (or, for a dry run, would do)."""
+
+    files: int = 0
+    dirs: int = 0
+    bytes: int = 0
+    planned: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def walk(repo: Repository, tree_id: bytes, prefix: str = "") -> Iterator[tuple[str, Node]]:
+    """
+    Yield ``(relative path, node)`` for every entry under a tree, parents first.
+
+    Raises:
+        IntegrityError: a tree blob is damaged or unsafe.
+    """
+    try:
+        tree = Tree.parse(repo.read_blob(tree_id))
+    except ValueError as exc:
+        raise IntegrityError(f"tree {tree_id.hex()[:16]} under {prefix or '/'} is invalid: {exc}") from exc
+    for node in sorted(tree.nodes, key=lambda n: n.name):
+        path = f"{prefix}{node.name}"
+        yield path, node
+        if node.type == "dir" and node.subtree is not None:
+            yield from walk(repo, node.subtree, path + "/")
+
+
+def _selected(path: str, includes: Sequence[str]) -> tuple[bool, bool]:
+    """Return ``(restore it, it is an ancestor of an include)``."""
+    if not includes:
+        return True, False
+    for inc in includes:
+        if path == inc or path.startswith(inc + "/"):
+            return True, False
+    return False, any(inc.startswith(path + "/") for inc in includes)
+
+
+class _Target:
+    """Creates paths under the target without following symlinks it did not make."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, rel: str) -> str:
+        return os.path.join(self.root, *rel.split("/"))
+
+    def clear(self, p: str, *, keep_dir: bool) -> None:
+        """Remove what is at *p* unless it is a real directory and *keep_dir*."""
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            if keep_dir:
+                return
+            raise UsageError(f"{p} is a directory in the target where the snapshot has a file")
+        os.unlink(p)
+
+
+class _Restorer:
+    def __init__(self, repo: Repository, target: _Target, progress: ProgressSink) -> None:
+        self.repo = repo
+        self.t = target
+        self.progress = progress
+        self.lock = threading.Lock()
+        self.damaged: dict[str, str] = {}  # path -> reason
+
+    def write_range(self, pack_id: str, blobs: list[tuple[BlobLocation, list[tuple[str, int, bool]]]]) -> None:
+        start = blobs[0][0].entry.offset
+        end = max(loc.entry.offset + loc.entry.length for loc, _ in blobs)
+        try:
+            data = memoryview(self.repo.storage.get(pack_name(pack_id), start, end - start))
+        except (ObjectNotFound, StorageError) as exc:
+            reason = f"pack {pack_name(pack_id)} could not be read: {exc}"
+            self._fail([t for _, targets in blobs for t in targets], reason)
+            return
+        for loc, targets in blobs:
+            e = loc.entry
+            try:
+                plain = self.repo.decode_blob(loc, data[e.offset - start : e.offset - start + e.length])
+            except IntegrityError as exc:
+                self._fail(targets, str(exc))
+                continue
+            zero = not any(plain[:64]) and plain == bytes(len(plain))
+            for path, offset, sparse in targets:
+                if sparse and zero:
+                    continue  # the file was truncated to size: the hole reads as zeros
+                fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+                try:
+                    os.pwrite(fd, plain, offset)
+                finally:
+                    os.close(fd)
+            self.progress.advance(done_bytes=len(plain) * len(targets))
+
+    def _fail(self, targets: list[tuple[str, int, bool]], reason: str) -> None:
+        with self.lock:
+            for path, _, _ in targets:
+                self.damaged.setdefault(path, reason)
+
+
+def _ranges(blobs: list[tuple[BlobLocation, list[tuple[str, int, bool]]]]) -> Iterator[list[tuple[BlobLocation, list[tuple[str, int, bool]]]]]:
+    blobs.sort(key=lambda b: b[0].entry.offset)
+    run: list[tuple[BlobLocation, list[tuple[str, int, bool]]]] = []
+    end = 0
+    for b in blobs:
+        if run and (b[0].entry.offset - end > _GAP or end - run[0][0].entry.offset > 64 * 1024 * 1024):
+            yield run
+            run = []
+        run.append(b)
+        end = b[0].entry.offset + b[0].entry.length
+    if run:
+        yield run
+
+
+def restore(
+    repo: Repository,
+    snapshot: Snapshot,
+    target: str | os.PathLike[str],
+    *,
+    include: Sequence[str] = (),
+    dry_run: bool = False,
+    progress: ProgressSink | None = None,
+    workers: int | None = None,
+) -> RestoreResult:
+    """
+    Restore *snapshot* (or the paths in *include*) under *target*.
+
+    Existing files at the same paths are replaced; nothing else in the target
+    is touched.
+
+    Raises:
+        IntegrityError: some data was damaged; those files are not left behind,
+            and the message names them and the damaged pack.
+        KeyNotAllowed: the key is write-only.
+    """
+    repo.keys.require_read("restore")
+    progress = progress or NullProgress()
+    includes = [i.strip("/") for i in include if i.strip("/")]
+    result = RestoreResult()
+    entries: list[tuple[str, Node]] = []
+    for path, node in walk(repo, bytes.fromhex(snapshot.tree)):
+        take, ancestor = _selected(path, includes)
+        if take or (ancestor and node.type == "dir"):
+            entries.append((path, node))
+    if includes and not any(_selected(p, includes)[0] for p, _ in entries):
+        raise UsageError(f"nothing in snapshot {snapshot.short_id} matches {', '.join(includes)}")
+    if dry_run:
+        for path, node in entries:
+            result.planned.append(f"{path}/" if node.type == "dir" else path)
+            result.files += node.type == "file"
+            result.dirs += node.type == "dir"
+            result.bytes += node.size if node.type == "file" else 0
+        return result
+
+    root = Path(target).absolute()
+    root.mkdir(parents=True, exist_ok=True)
+    t = _Target(root)
+    r = _Restorer(repo, t, progress)
+    total = sum(n.size for _, n in entries if n.type == "file")
+    progress.begin("restore", total_bytes=total, total_items=len(entries))
+
+    # 1. Directories, then empty files of the right size; collect blob targets.
+    by_pack: dict[str, dict[bytes, tuple[BlobLocation, list[tuple[str, int, bool]]]]] = defaultdict(dict)
+    links: dict[str, str] = {}
+    later: list[tuple[str, Node]] = []
+    for rel, node in entries:
+        p = t.path(rel)
+        if node.type == "dir":
+            t.clear(p, keep_dir=True)
+            os.makedirs(p, exist_ok=True)
+            result.dirs += 1
+        elif node.type == "file":
+            t.clear(p, keep_dir=False)
+            if node.hardlink and node.hardlink in links:
+                later.append((rel, node))
+                continue
+            if node.hardlink:
+                links[node.hardlink] = p
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                os.ftruncate(fd, node.size)
+            finally:
+                os.close(fd)
+            offset = 0
+            for blob_id in node.content:
+                loc = repo.locate(blob_id)
+                slot = by_pack[loc.pack.id].setdefault(blob_id, (loc, []))
+                slot[1].append((p, offset, node.sparse))
+                offset += loc.entry.raw_length
+            if offset != node.size:
+                r.damaged[p] = f"its blobs add up to {offset} bytes, not {node.size}"
+            result.files += 1
+            result.bytes += node.size
+        else:
+            t.clear(p, keep_dir=False)
+            later.append((rel, node))
+
+    # 2. File contents, pack by pack, in parallel.
+    n = workers or max(os.cpu_count() or 2, repo.storage.properties.connections)
+    with ThreadPoolExecutor(n, thread_name_prefix="safehold-restore") as pool:
+        futures = [
+            pool.submit(r.write_range, pack_id, run)
+            for pack_id, blobs in by_pack.items()
+            for run in _ranges(list(blobs.values()))
+        ]
+        for f in futures:
+            f.result()
+
+    # 3. Links and special files, then metadata (directories last, deepest first).
+    for rel, node in later:
+        _make_special(t.path(rel), node, links, result)
+    for rel, node in entries:
+        if node.type != "dir":
+            _set_meta(t.path(rel), node, result)
+    for rel, node in sorted((e for e in entries if e[1].type == "dir"), key=lambda e: -e[0].count("/")):
+        _set_meta(t.path(rel), node, result)
+    progress.end()
+
+    if r.damaged:
+        for p in r.damaged:
+            Path(p).unlink(missing_ok=True)
+        lines = "; ".join(f"{os.path.relpath(p, root)}: {why}" for p, why in sorted(r.damaged.items()))
+        raise IntegrityError(f"{len(r.damaged)} file(s) not restored because their data is damaged: {lines}")
+    return result
+
+
+def _make_special(p: str, node: Node, links: dict[str, str], result: RestoreResult) -> None:
+    try:
+        if node.type == "file" and node.hardlink:
+            os.link(links[node.hardlink], p, follow_symlinks=False)
+            result.files += 1
+        elif node.type == "symlink":
+            os.symlink(node.target or "", p)
+        elif node.type == "fifo":
+            os.mkfifo(p, stat.S_IMODE(node.mode))
+        elif node.type in ("chardev", "blockdev"):
+            os.mknod(p, node.mode, node.rdev)
+        elif node.type == "socket":
+            return  # sockets are not restorable; their listing is enough
+    except OSError as exc:
+        result.warnings.append(f"{p}: cannot create {node.type}: {exc.strerror}")
+
+
+def _set_meta(p: str, node: Node, result: RestoreResult) -> None:
+    if node.type == "socket":
+        return
+    link = node.type == "symlink"
+    try:
+        if os.geteuid() == 0:
+            os.chown(p, node.uid, node.gid, follow_symlinks=False)
+        if not link:
+            os.chmod(p, stat.S_IMODE(node.mode))
+            for k, v in node.xattrs.items():
+                try:
+                    os.setxattr(p, k, v, follow_symlinks=False)
+                except OSError as exc:
+                    result.warnings.append(f"{p}: cannot set xattr {k}: {exc.strerror}")
+        os.utime(p, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=False)
+    except OSError as exc:
+        result.warnings.append(f"{p}: cannot set metadata: {exc.strerror}")
+
+
+def dump(repo: Repository, snapshot: Snapshot, out: IO[bytes], path: str | None = None) -> int:
+    """
+    Write one file of *snapshot* to the binary stream *out*; return its size.
+
+    Without *path*, the snapshot must hold exactly one file (a stream backup).
+
+    Raises:
+        UsageError: no such file, or *path* is needed.
+        IntegrityError: its data is damaged (nothing damaged is written).
+    """
+    repo.keys.require_read("dump")
+    files = [(p, n) for p, n in walk(repo, bytes.fromhex(snapshot.tree)) if n.type == "file"]
+    if path is None:
+        if len(files) != 1:
+            raise UsageError(f"snapshot {snapshot.short_id} holds {len(files)} files; name one")
+        node = files[0][1]
+    else:
+        want = path.strip("/")
+        match = [n for p, n in files if p == want]
+        if not match:
+            raise UsageError(f"no file {want!r} in snapshot {snapshot.short_id}")
+        node = match[0]
+    written = 0
+    for blob_id in node.content:
+        data = repo.read_blob(blob_id)
+        out.write(data)
+        written += len(data)
+    return written

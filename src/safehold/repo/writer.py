@@ -1,0 +1,169 @@
+"""
+Storing blobs: deduplication, compression, encryption, packing and upload.
+
+``BlobWriter.save`` is called from many threads at once. Each thread fills its
+own open data pack (so encryption runs in parallel without a lock); trees share
+one pack. Full packs are uploaded by a bounded pool, and after every
+``INDEX_EVERY`` uploaded packs an index file is written for them, so that the
+order data → index holds and a killed backup leaves reusable data behind.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from safehold.core.progress import NullProgress, ProgressSink
+from safehold.repo.compress import maybe_compress
+from safehold.repo.index import write_index_file
+from safehold.repo.pack import DATA, TREE, PackBuilder, PackInfo
+from safehold.repo.repository import Repository
+
+__all__ = ["BlobWriter"]
+
+INDEX_EVERY = 8
+
+
+class BlobWriter:
+    """Writes blobs into packs; use as a context manager or call ``flush``."""
+
+    def __init__(self, repo: Repository, *, progress: ProgressSink | None = None, uploads: int | None = None) -> None:
+        self._repo = repo
+        self._progress = progress or NullProgress()
+        n = uploads or repo.storage.properties.connections
+        self._pool = ThreadPoolExecutor(n, thread_name_prefix="safehold-upload")
+        # Bounds packs held in memory waiting for upload.
+        self._slots = threading.BoundedSemaphore(n + 1)
+        self._lock = threading.Lock()
+        self._pending: set[bytes] = set()
+        self._local = threading.local()
+        self._open_packs: list[PackBuilder] = []
+        self._tree_pack: PackBuilder | None = None
+        self._uploads: list[Future[None]] = []
+        self._unindexed: list[PackInfo] = []
+        self._error: BaseException | None = None
+        self.index_files: list[str] = []
+        self.new_bytes = 0
+        self.stored_bytes = 0
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def save(self, blob_type: int, data: bytes | memoryview, blob_id: bytes | None = None) -> tuple[bytes, bool]:
+        """
+        Store *data* unless the repository already has it.
+
+        Returns:
+            ``(id, new)``: the blob id, and whether this call stored it.
+        """
+        self._check()
+        if blob_id is None:
+            blob_id = self._repo.blob_id(data)
+        if self._repo.index.has(blob_id):
+            return blob_id, False
+        with self._lock:
+            if blob_id in self._pending:
+                return blob_id, False
+            self._pending.add(blob_id)
+        stored, comp = maybe_compress(data)
+        if blob_type == TREE:
+            with self._lock:
+                if self._tree_pack is None:
+                    self._tree_pack = PackBuilder(self._repo.keys.newest)
+                pack = self._tree_pack
+                n = pack.add(blob_id, blob_type, stored, len(data), comp)
+                full = pack.size >= self._repo.pack_size
+                if full:
+                    self._tree_pack = None
+        else:
+            pack = self._own_pack()
+            n = pack.add(blob_id, blob_type, stored, len(data), comp)
+            full = pack.size >= self._repo.pack_size
+            if full:
+                self._local.pack = None
+                with self._lock:
+                    self._open_packs.remove(pack)
+        with self._lock:
+            self.new_bytes += len(data)
+            self.stored_bytes += n
+        if full:
+            self._upload(pack)
+        return blob_id, True
+
+    def _own_pack(self) -> PackBuilder:
+        pack: PackBuilder | None = getattr(self._local, "pack", None)
+        if pack is None:
+            pack = PackBuilder(self._repo.keys.newest)
+            self._local.pack = pack
+            with self._lock:
+                self._open_packs.append(pack)
+        return pack
+
+    def _upload(self, pack: PackBuilder) -> None:
+        info, data = pack.finish()
+        self._slots.acquire()
+        fut = self._pool.submit(self._put, info, data)
+        with self._lock:
+            self._uploads.append(fut)
+
+    def _put(self, info: PackInfo, data: bytes) -> None:
+        try:
+            self._repo.storage.put(info.name, data)
+            del data
+            with self._lock:
+                self._repo.index.add_pack(info)
+                for e in info.blobs:
+                    self._pending.discard(e.id)
+                self._unindexed.append(info)
+                batch = self._unindexed if len(self._unindexed) >= INDEX_EVERY else []
+                if batch:
+                    self._unindexed = []
+            if batch:
+                self._write_index(batch)
+        except BaseException as exc:
+            self._error = exc
+            raise
+        finally:
+            self._slots.release()
+
+    def _write_index(self, packs: list[PackInfo]) -> None:
+        name = write_index_file(self._repo.storage, self._repo.keys.index_key, packs)
+        with self._lock:
+            self.index_files.append(name)
+            self._repo.index.files.append(name)
+
+    def flush(self) -> None:
+        """Upload every open pack and write the index for all of them; raise the first error."""
+        with self._lock:
+            packs = list(self._open_packs)
+            self._open_packs = []
+            if self._tree_pack is not None:
+                packs.append(self._tree_pack)
+                self._tree_pack = None
+        self._local = threading.local()
+        for pack in packs:
+            if pack.count:
+                self._upload(pack)
+        with self._lock:
+            uploads, self._uploads = self._uploads, []
+        for fut in uploads:
+            fut.result()
+        self._check()
+        with self._lock:
+            rest, self._unindexed = self._unindexed, []
+        if rest:
+            self._write_index(rest)
+
+    def close(self) -> None:
+        """Stop the upload pool (after ``flush``, or to abandon the work)."""
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ += ["DATA", "TREE"]
