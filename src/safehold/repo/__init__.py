@@ -35,3 +35,8 @@ __all__ = [
     "dump",
     "restore",
 ]
+
+from safehold.repo.check import CheckReport, check, rebuild_index
+from safehold.repo.prune import PruneResult, forget, prune
+
+__all__ += ["CheckReport", "PruneResult", "check", "forget", "prune", "rebuild_index"]

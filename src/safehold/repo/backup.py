@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import BinaryIO
 
 from pyfastcdc import FastCDC
@@ -113,13 +112,20 @@ def _xattrs(path: str) -> dict[str, bytes]:
 
 
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_size, a.st_mtime_ns, a.st_ctime_ns, a.st_ino) == (b.st_size, b.st_mtime_ns, b.st_ctime_ns, b.st_ino)
+    return (a.st_size, a.st_mtime_ns, a.st_ctime_ns, a.st_ino) == (
+        b.st_size,
+        b.st_mtime_ns,
+        b.st_ctime_ns,
+        b.st_ino,
+    )
 
 
 class _Backup:
     """One run of a directory backup."""
 
-    def __init__(self, repo: Repository, writer: BlobWriter, progress: ProgressSink, workers: int) -> None:
+    def __init__(
+        self, repo: Repository, writer: BlobWriter, progress: ProgressSink, workers: int
+    ) -> None:
         self.repo = repo
         self.writer = writer
         self.progress = progress
@@ -189,7 +195,9 @@ class _Backup:
                         blob_id, new = self.writer.save(DATA, chunk.data)
                         content.append(blob_id)
                         read += chunk.length
-                        self.progress.advance(done_bytes=chunk.length, new_bytes=chunk.length if new else 0)
+                        self.progress.advance(
+                            done_bytes=chunk.length, new_bytes=chunk.length if new else 0
+                        )
                 after = os.fstat(fd)
             finally:
                 os.close(fd)
@@ -254,7 +262,9 @@ class _Backup:
         elif node.type in ("chardev", "blockdev"):
             node.rdev = st.st_rdev
 
-    def _add_file(self, path: str, node: Node, st: os.stat_result, prev: Node | None, d: _Dir) -> None:
+    def _add_file(
+        self, path: str, node: Node, st: os.stat_result, prev: Node | None, d: _Dir
+    ) -> None:
         self.counts["files"] += 1
         self.logical += st.st_size
         if st.st_nlink > 1:
@@ -263,7 +273,8 @@ class _Backup:
         if (
             prev is not None
             and prev.type == "file"
-            and (prev.size, prev.mtime_ns, prev.ctime_ns, prev.inode) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            and (prev.size, prev.mtime_ns, prev.ctime_ns, prev.inode)
+            == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
             and all(self.repo.index.has(c) for c in prev.content)
         ):
             node.content = list(prev.content)
@@ -286,17 +297,31 @@ class _Backup:
             return None
 
 
-def _find_parent(repo: Repository, paths: Sequence[str], host: str, parent: str | None) -> Snapshot | None:
+def _find_parent(
+    repo: Repository, paths: Sequence[str], host: str, parent: str | None
+) -> Snapshot | None:
     if not repo.keys.can_read:
         return None  # a write-only key cannot read the parent; dedup still avoids re-upload
     if parent is not None:
         return repo.find_snapshot(parent)
-    candidates = [s for s in repo.snapshots() if s.host == host and s.paths == tuple(paths) and s.source_kind == "dir"]
+    candidates = [
+        s
+        for s in repo.snapshots()
+        if s.host == host and s.paths == tuple(paths) and s.source_kind == "dir"
+    ]
     return candidates[-1] if candidates else None
 
 
-def _make_snapshot(meta: SnapshotMeta, *, paths: Sequence[str], tree: bytes, kind: str, name: str | None,
-                   sizes: SnapshotSizes, warnings: Sequence[str]) -> Snapshot:
+def _make_snapshot(
+    meta: SnapshotMeta,
+    *,
+    paths: Sequence[str],
+    tree: bytes,
+    kind: str,
+    name: str | None,
+    sizes: SnapshotSizes,
+    warnings: Sequence[str],
+) -> Snapshot:
     return Snapshot(
         id="",
         time=meta.time or datetime.now(UTC),
@@ -358,8 +383,13 @@ def backup_paths(
             raise UsageError(f"{p} does not exist")
     host = meta.host or socket.gethostname()
     with RepoLock(repo.storage, exclusive=False, wait=30.0):
+        # A prune may have run since the index was loaded: dedup must not
+        # trust blobs in packs it deleted.
+        repo.refresh_index()
         parent_snap = _find_parent(repo, abs_paths, host, parent)
-        parent_root = Tree.parse(repo.read_blob(bytes.fromhex(parent_snap.tree))) if parent_snap else None
+        parent_root = (
+            Tree.parse(repo.read_blob(bytes.fromhex(parent_snap.tree))) if parent_snap else None
+        )
         n = workers or os.cpu_count() or 2
         writer = BlobWriter(repo, progress=progress)
         run = _Backup(repo, writer, progress, n)
@@ -382,13 +412,33 @@ def backup_paths(
             writer.close()
             progress.end()
         assert run.root_id is not None
-        sizes = SnapshotSizes(logical=run.logical, stored=writer.stored_bytes, new=writer.new_bytes,
-                              files=run.counts["files"])
+        sizes = SnapshotSizes(
+            logical=run.logical,
+            stored=writer.stored_bytes,
+            new=writer.new_bytes,
+            files=run.counts["files"],
+        )
         meta = replace(meta, parent=meta.parent or (parent_snap.id if parent_snap else None))
-        snap = repo.save_snapshot(_make_snapshot(meta, paths=abs_paths, tree=run.root_id, kind="dir", name=None,
-                                                 sizes=sizes, warnings=run.result_warnings))
-    return BackupResult(snap, run.result_warnings, run.counts["new"], run.counts["changed"],
-                        run.counts["unmodified"], run.counts["dirs"], run.bytes_read)
+        snap = repo.save_snapshot(
+            _make_snapshot(
+                meta,
+                paths=abs_paths,
+                tree=run.root_id,
+                kind="dir",
+                name=None,
+                sizes=sizes,
+                warnings=run.result_warnings,
+            )
+        )
+    return BackupResult(
+        snap,
+        run.result_warnings,
+        run.counts["new"],
+        run.counts["changed"],
+        run.counts["unmodified"],
+        run.counts["dirs"],
+        run.bytes_read,
+    )
 
 
 def _scan_totals(paths: Sequence[str], progress: ProgressSink) -> None:
@@ -434,6 +484,7 @@ def backup_stream(
     progress = progress or NullProgress()
     now = datetime.now(UTC)
     with RepoLock(repo.storage, exclusive=False, wait=30.0):
+        repo.refresh_index()
         writer = BlobWriter(repo, progress=progress)
         progress.begin("backup", total_bytes=None, total_items=1)
         content: list[bytes] = []
@@ -445,14 +496,28 @@ def backup_stream(
                 size += chunk.length
                 progress.advance(done_bytes=chunk.length, new_bytes=chunk.length if new else 0)
             ns = int(now.timestamp() * 1e9)
-            node = Node(name=name, type="file", mode=stat.S_IFREG | 0o600, uid=os.getuid(), gid=os.getgid(),
-                        mtime_ns=ns, ctime_ns=ns, size=size, content=content)
+            node = Node(
+                name=name,
+                type="file",
+                mode=stat.S_IFREG | 0o600,
+                uid=os.getuid(),
+                gid=os.getgid(),
+                mtime_ns=ns,
+                ctime_ns=ns,
+                size=size,
+                content=content,
+            )
             tree_id, _ = writer.save(TREE, Tree([node]).serialize())
             writer.flush()
         finally:
             writer.close()
             progress.end()
-        sizes = SnapshotSizes(logical=size, stored=writer.stored_bytes, new=writer.new_bytes, files=1)
-        snap = repo.save_snapshot(_make_snapshot(meta, paths=[name], tree=tree_id, kind="stdin", name=name,
-                                                 sizes=sizes, warnings=()))
+        sizes = SnapshotSizes(
+            logical=size, stored=writer.stored_bytes, new=writer.new_bytes, files=1
+        )
+        snap = repo.save_snapshot(
+            _make_snapshot(
+                meta, paths=[name], tree=tree_id, kind="stdin", name=name, sizes=sizes, warnings=()
+            )
+        )
     return BackupResult(snap, [], files_new=1, bytes_read=size)

@@ -34,8 +34,8 @@ __all__ = [
     "encrypt",
     "open_envelope",
     "scrypt_key",
-    "seal_key",
     "seal_envelope",
+    "seal_key",
     "unseal_key",
 ]
 
@@ -123,7 +123,9 @@ def unseal_key(gen: Generation, eph_pub: bytes) -> bytes:
     return derive_key(shared, "safehold seal v1", salt=eph_pub + gen.public)
 
 
-def seal_envelope(payload: bytes, *, key: bytes | None = None, gen: Generation | None = None) -> bytes:
+def seal_envelope(
+    payload: bytes, *, key: bytes | None = None, gen: Generation | None = None
+) -> bytes:
     """
     Compress and encrypt *payload* into an envelope (``docs/format.md`` § Envelopes).
 

@@ -65,7 +65,9 @@ class Index:
         if raw is None:
             return None
         pack_no, typ, off, length, raw_len, comp = _ENTRY.unpack(raw)
-        return BlobLocation(self._packs[pack_no], BlobEntry(blob_id, typ, off, length, raw_len, comp))
+        return BlobLocation(
+            self._packs[pack_no], BlobEntry(blob_id, typ, off, length, raw_len, comp)
+        )
 
     def add_pack(self, info: PackInfo) -> None:
         """Make a stored pack's blobs known."""
@@ -76,7 +78,14 @@ class Index:
                 self._packs.append(PackRef(info.id, info.gen, info.eph, info.size))
                 self._pack_no[info.id] = no
             for e in info.blobs:
-                self._blobs[e.id] = _ENTRY.pack(no, e.type, e.offset, e.length, e.raw_length, e.compression)
+                self._blobs[e.id] = _ENTRY.pack(
+                    no, e.type, e.offset, e.length, e.raw_length, e.compression
+                )
+
+    def pack(self, pack_id: str) -> PackRef | None:
+        """The pack with this id, if indexed."""
+        no = self._pack_no.get(pack_id)
+        return None if no is None else self._packs[no]
 
     def packs(self) -> list[PackRef]:
         """Every known pack."""
@@ -105,7 +114,11 @@ class Index:
         """
         names = [i.name for i in storage.list("index/")]
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            for name, packs in zip(names, pool.map(lambda n: read_index_file(storage, n, index_key), names), strict=True):
+            for name, packs in zip(
+                names,
+                pool.map(lambda n: read_index_file(storage, n, index_key), names),
+                strict=True,
+            ):
                 for p in packs:
                     self.add_pack(p)
                 self.files.append(name)
@@ -120,7 +133,10 @@ def read_index_file(storage: Storage, name: str, index_key: bytes) -> list[PackI
         doc = json.loads(open_envelope(blob, key=index_key))
         return [
             PackInfo(
-                p["id"], int(p["gen"]), bytes.fromhex(p["eph"]), int(p["size"]),
+                p["id"],
+                int(p["gen"]),
+                bytes.fromhex(p["eph"]),
+                int(p["size"]),
                 tuple(BlobEntry.from_json(r) for r in p["blobs"]),
             )
             for p in doc["packs"]
@@ -135,7 +151,13 @@ def write_index_file(
     """Store an index file for *packs*; return its name."""
     doc = {
         "packs": [
-            {"id": p.id, "gen": p.gen, "eph": p.eph.hex(), "size": p.size, "blobs": [b.to_json() for b in p.blobs]}
+            {
+                "id": p.id,
+                "gen": p.gen,
+                "eph": p.eph.hex(),
+                "size": p.size,
+                "blobs": [b.to_json() for b in p.blobs],
+            }
             for p in packs
         ],
         "supersedes": list(supersedes),

@@ -33,7 +33,7 @@ from safehold.repo.crypto import (
 from safehold.repo.errors import IntegrityError, KeyNotAllowed, RepoError, WrongPassword
 from safehold.storage import ObjectNotFound, Storage
 
-__all__ = ["KdfParams", "KeyInfo", "Keyring", "KeyStore"]
+__all__ = ["KdfParams", "KeyInfo", "KeyStore", "Keyring"]
 
 KeyKind = Literal["full", "write-only"]
 _KEY_AAD = b"safehold key v1"
@@ -135,7 +135,11 @@ class KeyStore:
         blob = seal_envelope(json.dumps(doc).encode(), key=self._ring_key(ring.master))
         name = f"keyring/{content_hash(blob)}"
         self._storage.put(name, blob)
-        pub = {"generations": [{"gen": g.gen, "public": _b64(g.public)} for g in ring.generations.values()]}
+        pub = {
+            "generations": [
+                {"gen": g.gen, "public": _b64(g.public)} for g in ring.generations.values()
+            ]
+        }
         pblob = seal_envelope(json.dumps(pub).encode(), key=ring.index_key)
         self._storage.put(f"pubring/{content_hash(pblob)}", pblob)
         ring.keyring_files = [name]
@@ -144,7 +148,9 @@ class KeyStore:
     def _ring_key(master: bytes) -> bytes:
         return derive_key(master, "safehold keyring v1")
 
-    def _write_key_file(self, kind: KeyKind, passphrase: str, payload: bytes, kdf: KdfParams) -> str:
+    def _write_key_file(
+        self, kind: KeyKind, passphrase: str, payload: bytes, kdf: KdfParams
+    ) -> str:
         salt = secrets.token_bytes(16)
         key = scrypt_key(passphrase, salt, kdf.n, kdf.r, kdf.p)
         doc = {

@@ -9,6 +9,7 @@ proceeds wrongly. A background thread refreshes the lock while it is held.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -63,7 +64,13 @@ def list_locks(storage: Storage) -> list[LockInfo]:
         try:
             doc = json.loads(storage.get(info.name))
             out.append(
-                LockInfo(info.name, doc["host"], int(doc["pid"]), parse_time(doc["time"]), bool(doc["exclusive"]))
+                LockInfo(
+                    info.name,
+                    doc["host"],
+                    int(doc["pid"]),
+                    parse_time(doc["time"]),
+                    bool(doc["exclusive"]),
+                )
             )
         except ObjectNotFound:
             continue
@@ -119,8 +126,12 @@ class RepoLock:
                     f"the repository is locked: {kind} lock is held by pid {c.pid} on {c.host} "
                     f"since {format_time(c.time)}; try again later"
                 )
-            time.sleep(min(1.0 + secrets.randbelow(1000) / 1000, max(0.0, deadline - time.monotonic())))
-        self._thread = threading.Thread(target=self._refresh_loop, name="safehold-lock", daemon=True)
+            time.sleep(
+                min(1.0 + secrets.randbelow(1000) / 1000, max(0.0, deadline - time.monotonic()))
+            )
+        self._thread = threading.Thread(
+            target=self._refresh_loop, name="safehold-lock", daemon=True
+        )
         self._thread.start()
 
     def _refresh_loop(self) -> None:
@@ -137,10 +148,9 @@ class RepoLock:
         if self._thread is not None:
             self._thread.join()
         if self._name:
-            try:
+            # A leftover lock goes stale; nothing is lost.
+            with contextlib.suppress(StorageError):
                 self._storage.delete(self._name)
-            except StorageError:
-                pass  # a leftover lock goes stale; nothing is lost
 
     def __enter__(self) -> RepoLock:
         self.acquire()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from safehold.repo.compress import compress, decompress
 from safehold.repo.crypto import DecryptError, Generation, content_hash, decrypt, encrypt, seal_key
@@ -37,15 +38,24 @@ class BlobEntry:
     raw_length: int
     compression: int
 
-    def to_json(self) -> list[object]:
+    def to_json(self) -> list[Any]:
         """The compact list form used in headers and index files."""
-        return [self.id.hex(), self.type, self.offset, self.length, self.raw_length, self.compression]
+        return [
+            self.id.hex(),
+            self.type,
+            self.offset,
+            self.length,
+            self.raw_length,
+            self.compression,
+        ]
 
     @classmethod
-    def from_json(cls, row: list[object]) -> BlobEntry:
+    def from_json(cls, row: list[Any]) -> BlobEntry:
         """Parse the compact list form; ``ValueError``/``TypeError`` if malformed."""
         blob_id, typ, off, length, raw, comp = row
-        return cls(bytes.fromhex(str(blob_id)), int(typ), int(off), int(length), int(raw), int(comp))  # type: ignore[call-overload]
+        return cls(
+            bytes.fromhex(str(blob_id)), int(typ), int(off), int(length), int(raw), int(comp)
+        )
 
 
 @dataclass(frozen=True)
@@ -93,10 +103,19 @@ class PackBuilder:
         """Blobs so far."""
         return len(self._entries)
 
-    def add(self, blob_id: bytes, blob_type: int, stored: bytes | memoryview, raw_length: int, compression: int) -> int:
+    def add(
+        self,
+        blob_id: bytes,
+        blob_type: int,
+        stored: bytes | memoryview,
+        raw_length: int,
+        compression: int,
+    ) -> int:
         """Encrypt and append one blob; return its stored length."""
         ct = encrypt(self.key, stored, aad=blob_aad(blob_type, blob_id))
-        self._entries.append(BlobEntry(blob_id, blob_type, len(self._buf), len(ct), raw_length, compression))
+        self._entries.append(
+            BlobEntry(blob_id, blob_type, len(self._buf), len(ct), raw_length, compression)
+        )
         self._buf += ct
         return len(ct)
 
@@ -108,7 +127,9 @@ class PackBuilder:
         self._buf += _LEN.pack(len(hdr))
         data = bytes(self._buf)
         self._buf = bytearray()
-        return PackInfo(content_hash(data), self.gen, self.eph, len(data), tuple(self._entries)), data
+        return PackInfo(
+            content_hash(data), self.gen, self.eph, len(data), tuple(self._entries)
+        ), data
 
 
 def parse_prefix(data: bytes) -> tuple[int, bytes]:

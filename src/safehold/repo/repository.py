@@ -69,7 +69,9 @@ class Repository:
         self.index = Index()
         self.pack_size = int(config.get("pack_size", DEFAULT_PACK_SIZE))
         ch = config.get("chunker", {})
-        self.chunker = ChunkerParams(ch.get("min", 512 * 1024), ch.get("avg", 512 * 1024), ch.get("max", 8 << 20))
+        self.chunker = ChunkerParams(
+            ch.get("min", 512 * 1024), ch.get("avg", 512 * 1024), ch.get("max", 8 << 20)
+        )
         self.damaged_snapshots: list[str] = []
         self._pack_keys: dict[str, bytes] = {}
         self._lock = threading.Lock()
@@ -136,20 +138,26 @@ class Repository:
             config = json.loads(raw)
             fmt, version = config["format"], int(config["version"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise RepositoryNotFound(f"{where} does not hold a safehold repository (bad config)") from exc
+            raise RepositoryNotFound(
+                f"{where} does not hold a safehold repository (bad config)"
+            ) from exc
         if fmt != FORMAT_NAME:
             raise RepositoryNotFound(f"{where} does not hold a safehold repository")
         if version > FORMAT_VERSION:
             raise UnsupportedFormat(
                 f"the repository at {where} has format version {version}; "
-                f"this safehold ({__version__}) reads up to version {FORMAT_VERSION}: upgrade safehold"
+                f"this safehold ({__version__}) reads up to version {FORMAT_VERSION}: "
+                "upgrade safehold"
             )
         return dict(config)
 
     @classmethod
-    def open(cls, storage: Storage, password: str) -> Repository:
+    def open(cls, storage: Storage, password: str, *, load_index: bool = True) -> Repository:
         """
         Open the repository in *storage* with *password*, and load its index.
+
+        ``check`` and ``repair`` pass ``load_index=False`` and load it their way,
+        so that a damaged index file is reported rather than fatal.
 
         Raises:
             RepositoryNotFound, UnsupportedFormat, WrongPassword, IntegrityError.
@@ -157,8 +165,15 @@ class Repository:
         config = cls.read_config(storage)
         keys = KeyStore(storage).open(password)
         repo = cls(storage, config, keys)
-        repo.reload_index()
+        if load_index:
+            repo.reload_index()
         return repo
+
+    def refresh_index(self) -> None:
+        """Reload the index if index files were added or removed since it was loaded."""
+        names = {i.name for i in self.storage.list("index/")}
+        if names != set(self.index.files):
+            self.reload_index()
 
     def reload_index(self) -> None:
         """Read every index file again (after another writer added some)."""
@@ -173,7 +188,9 @@ class Repository:
     def __enter__(self) -> Repository:
         return self
 
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     @property
@@ -194,7 +211,9 @@ class Repository:
             self.keys.require_read("reading data")
             gen = self.keys.generations.get(pack.gen)
             if gen is None:
-                raise IntegrityError(f"pack {pack_name(pack.id)} uses unknown key generation {pack.gen}")
+                raise IntegrityError(
+                    f"pack {pack_name(pack.id)} uses unknown key generation {pack.gen}"
+                )
             key = unseal_key(gen, pack.eph)
             with self._lock:
                 if len(self._pack_keys) > 65536:
@@ -206,7 +225,9 @@ class Repository:
         """Find a blob; ``IntegrityError`` if no index names it."""
         loc = self.index.lookup(blob_id)
         if loc is None:
-            raise IntegrityError(f"blob {blob_id.hex()} is not in any index: the repository is missing data")
+            raise IntegrityError(
+                f"blob {blob_id.hex()} is not in any index: the repository is missing data"
+            )
         return loc
 
     def decode_blob(self, loc: BlobLocation, ciphertext: bytes | memoryview) -> bytes:
@@ -217,9 +238,13 @@ class Repository:
             stored = decrypt(self.pack_key(loc.pack), ciphertext, aad=blob_aad(e.type, e.id))
             plain = decompress(stored, e.raw_length) if e.compression == ZSTD else stored
         except (DecryptError, zstandard.ZstdError) as exc:
-            raise IntegrityError(f"pack {where} is damaged: blob {e.id.hex()[:16]} fails verification") from exc
+            raise IntegrityError(
+                f"pack {where} is damaged: blob {e.id.hex()[:16]} fails verification"
+            ) from exc
         if len(plain) != e.raw_length or self.blob_id(plain) != e.id:
-            raise IntegrityError(f"pack {where} is damaged: blob {e.id.hex()[:16]} has the wrong content")
+            raise IntegrityError(
+                f"pack {where} is damaged: blob {e.id.hex()[:16]} has the wrong content"
+            )
         return plain
 
     def read_blob(self, blob_id: bytes) -> bytes:
@@ -252,7 +277,9 @@ class Repository:
         except ObjectNotFound as exc:
             raise SnapshotNotFound(f"no snapshot {snapshot_id}") from exc
         if content_hash(blob) != snapshot_id:
-            raise IntegrityError(f"snapshot file {name} is damaged: its content does not match its name")
+            raise IntegrityError(
+                f"snapshot file {name} is damaged: its content does not match its name"
+            )
         try:
             doc = json.loads(open_envelope(blob, gens=self.keys.generations))
             return Snapshot.from_json(snapshot_id, doc)

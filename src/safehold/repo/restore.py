@@ -16,10 +16,10 @@ import stat
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from typing import IO
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from safehold.core.errors import UsageError
 from safehold.core.progress import NullProgress, ProgressSink
@@ -34,6 +34,7 @@ from safehold.storage import ObjectNotFound, StorageError
 __all__ = ["RestoreResult", "dump", "restore", "walk"]
 
 _GAP = 1024 * 1024  # read across gaps up to this size rather than issue another request
+_Slot = tuple[str, int, bool]  # (path, offset in the file, file is sparse)
 
 
 @dataclass
@@ -57,7 +58,9 @@ def walk(repo: Repository, tree_id: bytes, prefix: str = "") -> Iterator[tuple[s
     try:
         tree = Tree.parse(repo.read_blob(tree_id))
     except ValueError as exc:
-        raise IntegrityError(f"tree {tree_id.hex()[:16]} under {prefix or '/'} is invalid: {exc}") from exc
+        raise IntegrityError(
+            f"tree {tree_id.hex()[:16]} under {prefix or '/'} is invalid: {exc}"
+        ) from exc
     for node in sorted(tree.nodes, key=lambda n: n.name):
         path = f"{prefix}{node.name}"
         yield path, node
@@ -105,7 +108,7 @@ class _Restorer:
         self.lock = threading.Lock()
         self.damaged: dict[str, str] = {}  # path -> reason
 
-    def write_range(self, pack_id: str, blobs: list[tuple[BlobLocation, list[tuple[str, int, bool]]]]) -> None:
+    def write_range(self, pack_id: str, blobs: list[tuple[BlobLocation, list[_Slot]]]) -> None:
         start = blobs[0][0].entry.offset
         end = max(loc.entry.offset + loc.entry.length for loc, _ in blobs)
         try:
@@ -117,7 +120,9 @@ class _Restorer:
         for loc, targets in blobs:
             e = loc.entry
             try:
-                plain = self.repo.decode_blob(loc, data[e.offset - start : e.offset - start + e.length])
+                plain = self.repo.decode_blob(
+                    loc, data[e.offset - start : e.offset - start + e.length]
+                )
             except IntegrityError as exc:
                 self._fail(targets, str(exc))
                 continue
@@ -132,24 +137,105 @@ class _Restorer:
                     os.close(fd)
             self.progress.advance(done_bytes=len(plain) * len(targets))
 
-    def _fail(self, targets: list[tuple[str, int, bool]], reason: str) -> None:
+    def _fail(self, targets: list[_Slot], reason: str) -> None:
         with self.lock:
             for path, _, _ in targets:
                 self.damaged.setdefault(path, reason)
 
 
-def _ranges(blobs: list[tuple[BlobLocation, list[tuple[str, int, bool]]]]) -> Iterator[list[tuple[BlobLocation, list[tuple[str, int, bool]]]]]:
+def _ranges(
+    blobs: list[tuple[BlobLocation, list[_Slot]]],
+) -> Iterator[list[tuple[BlobLocation, list[_Slot]]]]:
     blobs.sort(key=lambda b: b[0].entry.offset)
-    run: list[tuple[BlobLocation, list[tuple[str, int, bool]]]] = []
+    run: list[tuple[BlobLocation, list[_Slot]]] = []
     end = 0
     for b in blobs:
-        if run and (b[0].entry.offset - end > _GAP or end - run[0][0].entry.offset > 64 * 1024 * 1024):
+        if run and (
+            b[0].entry.offset - end > _GAP or end - run[0][0].entry.offset > 64 * 1024 * 1024
+        ):
             yield run
             run = []
         run.append(b)
         end = b[0].entry.offset + b[0].entry.length
     if run:
         yield run
+
+
+class _Plan:
+    """Creates the entries' directories and files, and maps each pack to what it feeds."""
+
+    def __init__(self, repo: Repository, t: _Target, r: _Restorer) -> None:
+        self.repo, self.t, self.r = repo, t, r
+        self.by_pack: dict[str, dict[bytes, tuple[BlobLocation, list[_Slot]]]] = defaultdict(dict)
+        self.links: dict[str, str] = {}
+        self.later: list[tuple[str, Node]] = []
+
+    def add(self, rel: str, node: Node, result: RestoreResult) -> None:
+        p = self.t.path(rel)
+        if node.type == "dir":
+            self.t.clear(p, keep_dir=True)
+            os.makedirs(p, exist_ok=True)
+            result.dirs += 1
+            return
+        self.t.clear(p, keep_dir=False)
+        if node.type != "file" or (node.hardlink and node.hardlink in self.links):
+            self.later.append((rel, node))
+            return
+        if node.hardlink:
+            self.links[node.hardlink] = p
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.ftruncate(fd, node.size)
+        finally:
+            os.close(fd)
+        offset = 0
+        for blob_id in node.content:
+            try:
+                loc = self.repo.locate(blob_id)
+            except IntegrityError as exc:
+                self.r.damaged[p] = str(exc)
+                break
+            self.by_pack[loc.pack.id].setdefault(blob_id, (loc, []))[1].append(
+                (p, offset, node.sparse)
+            )
+            offset += loc.entry.raw_length
+        else:
+            if offset != node.size:
+                self.r.damaged[p] = f"its blobs add up to {offset} bytes, not {node.size}"
+        result.files += 1
+        result.bytes += node.size
+
+    def write(self, workers: int) -> None:
+        """Read every needed pack range in parallel and write its blobs out."""
+        with ThreadPoolExecutor(workers, thread_name_prefix="safehold-restore") as pool:
+            futures = [
+                pool.submit(self.r.write_range, pack_id, run)
+                for pack_id, blobs in self.by_pack.items()
+                for run in _ranges(list(blobs.values()))
+            ]
+            for f in futures:
+                f.result()
+
+
+def _select(repo: Repository, snapshot: Snapshot, includes: list[str]) -> list[tuple[str, Node]]:
+    entries = []
+    for path, node in walk(repo, bytes.fromhex(snapshot.tree)):
+        take, ancestor = _selected(path, includes)
+        if take or (ancestor and node.type == "dir"):
+            entries.append((path, node))
+    if includes and not any(_selected(p, includes)[0] for p, _ in entries):
+        raise UsageError(f"nothing in snapshot {snapshot.short_id} matches {', '.join(includes)}")
+    return entries
+
+
+def _dry_run(entries: list[tuple[str, Node]]) -> RestoreResult:
+    result = RestoreResult()
+    for path, node in entries:
+        result.planned.append(f"{path}/" if node.type == "dir" else path)
+        result.files += node.type == "file"
+        result.dirs += node.type == "dir"
+        result.bytes += node.size if node.type == "file" else 0
+    return result
 
 
 def restore(
@@ -175,92 +261,40 @@ def restore(
     """
     repo.keys.require_read("restore")
     progress = progress or NullProgress()
-    includes = [i.strip("/") for i in include if i.strip("/")]
-    result = RestoreResult()
-    entries: list[tuple[str, Node]] = []
-    for path, node in walk(repo, bytes.fromhex(snapshot.tree)):
-        take, ancestor = _selected(path, includes)
-        if take or (ancestor and node.type == "dir"):
-            entries.append((path, node))
-    if includes and not any(_selected(p, includes)[0] for p, _ in entries):
-        raise UsageError(f"nothing in snapshot {snapshot.short_id} matches {', '.join(includes)}")
+    entries = _select(repo, snapshot, [i.strip("/") for i in include if i.strip("/")])
     if dry_run:
-        for path, node in entries:
-            result.planned.append(f"{path}/" if node.type == "dir" else path)
-            result.files += node.type == "file"
-            result.dirs += node.type == "dir"
-            result.bytes += node.size if node.type == "file" else 0
-        return result
-
+        return _dry_run(entries)
+    result = RestoreResult()
     root = Path(target).absolute()
     root.mkdir(parents=True, exist_ok=True)
     t = _Target(root)
     r = _Restorer(repo, t, progress)
     total = sum(n.size for _, n in entries if n.type == "file")
     progress.begin("restore", total_bytes=total, total_items=len(entries))
-
-    # 1. Directories, then empty files of the right size; collect blob targets.
-    by_pack: dict[str, dict[bytes, tuple[BlobLocation, list[tuple[str, int, bool]]]]] = defaultdict(dict)
-    links: dict[str, str] = {}
-    later: list[tuple[str, Node]] = []
+    # 1. Directories and empty files of the right size; 2. their contents.
+    plan = _Plan(repo, t, r)
     for rel, node in entries:
-        p = t.path(rel)
-        if node.type == "dir":
-            t.clear(p, keep_dir=True)
-            os.makedirs(p, exist_ok=True)
-            result.dirs += 1
-        elif node.type == "file":
-            t.clear(p, keep_dir=False)
-            if node.hardlink and node.hardlink in links:
-                later.append((rel, node))
-                continue
-            if node.hardlink:
-                links[node.hardlink] = p
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            try:
-                os.ftruncate(fd, node.size)
-            finally:
-                os.close(fd)
-            offset = 0
-            for blob_id in node.content:
-                loc = repo.locate(blob_id)
-                slot = by_pack[loc.pack.id].setdefault(blob_id, (loc, []))
-                slot[1].append((p, offset, node.sparse))
-                offset += loc.entry.raw_length
-            if offset != node.size:
-                r.damaged[p] = f"its blobs add up to {offset} bytes, not {node.size}"
-            result.files += 1
-            result.bytes += node.size
-        else:
-            t.clear(p, keep_dir=False)
-            later.append((rel, node))
-
-    # 2. File contents, pack by pack, in parallel.
-    n = workers or max(os.cpu_count() or 2, repo.storage.properties.connections)
-    with ThreadPoolExecutor(n, thread_name_prefix="safehold-restore") as pool:
-        futures = [
-            pool.submit(r.write_range, pack_id, run)
-            for pack_id, blobs in by_pack.items()
-            for run in _ranges(list(blobs.values()))
-        ]
-        for f in futures:
-            f.result()
-
+        plan.add(rel, node, result)
+    plan.write(workers or max(os.cpu_count() or 2, repo.storage.properties.connections))
     # 3. Links and special files, then metadata (directories last, deepest first).
-    for rel, node in later:
-        _make_special(t.path(rel), node, links, result)
+    for rel, node in plan.later:
+        _make_special(t.path(rel), node, plan.links, result)
     for rel, node in entries:
         if node.type != "dir":
             _set_meta(t.path(rel), node, result)
-    for rel, node in sorted((e for e in entries if e[1].type == "dir"), key=lambda e: -e[0].count("/")):
+    dirs = sorted((e for e in entries if e[1].type == "dir"), key=lambda e: -e[0].count("/"))
+    for rel, node in dirs:
         _set_meta(t.path(rel), node, result)
     progress.end()
-
     if r.damaged:
         for p in r.damaged:
             Path(p).unlink(missing_ok=True)
-        lines = "; ".join(f"{os.path.relpath(p, root)}: {why}" for p, why in sorted(r.damaged.items()))
-        raise IntegrityError(f"{len(r.damaged)} file(s) not restored because their data is damaged: {lines}")
+        lines = "; ".join(
+            f"{os.path.relpath(p, root)}: {why}" for p, why in sorted(r.damaged.items())
+        )
+        raise IntegrityError(
+            f"{len(r.damaged)} file(s) not restored, their data is damaged: {lines}"
+        )
     return result
 
 

@@ -107,7 +107,9 @@ class Tree:
         """Deterministic JSON: the same directory always gives the same bytes."""
         nodes = sorted(self.nodes, key=lambda n: n.name)
         # ensure_ascii keeps surrogate-escaped bytes representable in JSON.
-        return json.dumps({"nodes": [n.to_json() for n in nodes]}, separators=(",", ":"), sort_keys=True).encode()
+        return json.dumps(
+            {"nodes": [n.to_json() for n in nodes]}, separators=(",", ":"), sort_keys=True
+        ).encode()
 
     @classmethod
     def parse(cls, data: bytes) -> Tree:

@@ -27,7 +27,9 @@ INDEX_EVERY = 8
 class BlobWriter:
     """Writes blobs into packs; use as a context manager or call ``flush``."""
 
-    def __init__(self, repo: Repository, *, progress: ProgressSink | None = None, uploads: int | None = None) -> None:
+    def __init__(
+        self, repo: Repository, *, progress: ProgressSink | None = None, uploads: int | None = None
+    ) -> None:
         self._repo = repo
         self._progress = progress or NullProgress()
         n = uploads or repo.storage.properties.connections
@@ -50,9 +52,16 @@ class BlobWriter:
         if self._error is not None:
             raise self._error
 
-    def save(self, blob_type: int, data: bytes | memoryview, blob_id: bytes | None = None) -> tuple[bytes, bool]:
+    def save(
+        self,
+        blob_type: int,
+        data: bytes | memoryview,
+        blob_id: bytes | None = None,
+        *,
+        force: bool = False,
+    ) -> tuple[bytes, bool]:
         """
-        Store *data* unless the repository already has it.
+        Store *data* unless the repository already has it (or *force*: prune's repack).
 
         Returns:
             ``(id, new)``: the blob id, and whether this call stored it.
@@ -60,7 +69,7 @@ class BlobWriter:
         self._check()
         if blob_id is None:
             blob_id = self._repo.blob_id(data)
-        if self._repo.index.has(blob_id):
+        if not force and self._repo.index.has(blob_id):
             return blob_id, False
         with self._lock:
             if blob_id in self._pending:
