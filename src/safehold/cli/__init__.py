@@ -1,0 +1,61 @@
+"""
+The ``safehold`` command line.
+
+One module per command registers itself on ``cli.app.app``. ``main`` is the
+console script: it turns every ``SafeholdError`` into its message on stderr and
+its documented exit code, never a traceback.
+
+Exit codes: 0 ok; 1 failure; 2 bad input; 3 backup stored with unreadable
+files; 10 no repository; 11 locked; 12 wrong password or key; 13 damaged data;
+14 repository format too new; 15 storage failure; 16 not found; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+
+from safehold.cli import backup, check, forget, init, key, restore, service_cli, snapshots
+from safehold.cli.app import app
+from safehold.cli.common import err_console
+from safehold.core.errors import ExitCode, SafeholdError
+
+__all__ = ["app", "main"]
+
+_COMMAND_MODULES = (backup, check, forget, init, key, restore, snapshots)
+service_cli.register(app)
+
+
+def main() -> None:
+    """Run the CLI with safehold's error handling and exit codes."""
+    try:
+        app(standalone_mode=False)
+    except SafeholdError as exc:
+        err_console.print(f"error: {exc.message}", markup=False, highlight=False)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(ExitCode.USAGE)
+    except click.exceptions.Abort:
+        err_console.print("interrupted")
+        sys.exit(ExitCode.INTERRUPTED)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(ExitCode.INTERRUPTED)
+    except Exception as exc:
+        if os.environ.get("SAFEHOLD_DEBUG"):
+            raise
+        err_console.print(
+            f"internal error: {type(exc).__name__}: {exc}\n"
+            "(set SAFEHOLD_DEBUG=1 for a traceback, and please report it)",
+            markup=False,
+            highlight=False,
+        )
+        sys.exit(ExitCode.FAILURE)
