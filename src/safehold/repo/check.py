@@ -191,8 +191,13 @@ def check(
     report.snapshots = len(snaps)
     for snap in snaps:
         damaged: list[str] = []
+        root = bytes.fromhex(snap.tree)
+        if root in c.bad_blobs:
+            damaged.append(f"/ (its tree: {c.bad_blobs[root]})")
         try:
-            for path, node in walk(repo, bytes.fromhex(snap.tree)):
+            for path, node in walk(repo, root):
+                if node.subtree is not None and node.subtree in c.bad_blobs:
+                    damaged.append(f"{path}/ (its tree: {c.bad_blobs[node.subtree]})")
                 missing = [b for b in node.content if not index.has(b)]
                 bad = [c.bad_blobs[b] for b in node.content if b in c.bad_blobs]
                 if missing:

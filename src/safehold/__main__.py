@@ -1,0 +1,5 @@
+"""``python -m safehold`` runs the CLI."""
+
+from safehold.cli import main
+
+main()
