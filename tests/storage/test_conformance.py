@@ -21,9 +21,9 @@ def test_put_then_get_returns_the_same_bytes(storage: Storage) -> None:
 def test_get_range(storage: Storage) -> None:
     """A ranged read returns exactly the bytes asked for."""
     storage.put("obj", b"0123456789")
-    assert b"345" == storage.get("obj", offset=3, length=3)
-    assert b"789" == storage.get("obj", offset=7)
-    assert b"" == storage.get("obj", offset=10, length=0)
+    assert storage.get("obj", offset=3, length=3) == b"345"
+    assert storage.get("obj", offset=7) == b"789"
+    assert storage.get("obj", offset=10, length=0) == b""
 
 
 def test_short_read_is_an_error(storage: Storage) -> None:
@@ -51,13 +51,13 @@ def test_put_replaces_whole_object(storage: Storage) -> None:
     """Writing a name again replaces the object entirely."""
     storage.put("config", b"long old content")
     storage.put("config", b"new")
-    assert b"new" == storage.get("config")
+    assert storage.get("config") == b"new"
 
 
 def test_empty_object(storage: Storage) -> None:
     """Empty objects are stored and listed like any other."""
     storage.put("locks/empty", b"")
-    assert b"" == storage.get("locks/empty")
+    assert storage.get("locks/empty") == b""
     assert [ObjectInfo("locks/empty", 0)] == list(storage.list("locks/"))
 
 
@@ -79,7 +79,7 @@ def test_list_is_sorted_and_filtered_by_prefix(storage: Storage) -> None:
     assert sorted(n for n in names if n.startswith("data/")) == [o.name for o in listed]
     assert {o.name: o.size for o in listed}["data/ab-c"] == 1
     assert sorted(names) == [o.name for o in storage.list()]
-    assert [] == list(storage.list("nothing/"))
+    assert list(storage.list("nothing/")) == []
 
 
 def test_invalid_names_are_refused(storage: Storage) -> None:
