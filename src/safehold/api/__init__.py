@@ -1,0 +1,5 @@
+"""
+The HTTP API.
+
+Service Fabric's Backup Restore REST API (api-version 6.4), plus safehold's own routes.
+"""

@@ -1,0 +1,88 @@
+"""On-demand backup and restore of a partition, and their progress (SF api-version 6.4)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from safehold.api.deps import (
+    ApiVersionDep,
+    CtxDep,
+    JsonBody,
+    OperatorDep,
+    ReaderDep,
+    parse_filter_time,
+)
+from safehold.core.policy import PolicyError
+from safehold.service import jobs
+
+router = APIRouter(prefix="/Partitions/{partition_id}", tags=["PartitionBackupRestore"])
+
+
+@router.post("/$/Backup", status_code=202)
+def backup_partition(
+    ctx: CtxDep,
+    _v: ApiVersionDep,
+    _p: OperatorDep,
+    partition_id: str,
+    body: JsonBody,
+    backup_timeout: Annotated[int, Query(alias="BackupTimeout")] = 10,
+) -> Response:
+    """Accept a full backup; the storage is BackupStorage in the body or the policy's."""
+    storage = None
+    if body is not None:
+        if not isinstance(body, dict):
+            raise PolicyError("the body, when given, must be an object with BackupStorage")
+        storage = body.get("BackupStorage")
+    jobs.request_backup(ctx, partition_id, storage_doc=storage, timeout_minutes=backup_timeout)
+    return Response(status_code=202)
+
+
+@router.get("/$/GetBackupProgress")
+def get_partition_backup_progress(
+    ctx: CtxDep, _v: ApiVersionDep, _p: ReaderDep, partition_id: str
+) -> dict[str, Any]:
+    """Return the latest backup's BackupProgressInfo."""
+    return jobs.backup_progress(ctx, partition_id)
+
+
+@router.post("/$/Restore", status_code=202)
+def restore_partition(
+    ctx: CtxDep,
+    _v: ApiVersionDep,
+    _p: OperatorDep,
+    partition_id: str,
+    body: JsonBody,
+    restore_timeout: Annotated[int, Query(alias="RestoreTimeout")] = 10,
+    latest: Annotated[bool, Query(alias="Latest")] = False,
+    restore_point: Annotated[str | None, Query(alias="RestorePointTime")] = None,
+    allow_other: Annotated[bool, Query(alias="AllowRestoreToOtherPartition")] = False,
+) -> Response:
+    """
+    Accept a restore: BackupId + BackupLocation, or Latest, or RestorePointTime.
+
+    Restoring another partition's backup needs ``AllowRestoreToOtherPartition=true``.
+    """
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise PolicyError("the body must be an object with BackupId and BackupLocation")
+    jobs.request_restore(
+        ctx,
+        partition_id,
+        body,
+        timeout_minutes=restore_timeout,
+        latest=latest,
+        at_or_before=parse_filter_time(restore_point, "RestorePointTime"),
+        allow_other_partition=allow_other,
+    )
+    return Response(status_code=202)
+
+
+@router.get("/$/GetRestoreProgress")
+def get_partition_restore_progress(
+    ctx: CtxDep, _v: ApiVersionDep, _p: ReaderDep, partition_id: str
+) -> dict[str, Any]:
+    """Return the latest restore's RestoreProgressInfo."""
+    return jobs.restore_progress(ctx, partition_id)

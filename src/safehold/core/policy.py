@@ -1,0 +1,559 @@
+"""
+Backup policies as Service Fabric's Backup Restore Service defines them, and the rules around them.
+
+Everything here is pure: parsing and validating the JSON shapes of api-version 6.4
+(``BackupPolicyDescription`` and its parts), Service Fabric names and path ids,
+the inheritance of policies and suspensions from applications to services to
+partitions, and when a schedule is next due.
+Validation errors are ``PolicyError`` (HTTP 400, ``E_INVALIDARG``) with a message
+that names the field; messages never repeat a secret.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, time, timedelta
+from typing import Any, Literal
+
+from safehold.core.errors import UsageError
+
+__all__ = [
+    "REDACTED",
+    "AzureBlobStorage",
+    "BackupPolicy",
+    "BasicRetention",
+    "EffectiveConfig",
+    "EntityRef",
+    "FileShareStorage",
+    "FrequencySchedule",
+    "PolicyError",
+    "S3Storage",
+    "Schedule",
+    "StorageSpec",
+    "TimeSchedule",
+    "effective_config",
+    "format_duration",
+    "next_due",
+    "parse_duration",
+    "parse_policy",
+    "parse_storage",
+]
+
+REDACTED = "****"
+MAX_INCREMENTAL_BACKUPS = 255
+MIN_INTERVAL = timedelta(minutes=1)
+MAX_INTERVAL = timedelta(days=15)
+DAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+Scope = Literal["Application", "Service", "Partition"]
+
+
+class PolicyError(UsageError):
+    """A policy, schedule, storage or name is malformed or out of range."""
+
+    code = "E_INVALIDARG"
+
+
+# --- ISO 8601 durations ------------------------------------------------------------
+
+_DURATION_RE = re.compile(
+    r"^P(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?"
+    r"(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
+)
+
+
+def parse_duration(text: object, field: str) -> timedelta:
+    """
+    Parse an ISO 8601 duration such as ``PT1H30M`` or ``P2D``.
+
+    Years and months are refused: they have no fixed length.
+
+    Raises:
+        PolicyError: *text* is not such a duration.
+    """
+    if not isinstance(text, str):
+        raise PolicyError(f"{field} must be an ISO 8601 duration string such as 'PT1H'")
+    m = _DURATION_RE.match(text.strip().upper())
+    if not m or text.strip().upper() in ("P", "PT") or text.strip().upper().endswith("T"):
+        raise PolicyError(
+            f"{field} {text!r} is not an ISO 8601 duration such as 'PT15M', 'PT1H' or 'P1D' "
+            "(years and months are not supported)"
+        )
+    g = {k: float(v) if v else 0.0 for k, v in m.groupdict().items()}
+    return timedelta(weeks=g["w"], days=g["d"], hours=g["h"], minutes=g["m"], seconds=g["s"])
+
+
+def format_duration(td: timedelta) -> str:
+    """Format *td* as an ISO 8601 duration (``P1DT2H``, ``PT15M``, ``PT0S``)."""
+    secs = int(td.total_seconds())
+    days, rest = divmod(secs, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    out = "P" + (f"{days}D" if days else "")
+    clock = (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes else "")
+    clock += f"{seconds}S" if seconds else ""
+    if clock:
+        out += "T" + clock
+    return out if out != "P" else "PT0S"
+
+
+# --- Schedules ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrequencySchedule:
+    """``FrequencyBased``: a backup every *interval* (minute resolution, 1 min to 15 days)."""
+
+    interval: timedelta
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the API shape."""
+        return {"ScheduleKind": "FrequencyBased", "Interval": format_duration(self.interval)}
+
+
+@dataclass(frozen=True)
+class TimeSchedule:
+    """``TimeBased``: at each of *run_times* (UTC) on *run_days* (every day when Daily)."""
+
+    frequency: Literal["Daily", "Weekly"]
+    run_days: tuple[str, ...]
+    run_times: tuple[time, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the API shape; run times carry SF's placeholder date."""
+        return {
+            "ScheduleKind": "TimeBased",
+            "ScheduleFrequencyType": self.frequency,
+            "RunDays": list(self.run_days),
+            "RunTimes": [f"0001-01-01T{t.strftime('%H:%M:%S')}Z" for t in self.run_times],
+        }
+
+
+Schedule = FrequencySchedule | TimeSchedule
+
+
+def _parse_run_time(value: object) -> time:
+    if not isinstance(value, str):
+        raise PolicyError(
+            "RunTimes must be a list of date-time strings such as '0001-01-01T09:00:00Z'"
+        )
+    text = value.strip()
+    try:
+        if "T" in text:
+            # SF ignores the date part; only the time of day (UTC) matters.
+            date_part, clock = text.split("T", 1)
+            stamp = datetime.fromisoformat(f"2000-01-01T{clock}".replace("Z", "+00:00"))
+            del date_part
+        else:
+            stamp = datetime.fromisoformat(f"2000-01-01T{text}".replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise PolicyError(f"RunTimes entry {value!r} is not a valid time of day") from exc
+    if stamp.tzinfo is not None:
+        stamp = stamp.astimezone(UTC)
+    return time(stamp.hour, stamp.minute)
+
+
+def parse_schedule(doc: object) -> Schedule:
+    """Parse and validate a ``Schedule`` object."""
+    if not isinstance(doc, Mapping):
+        raise PolicyError("Schedule must be an object with a ScheduleKind")
+    kind = doc.get("ScheduleKind")
+    if kind == "FrequencyBased":
+        if "Interval" not in doc:
+            raise PolicyError("Schedule.Interval is required for a FrequencyBased schedule")
+        interval = parse_duration(doc["Interval"], "Schedule.Interval")
+        interval = timedelta(minutes=int(interval.total_seconds() // 60))  # seconds ignored
+        if interval < MIN_INTERVAL:
+            raise PolicyError("Minimum time interval supported is 1 minute (Schedule.Interval)")
+        if interval > MAX_INTERVAL:
+            raise PolicyError("Allowed maximum time interval for Schedule.Interval is 15 days.")
+        return FrequencySchedule(interval)
+    if kind == "TimeBased":
+        freq = doc.get("ScheduleFrequencyType")
+        if freq not in ("Daily", "Weekly"):
+            raise PolicyError("Schedule.ScheduleFrequencyType must be 'Daily' or 'Weekly'")
+        times = doc.get("RunTimes")
+        if not isinstance(times, list) or not times:
+            raise PolicyError("The RunTimes field is required: a non-empty list of times of day.")
+        run_times = tuple(sorted({_parse_run_time(t) for t in times}))
+        days_in = doc.get("RunDays") or []
+        if not isinstance(days_in, list):
+            raise PolicyError("RunDays must be a list of day names")
+        for d in days_in:
+            if d not in DAYS:
+                raise PolicyError(f"RunDays entry {d!r} is not one of {', '.join(DAYS)}")
+        if freq == "Weekly" and not days_in:
+            raise PolicyError("The RunDays field is required.")
+        run_days = tuple(d for d in DAYS if d in days_in) if freq == "Weekly" else ()
+        return TimeSchedule(freq, run_days, run_times)
+    raise PolicyError(
+        f"Schedule.ScheduleKind {kind!r} is not supported: use 'FrequencyBased' or 'TimeBased'"
+    )
+
+
+def next_due(schedule: Schedule, after: datetime) -> datetime:
+    """
+    Return the first time strictly after *after* at which *schedule* wants a backup.
+
+    A frequency schedule is due *interval* after the reference time; the caller
+    passes the last backup (or the time backup was enabled).
+    """
+    after = after.astimezone(UTC)
+    if isinstance(schedule, FrequencySchedule):
+        return after + schedule.interval
+    day = after.date()
+    for offset in range(8):
+        d = day + timedelta(days=offset)
+        # Python's weekday(): Monday=0; SF's DayOfWeek: Sunday=0.
+        name = DAYS[(d.weekday() + 1) % 7]
+        if schedule.frequency == "Weekly" and name not in schedule.run_days:
+            continue
+        for t in schedule.run_times:
+            candidate = datetime.combine(d, t, tzinfo=UTC)
+            if candidate > after:
+                return candidate
+    raise AssertionError("a time schedule always has a run within 8 days")  # pragma: no cover
+
+
+# --- Storage -----------------------------------------------------------------------
+
+
+def _req_str(doc: Mapping[str, Any], key: str, where: str) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise PolicyError(f"{where}.{key} is required and must be a non-empty string")
+    return value
+
+
+def _opt_str(doc: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise PolicyError(f"{where}.{key} must be a string")
+    return value
+
+
+@dataclass(frozen=True)
+class FileShareStorage:
+    """``FileShare``: a directory (a local path or a mounted UNC share)."""
+
+    path: str
+    friendly_name: str | None = None
+    primary_user_name: str | None = None
+    primary_password: str | None = None
+    secondary_user_name: str | None = None
+    secondary_password: str | None = None
+
+    kind = "FileShare"
+    secret_fields = ("primary_password", "secondary_password")
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the API shape (secrets included: redact before showing it)."""
+        return _drop_none(
+            {
+                "StorageKind": self.kind,
+                "FriendlyName": self.friendly_name,
+                "Path": self.path,
+                "PrimaryUserName": self.primary_user_name,
+                "PrimaryPassword": self.primary_password,
+                "SecondaryUserName": self.secondary_user_name,
+                "SecondaryPassword": self.secondary_password,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class AzureBlobStorage:
+    """``AzureBlobStore``: a container in an Azure storage account."""
+
+    connection_string: str
+    container_name: str
+    friendly_name: str | None = None
+
+    kind = "AzureBlobStore"
+    secret_fields = ("connection_string",)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the API shape (secrets included: redact before showing it)."""
+        return _drop_none(
+            {
+                "StorageKind": self.kind,
+                "FriendlyName": self.friendly_name,
+                "ConnectionString": self.connection_string,
+                "ContainerName": self.container_name,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class S3Storage:
+    """``S3`` (safehold's addition): a bucket and optional prefix on S3 or a compatible server."""
+
+    bucket: str
+    region: str | None = None
+    endpoint_url: str | None = None
+    prefix: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    friendly_name: str | None = None
+
+    kind = "S3"
+    secret_fields = ("secret_access_key",)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the API shape (secrets included: redact before showing it)."""
+        return _drop_none(
+            {
+                "StorageKind": self.kind,
+                "FriendlyName": self.friendly_name,
+                "BucketName": self.bucket,
+                "Region": self.region,
+                "EndpointUrl": self.endpoint_url,
+                "Prefix": self.prefix,
+                "AccessKeyId": self.access_key_id,
+                "SecretAccessKey": self.secret_access_key,
+            }
+        )
+
+
+StorageSpec = FileShareStorage | AzureBlobStorage | S3Storage
+
+
+def _drop_none(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if v is not None}
+
+
+def redact_storage(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a storage JSON object with every secret replaced by ``****``."""
+    secret_keys = {"PrimaryPassword", "SecondaryPassword", "ConnectionString", "SecretAccessKey"}
+    return {k: (REDACTED if k in secret_keys and v else v) for k, v in doc.items()}
+
+
+def parse_storage(doc: object, where: str = "Storage") -> StorageSpec:
+    """Parse and validate a ``BackupStorageDescription``."""
+    if not isinstance(doc, Mapping):
+        raise PolicyError(f"{where} must be an object with a StorageKind")
+    kind = doc.get("StorageKind")
+    friendly = _opt_str(doc, "FriendlyName", where)
+    if kind == "FileShare":
+        return FileShareStorage(
+            path=_req_str(doc, "Path", where),
+            friendly_name=friendly,
+            primary_user_name=_opt_str(doc, "PrimaryUserName", where),
+            primary_password=_opt_str(doc, "PrimaryPassword", where),
+            secondary_user_name=_opt_str(doc, "SecondaryUserName", where),
+            secondary_password=_opt_str(doc, "SecondaryPassword", where),
+        )
+    if kind == "AzureBlobStore":
+        return AzureBlobStorage(
+            connection_string=_req_str(doc, "ConnectionString", where),
+            container_name=_req_str(doc, "ContainerName", where),
+            friendly_name=friendly,
+        )
+    if kind == "S3":
+        return S3Storage(
+            bucket=_req_str(doc, "BucketName", where),
+            region=_opt_str(doc, "Region", where),
+            endpoint_url=_opt_str(doc, "EndpointUrl", where),
+            prefix=_opt_str(doc, "Prefix", where),
+            access_key_id=_opt_str(doc, "AccessKeyId", where),
+            secret_access_key=_opt_str(doc, "SecretAccessKey", where),
+            friendly_name=friendly,
+        )
+    raise PolicyError(
+        f"{where}.StorageKind {kind!r} is not supported: use 'FileShare', 'AzureBlobStore' or 'S3'"
+    )
+
+
+# --- Retention and the policy ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BasicRetention:
+    """``Basic`` retention: keep backups younger than *duration*, and at least *minimum*."""
+
+    duration: timedelta
+    minimum: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the API shape."""
+        return {
+            "RetentionPolicyType": "Basic",
+            "RetentionDuration": format_duration(self.duration),
+            "MinimumNumberOfBackups": self.minimum,
+        }
+
+
+def parse_retention(doc: object) -> BasicRetention | None:
+    """Parse and validate a ``RetentionPolicy``; ``None`` when absent."""
+    if doc is None:
+        return None
+    if not isinstance(doc, Mapping):
+        raise PolicyError("RetentionPolicy must be an object with a RetentionPolicyType")
+    if doc.get("RetentionPolicyType") != "Basic":
+        raise PolicyError("RetentionPolicy.RetentionPolicyType must be 'Basic'")
+    if "RetentionDuration" not in doc:
+        raise PolicyError("RetentionPolicy.RetentionDuration is required")
+    duration = parse_duration(doc["RetentionDuration"], "RetentionPolicy.RetentionDuration")
+    if duration < timedelta(hours=1):
+        raise PolicyError("RetentionDuration cannot be less than 1 hour.")
+    if duration.total_seconds() % 3600:
+        raise PolicyError("RetentionPolicy.RetentionDuration must be a whole number of hours")
+    minimum = doc.get("MinimumNumberOfBackups", 0)
+    if minimum is None:
+        minimum = 0
+    if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < 0:
+        raise PolicyError("RetentionPolicy.MinimumNumberOfBackups must be an integer >= 0")
+    return BasicRetention(duration, minimum)
+
+
+_POLICY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class BackupPolicy:
+    """A validated ``BackupPolicyDescription``."""
+
+    name: str
+    auto_restore_on_data_loss: bool
+    max_incremental_backups: int
+    schedule: Schedule
+    storage: StorageSpec
+    retention: BasicRetention | None = None
+
+    def to_json(self, *, redact: bool = True) -> dict[str, Any]:
+        """Return the API shape; secrets are ``****`` unless *redact* is false."""
+        storage = self.storage.to_json()
+        doc: dict[str, Any] = {
+            "Name": self.name,
+            "AutoRestoreOnDataLoss": self.auto_restore_on_data_loss,
+            "MaxIncrementalBackups": self.max_incremental_backups,
+            "Schedule": self.schedule.to_json(),
+            "Storage": redact_storage(storage) if redact else storage,
+        }
+        if self.retention is not None:
+            doc["RetentionPolicy"] = self.retention.to_json()
+        return doc
+
+    def with_storage(self, storage: StorageSpec) -> BackupPolicy:
+        """Return a copy with another storage."""
+        return replace(self, storage=storage)
+
+
+def parse_policy(doc: object) -> BackupPolicy:
+    """
+    Parse and validate a ``BackupPolicyDescription`` (a JSON object).
+
+    Raises:
+        PolicyError: a field is missing, of the wrong type or out of range.
+    """
+    if not isinstance(doc, Mapping):
+        raise PolicyError("the backup policy must be a JSON object")
+    name = doc.get("Name")
+    if not isinstance(name, str) or not _POLICY_NAME_RE.match(name):
+        raise PolicyError(
+            "Name is required: 1 to 128 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit"
+        )
+    auto = doc.get("AutoRestoreOnDataLoss")
+    if not isinstance(auto, bool):
+        raise PolicyError("AutoRestoreOnDataLoss is required and must be true or false")
+    mib = doc.get("MaxIncrementalBackups")
+    if not isinstance(mib, int) or isinstance(mib, bool):
+        raise PolicyError("MaxIncrementalBackups is required and must be an integer")
+    if not 0 <= mib <= MAX_INCREMENTAL_BACKUPS:
+        raise PolicyError(f"MaxIncrementalBackups must be between 0 and 255, not {mib}")
+    if "Schedule" not in doc:
+        raise PolicyError("Schedule is required")
+    if "Storage" not in doc:
+        raise PolicyError("Storage is required")
+    return BackupPolicy(
+        name=name,
+        auto_restore_on_data_loss=auto,
+        max_incremental_backups=mib,
+        schedule=parse_schedule(doc["Schedule"]),
+        storage=parse_storage(doc["Storage"]),
+        retention=parse_retention(doc.get("RetentionPolicy")),
+    )
+
+
+# --- Names and inheritance ---------------------------------------------------------
+
+_NAME_RE = re.compile(r"^fabric:/[^/~\s][^~\s]*$")
+
+
+def check_application_name(name: str) -> str:
+    """Check an application name such as ``fabric:/Shop``."""
+    if not _NAME_RE.match(name) or "/" in name[len("fabric:/") :]:
+        raise PolicyError(f"{name!r} is not an application name such as 'fabric:/Shop'")
+    return name
+
+
+def check_service_name(name: str, application: str) -> str:
+    """Check a service name such as ``fabric:/Shop/Orders`` inside *application*."""
+    if not _NAME_RE.match(name) or not name.startswith(application + "/") or name.endswith("/"):
+        raise PolicyError(
+            f"{name!r} is not a service name inside {application!r} such as '{application}/Orders'"
+        )
+    return name
+
+
+def name_from_id(entity_id: str) -> str:
+    """Turn a path id (``Shop~Orders``) into a name (``fabric:/Shop/Orders``)."""
+    if not entity_id or entity_id.startswith(("~", "/")):
+        raise PolicyError(
+            f"{entity_id!r} is not an application or service id such as 'Shop~Orders'"
+        )
+    return "fabric:/" + entity_id.replace("~", "/")
+
+
+def id_from_name(name: str) -> str:
+    """Turn a name (``fabric:/Shop/Orders``) into a path id (``Shop~Orders``)."""
+    return name.removeprefix("fabric:/").replace("/", "~")
+
+
+@dataclass(frozen=True)
+class EntityRef:
+    """An application, a service or a partition, as a scope for policies and suspension."""
+
+    kind: Scope
+    key: str  # the application name, the service name, or the partition id
+
+
+@dataclass(frozen=True)
+class EffectiveConfig:
+    """What applies to an entity, and where it comes from (``Invalid`` = nowhere)."""
+
+    policy_name: str | None
+    policy_from: Scope | Literal["Invalid"]
+    suspended: bool
+    suspended_from: Scope | Literal["Invalid"]
+
+
+def effective_config(
+    chain: list[EntityRef],
+    mappings: Mapping[EntityRef, str],
+    suspensions: set[EntityRef],
+) -> EffectiveConfig:
+    """
+    Resolve the policy and suspension for the last entity of *chain*.
+
+    *chain* goes from the application down to the entity itself
+    (``[app]``, ``[app, service]`` or ``[app, service, partition]``). The lowest
+    mapping wins; a suspension anywhere on the chain applies, reported from the
+    lowest level where it was made.
+    """
+    policy: str | None = None
+    policy_from: Scope | Literal["Invalid"] = "Invalid"
+    suspended_from: Scope | Literal["Invalid"] = "Invalid"
+    for entity in chain:
+        if entity in mappings:
+            policy, policy_from = mappings[entity], entity.kind
+        if entity in suspensions:
+            suspended_from = entity.kind
+    suspended = suspended_from != "Invalid" and policy is not None
+    return EffectiveConfig(
+        policy, policy_from, suspended, suspended_from if suspended else "Invalid"
+    )

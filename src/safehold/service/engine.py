@@ -1,0 +1,157 @@
+"""
+The narrow view of the backup engine that the service and its agents use.
+
+``BackupEngine`` is what callers rely on; ``RepoEngine`` implements it with
+``safehold.repo``. Storages are opened by a ``StorageOpener`` that the
+composition root provides, so nothing here picks a concrete backend.
+Every storage holds one repository, protected by the controller-level password.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from safehold.core.policy import StorageSpec
+from safehold.core.progress import ProgressSink
+from safehold.core.snapshot import Snapshot, SnapshotMeta
+from safehold.repo import Repository
+from safehold.repo.keys import KdfParams
+from safehold.storage.base import Storage
+
+__all__ = ["BackupEngine", "RepoEngine", "StorageOpener"]
+
+StorageOpener = Callable[[StorageSpec], Storage]
+
+
+class BackupEngine(Protocol):
+    """
+    **Protocol**: backup, restore, list and forget snapshots in a storage.
+
+    The repository in a storage is created on the first backup. Errors are
+    ``SafeholdError`` subclasses (``repo.errors`` and ``storage.errors``).
+    """
+
+    def backup_dir(
+        self, storage: Storage, path: Path, *, meta: SnapshotMeta, progress: ProgressSink
+    ) -> Snapshot:
+        """Back up the directory *path*; return the new snapshot."""
+        ...
+
+    def backup_stream(
+        self,
+        storage: Storage,
+        stream: BinaryIO,
+        *,
+        name: str,
+        meta: SnapshotMeta,
+        progress: ProgressSink,
+    ) -> Snapshot:
+        """Back up a byte stream as one file *name*; return the new snapshot."""
+        ...
+
+    def restore_dir(
+        self, storage: Storage, snapshot_id: str, target: Path, *, progress: ProgressSink
+    ) -> Snapshot:
+        """Write the snapshot's files under *target*; return the snapshot."""
+        ...
+
+    def dump(self, storage: Storage, snapshot_id: str, out: BinaryIO) -> int:
+        """Write a stream snapshot's content to *out*; return the byte count."""
+        ...
+
+    def snapshots(self, storage: Storage) -> list[Snapshot]:
+        """Return the snapshots, oldest first ([] when the storage has no repository)."""
+        ...
+
+    def forget(self, storage: Storage, snapshot_ids: Sequence[str]) -> None:
+        """Remove snapshots (their data goes at the next prune)."""
+        ...
+
+
+class RepoEngine:
+    """``BackupEngine`` over ``safehold.repo``."""
+
+    def __init__(self, password: str, *, kdf: KdfParams | None = None) -> None:
+        self._password = password
+        self._kdf = kdf
+
+    def __repr__(self) -> str:
+        return "RepoEngine(password=<hidden>)"
+
+    def _open(self, storage: Storage, *, create: bool) -> Repository:
+        from safehold.repo.errors import RepositoryNotFound
+
+        try:
+            return Repository.open(storage, self._password)
+        except RepositoryNotFound:
+            if not create:
+                raise
+        if self._kdf is not None:
+            return Repository.init(storage, self._password, kdf=self._kdf)
+        return Repository.init(storage, self._password)
+
+    def backup_dir(
+        self, storage: Storage, path: Path, *, meta: SnapshotMeta, progress: ProgressSink
+    ) -> Snapshot:
+        """Back up a directory."""
+        from safehold.repo import backup_paths
+
+        with self._open(storage, create=True) as repo:
+            return backup_paths(repo, [path], meta=meta, progress=progress).snapshot
+
+    def backup_stream(
+        self,
+        storage: Storage,
+        stream: BinaryIO,
+        *,
+        name: str,
+        meta: SnapshotMeta,
+        progress: ProgressSink,
+    ) -> Snapshot:
+        """Back up a byte stream."""
+        from safehold.repo import backup_stream
+
+        with self._open(storage, create=True) as repo:
+            return backup_stream(repo, stream, name=name, meta=meta, progress=progress).snapshot
+
+    def restore_dir(
+        self, storage: Storage, snapshot_id: str, target: Path, *, progress: ProgressSink
+    ) -> Snapshot:
+        """Restore a snapshot under *target*."""
+        from safehold.repo import restore
+
+        with self._open(storage, create=False) as repo:
+            snap = repo.find_snapshot(snapshot_id)
+            restore(repo, snap, target, progress=progress)
+            return snap
+
+    def dump(self, storage: Storage, snapshot_id: str, out: BinaryIO) -> int:
+        """Write a stream snapshot's single file to *out*."""
+        from safehold.repo import dump
+
+        with self._open(storage, create=False) as repo:
+            snap = repo.find_snapshot(snapshot_id)
+            return dump(repo, snap, out, snap.source_name)
+
+    def snapshots(self, storage: Storage) -> list[Snapshot]:
+        """List snapshots; an empty storage has none."""
+        from safehold.repo.errors import RepositoryNotFound
+
+        try:
+            repo = self._open(storage, create=False)
+        except RepositoryNotFound:
+            return []
+        with repo:
+            return list(repo.snapshots())
+
+    def forget(self, storage: Storage, snapshot_ids: Iterable[str]) -> None:
+        """Remove snapshots."""
+        from safehold.repo.prune import forget
+
+        ids = list(snapshot_ids)
+        if not ids:
+            return
+        with self._open(storage, create=False) as repo:
+            forget(repo, ids)

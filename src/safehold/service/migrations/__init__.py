@@ -1,0 +1,1 @@
+"""Alembic migrations of the service catalog, shipped inside the package and run at start-up."""

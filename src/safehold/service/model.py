@@ -1,0 +1,119 @@
+"""
+The service's records: what the catalog holds about partitions, jobs and backups.
+
+These are plain values; the unit of work (``service.uow``) loads and stores them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from safehold.core.snapshot import Epoch
+
+__all__ = [
+    "ACTIVE_STATES",
+    "BackupRecord",
+    "JobRecord",
+    "PartitionRecord",
+    "backup_id_for",
+    "backup_location",
+]
+
+JobKind = Literal["backup", "restore", "clean"]
+ACTIVE_STATES = ("Accepted", "BackupInProgress", "RestoreInProgress", "InProgress")
+ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
+ZERO_ID = "00000000-0000-0000-0000-000000000000"
+
+
+@dataclass
+class PartitionRecord:
+    """A registered partition: its names, where its data comes from, and its counters."""
+
+    partition_id: str
+    application: str
+    service: str
+    source: str
+    restore_to: str | None
+    agent: str | None
+    epoch: Epoch
+    lsn: int
+    last_scheduled_at: datetime | None
+    created_at: datetime
+
+
+@dataclass
+class JobRecord:
+    """A backup, restore or clean job for one partition."""
+
+    id: str
+    partition_id: str
+    kind: JobKind
+    state: str
+    scheduled: bool
+    created_at: datetime
+    deadline: datetime
+    params: dict[str, Any]
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    agent_id: str | None = None
+    heartbeat_at: datetime | None = None
+    result: dict[str, Any] | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        """Accepted or running."""
+        return self.state in ACTIVE_STATES
+
+
+@dataclass
+class BackupRecord:
+    """A backup that succeeded and is known to the catalog."""
+
+    backup_id: str
+    snapshot_id: str
+    partition_id: str
+    application: str
+    service: str
+    backup_type: Literal["Full", "Incremental"]
+    chain_id: str
+    parent_id: str | None
+    location: str
+    epoch: Epoch
+    lsn: int
+    created_at: datetime
+    size_bytes: int
+    storage: dict[str, Any]  # the storage JSON with secrets sealed
+
+
+def backup_id_for(snapshot_id: str) -> str:
+    """
+    Return the BackupId (a UUID) of the snapshot *snapshot_id*.
+
+    It is the snapshot id's first 128 bits, so a storage alone is enough to map
+    BackupIds to snapshots (the engine finds a snapshot by a unique id prefix).
+    """
+    return str(uuid.UUID(hex=snapshot_id[:32]))
+
+
+def snapshot_prefix(backup_id: str) -> str:
+    """Return the snapshot id prefix that a BackupId stands for."""
+    return uuid.UUID(backup_id).hex
+
+
+def backup_location(application: str, service: str, partition_id: str, when: datetime) -> str:
+    """
+    Return a backup's location, laid out as Service Fabric does.
+
+    ``<App>/<Svc>/<PartitionId>/<yyyy-MM-dd HH.mm.ss>`` with ``/`` inside names
+    turned into ``$``.
+    """
+    app = application.removeprefix("fabric:/").replace("/", "$")
+    svc = service.removeprefix(application + "/").replace("/", "$")
+    stamp = when.astimezone(UTC).strftime("%Y-%m-%d %H.%M.%S")
+    return f"{app}/{svc}/{partition_id}/{stamp}"

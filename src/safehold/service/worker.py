@@ -1,0 +1,227 @@
+"""
+The data work of a job, as an agent runs it: back up a source, restore it, clean a storage.
+
+Sources:
+
+- ``dir:PATH``: the directory is backed up; a restore replaces it whole (the
+  snapshot is restored beside it, then swapped in, so a failed restore leaves
+  the old data in place).
+- ``command:CMD``: ``CMD`` runs through the shell and its stdout is stored as one
+  file, ``dump``. A restore needs the partition's restore target:
+  ``command:CMD`` gets the content on its stdin, ``file:PATH`` gets it written
+  (atomically), ``dir:PATH`` gets a file ``PATH/dump``.
+
+``execute`` never raises for a job's own failure: it returns the outcome
+(``{"State": "Failure", "Error": {...}}``) to be reported to the controller.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from safehold.core.errors import SafeholdError
+from safehold.core.policy import parse_storage
+from safehold.core.progress import ProgressSink
+from safehold.core.retention_basic import BackupItem, apply_basic_retention
+from safehold.core.snapshot import Epoch, PartitionRef, Snapshot, SnapshotMeta, format_time
+from safehold.service.engine import BackupEngine, StorageOpener
+
+__all__ = ["execute"]
+
+STREAM_NAME = "dump"
+
+
+class SourceError(SafeholdError):
+    """A partition's source or restore target cannot be used."""
+
+    code = "SAFEHOLD_E_SOURCE"
+
+
+def _meta(item: dict[str, Any], now: datetime) -> SnapshotMeta:
+    part = item["Partition"]
+    params = item["Params"]
+    incremental = params["backup_type"] == "Incremental"
+    return SnapshotMeta(
+        host=f"partition-{part['PartitionId']}",
+        tags=("safehold-service",),
+        partition=PartitionRef(part["ApplicationName"], part["ServiceName"], part["PartitionId"]),
+        backup_type="incremental" if incremental else "full",
+        parent=params["parent_snapshot"] if incremental else None,
+        chain_id=params["chain_snapshot"] if incremental else None,
+        epoch=Epoch(*params["epoch"]),
+        lsn=params["lsn"],
+        time=now,
+    )
+
+
+def _backup(
+    item: dict[str, Any], engine: BackupEngine, storage: Any, progress: ProgressSink, now: datetime
+) -> Snapshot:
+    source: str = item["Partition"]["Source"]
+    meta = _meta(item, now)
+    if source.startswith("dir:"):
+        path = Path(source[4:])
+        if not path.is_dir():
+            raise SourceError(f"the source directory {path} does not exist")
+        return engine.backup_dir(storage, path, meta=meta, progress=progress)
+    cmd = source.split(":", 1)[1]
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, shell=True, stdout=subprocess.PIPE, stderr=err)  # noqa: S602
+        assert proc.stdout is not None
+        try:
+            snap = engine.backup_stream(
+                storage, cast(BinaryIO, proc.stdout), name=STREAM_NAME, meta=meta, progress=progress
+            )
+        finally:
+            proc.stdout.close()
+            code = proc.wait()
+        if code != 0:
+            err.seek(0)
+            tail = err.read()[-500:].decode(errors="replace").strip()
+            engine.forget(storage, [snap.id])
+            raise SourceError(f"the dump command exited with status {code}: {tail}")
+    return snap
+
+
+def _retention(
+    item: dict[str, Any], engine: BackupEngine, storage: Any, now: datetime
+) -> list[str]:
+    rule = item["Params"].get("retention")
+    if not rule:
+        return []
+    pid = item["Partition"]["PartitionId"]
+    mine = [s for s in engine.snapshots(storage) if s.partition and s.partition.partition_id == pid]
+    items = [
+        BackupItem(
+            s.id,
+            s.time,
+            s.backup_type == "full",
+            s.parent if s.backup_type == "incremental" else None,
+        )
+        for s in mine
+    ]
+    decision = apply_basic_retention(
+        items, duration=timedelta(hours=rule["hours"]), minimum=rule["minimum"], now=now
+    )
+    engine.forget(storage, decision.remove)
+    return decision.remove
+
+
+def _swap_in(restored: Path, target: Path) -> None:
+    old = target.with_name(f".{target.name}.safehold-old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        target.rename(old)
+    restored.rename(target)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _restore(
+    item: dict[str, Any], engine: BackupEngine, storage: Any, progress: ProgressSink
+) -> None:
+    part = item["Partition"]
+    snapshot_id: str = item["Params"]["snapshot_id"]
+    source: str = part["Source"]
+    target: str | None = part.get("RestoreTo")
+    if source.startswith("dir:") and (target is None or target.startswith("dir:")):
+        dest = Path((target or source)[4:])
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{dest.name}.restore-", dir=dest.parent) as tmp:
+            snap = engine.restore_dir(storage, snapshot_id, Path(tmp), progress=progress)
+            if snap.source_kind != "dir" or not snap.paths:
+                raise SourceError(f"backup {snap.short_id} holds a stream, not a directory")
+            _swap_in(Path(tmp) / Path(snap.paths[0]).name, dest)
+        return
+    if target is None:
+        raise SourceError(
+            "this partition's source is a command: register a restore target "
+            "(--restore-to command:CMD or file:PATH) to restore it"
+        )
+    kind, where = target.split(":", 1)
+    if kind == "command":
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(where, shell=True, stdin=subprocess.PIPE, stderr=err)  # noqa: S602
+            assert proc.stdin is not None
+            try:
+                engine.dump(storage, snapshot_id, cast(BinaryIO, proc.stdin))
+            finally:
+                proc.stdin.close()
+                code = proc.wait()
+            if code != 0:
+                err.seek(0)
+                tail = err.read()[-500:].decode(errors="replace").strip()
+                raise SourceError(f"the restore command exited with status {code}: {tail}")
+        return
+    path = Path(where) / STREAM_NAME if kind == "dir" else Path(where)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            engine.dump(storage, snapshot_id, out)
+            out.flush()
+            os.fsync(out.fileno())
+        Path(tmp_name).replace(path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _clean(item: dict[str, Any], engine: BackupEngine, storage: Any) -> list[str]:
+    pid = item["Partition"]["PartitionId"]
+    ids = [
+        s.id for s in engine.snapshots(storage) if s.partition and s.partition.partition_id == pid
+    ]
+    engine.forget(storage, ids)
+    return ids
+
+
+def execute(
+    item: dict[str, Any],
+    *,
+    engine: BackupEngine,
+    open_storage: StorageOpener,
+    progress: ProgressSink,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> dict[str, Any]:
+    """Run one work item; return the outcome to report."""
+    try:
+        storage = open_storage(parse_storage(item["Storage"]))
+        try:
+            kind = item["Kind"]
+            if kind == "backup":
+                snap = _backup(item, engine, storage, progress, clock())
+                removed = _retention(item, engine, storage, clock())
+                return {
+                    "State": "Success",
+                    "Snapshot": {
+                        "Id": snap.id,
+                        "Time": format_time(snap.time),
+                        "Size": snap.sizes.logical,
+                    },
+                    "Removed": removed,
+                }
+            if kind == "restore":
+                _restore(item, engine, storage, progress)
+                return {"State": "Success"}
+            return {"State": "Success", "Removed": _clean(item, engine, storage)}
+        finally:
+            storage.close()
+    except SafeholdError as exc:
+        return {"State": "Failure", "Error": {"Code": exc.code, "Message": exc.message}}
+    except OSError as exc:
+        return {
+            "State": "Failure",
+            "Error": {
+                "Code": "FABRIC_E_BACKUPCOPIER_UNEXPECTED_ERROR",
+                "Message": f"{exc.strerror}: {exc.filename}",
+            },
+        }

@@ -1,0 +1,52 @@
+"""Fixtures of the service tests: a context over a real catalog, a fake engine and clock."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from safehold.bootstrap import open_policy_storage
+from safehold.service.catalog import open_catalog
+from safehold.service.context import ServiceContext
+from safehold.service.secrets import SecretBox
+from safehold.service.uow import SqlUnitOfWork
+from safehold.testing import FakeClock, FakeEngine
+from tests.service.catalogs import catalog_url, pg_database
+
+__all__ = ["catalog_url", "pg_database"]
+
+KEY = base64.urlsafe_b64encode(b"k" * 32)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock that moves only when a test says so."""
+    return FakeClock()
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    """The in-memory engine."""
+    return FakeEngine()
+
+
+@pytest.fixture
+def ctx(catalog_url: str, clock: FakeClock, engine: FakeEngine) -> ServiceContext:
+    """A service context over a fresh catalog (SQLite and PostgreSQL)."""
+    db = open_catalog(catalog_url)
+    return ServiceContext(
+        uow=lambda: SqlUnitOfWork(db),
+        secrets=SecretBox(KEY),
+        open_storage=open_policy_storage,
+        engine=engine,
+        clock=clock,
+        max_running_jobs=2,
+    )
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    """A FileShare storage directory."""
+    return tmp_path / "store"
