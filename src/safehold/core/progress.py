@@ -114,6 +114,11 @@ class CountingProgress:
         with self._lock:
             c = self._c
             return ProgressCounters(
-                c.phase, c.total_bytes, c.total_items, c.done_bytes, c.items, c.new_bytes,
+                c.phase,
+                c.total_bytes,
+                c.total_items,
+                c.done_bytes,
+                c.items,
+                c.new_bytes,
                 list(c.warnings),
             )
