@@ -179,6 +179,7 @@ class Controller:
                 open_storage=self.ctx.open_storage,
                 slots=self.settings.agent_slots,
                 poll_interval=min(1.0, self.settings.tick_seconds),
+                clock=self.ctx.clock,
             )
             self.agent.start()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,10 +34,10 @@ def engine() -> FakeEngine:
 
 
 @pytest.fixture
-def ctx(catalog_url: str, clock: FakeClock, engine: FakeEngine) -> ServiceContext:
+def ctx(catalog_url: str, clock: FakeClock, engine: FakeEngine) -> Iterator[ServiceContext]:
     """A service context over a fresh catalog (SQLite and PostgreSQL)."""
     db = open_catalog(catalog_url)
-    return ServiceContext(
+    yield ServiceContext(
         uow=lambda: SqlUnitOfWork(db),
         secrets=SecretBox(KEY),
         open_storage=open_policy_storage,
@@ -44,6 +45,7 @@ def ctx(catalog_url: str, clock: FakeClock, engine: FakeEngine) -> ServiceContex
         clock=clock,
         max_running_jobs=2,
     )
+    db.dispose()
 
 
 @pytest.fixture

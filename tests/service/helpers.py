@@ -49,5 +49,7 @@ def add_partition(
 
 def run_agent_once(ctx: ServiceContext, agent_id: str = "embedded") -> bool:
     """Let an in-process agent claim and run one job; return whether there was one."""
-    agent = Agent(LocalLink(ctx, agent_id), engine=ctx.engine, open_storage=ctx.open_storage)
+    agent = Agent(
+        LocalLink(ctx, agent_id), engine=ctx.engine, open_storage=ctx.open_storage, clock=ctx.clock
+    )
     return agent.run_once()

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 from safehold.agent.link import ControllerLink
@@ -37,6 +39,7 @@ class Agent:
         slots: int = 1,
         poll_interval: float = 1.0,
         heartbeat_interval: float = 5.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._link = link
         self._engine = engine
@@ -44,6 +47,7 @@ class Agent:
         self._slots = slots
         self._poll = poll_interval
         self._beat = heartbeat_interval
+        self._clock = clock
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -101,7 +105,11 @@ class Agent:
         beater.start()
         try:
             outcome = execute(
-                item, engine=self._engine, open_storage=self._open_storage, progress=progress
+                item,
+                engine=self._engine,
+                open_storage=self._open_storage,
+                progress=progress,
+                clock=self._clock,
             )
         finally:
             done.set()

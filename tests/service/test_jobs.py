@@ -1,0 +1,304 @@
+"""Backup and restore jobs through an in-process agent, with the fake engine and clock."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from safehold.core.policy import EntityRef, PolicyError
+from safehold.core.snapshot import format_time
+from safehold.service import jobs, protection, scheduler
+from safehold.service.context import ServiceContext
+from safehold.service.errors import (
+    BackupInProgress,
+    BackupNotEnabled,
+    BackupNotFound,
+    PartitionMismatch,
+    RestoreInProgress,
+)
+from safehold.storage.errors import StorageUnavailable
+from safehold.testing import FakeClock, FakeEngine
+from tests.service.helpers import P1, P2, P3, add_partition, policy_doc, run_agent_once
+
+PART = EntityRef("Partition", P1)
+
+
+@pytest.fixture
+def enabled(ctx: ServiceContext, store_dir: Path, tmp_path: Path) -> Path:
+    """P1 and P2 registered under fabric:/Shop/Orders, with a policy on the service."""
+    add_partition(ctx, P1, tmp_path / "p1")
+    add_partition(ctx, P2, tmp_path / "p2")
+    protection.create_policy(ctx, policy_doc("p", store_dir))
+    protection.enable_backup(ctx, EntityRef("Service", "fabric:/Shop/Orders"), "p")
+    return tmp_path
+
+
+def test_on_demand_backup_goes_accepted_in_progress_success(
+    ctx: ServiceContext, enabled: Path
+) -> None:
+    """Progress shows Accepted, then Success with BackupId, location, epoch and LSN."""
+    jobs.request_backup(ctx, P1)
+    progress = jobs.backup_progress(ctx, P1)
+    assert "Accepted" == progress["BackupState"]
+    assert "00000000-0000-0000-0000-000000000000" == progress["BackupId"]
+    assert run_agent_once(ctx)
+    progress = jobs.backup_progress(ctx, P1)
+    assert "Success" == progress["BackupState"]
+    assert progress["BackupLocation"].startswith(f"Shop/Orders/{P1}/")
+    assert "1" == progress["LsnOfLastBackupRecord"]
+    [b] = jobs.list_backups(ctx, PART, start=None, end=None, latest=False)
+    assert (b.backup_id, "Full") == (progress["BackupId"], b.backup_type)
+
+
+def test_one_job_per_partition_but_others_in_parallel(ctx: ServiceContext, enabled: Path) -> None:
+    """A second backup or a restore of the same partition is 409; another partition is fine."""
+    jobs.request_backup(ctx, P1)
+    with pytest.raises(BackupInProgress):
+        jobs.request_backup(ctx, P1)
+    jobs.request_backup(ctx, P2)
+    assert run_agent_once(ctx) and run_agent_once(ctx)
+    [b] = jobs.list_backups(ctx, PART, start=None, end=None, latest=False)
+    jobs.request_restore(ctx, P1, {"BackupId": b.backup_id, "BackupLocation": b.location})
+    with pytest.raises(RestoreInProgress):
+        jobs.request_backup(ctx, P1)
+
+
+def test_concurrent_requests_give_exactly_one_job(ctx: ServiceContext, enabled: Path) -> None:
+    """Ten threads asking at once: one wins, the rest get 409."""
+    results: list[str] = []
+
+    def ask() -> None:
+        try:
+            jobs.request_backup(ctx, P1)
+            results.append("ok")
+        except BackupInProgress:
+            results.append("409")
+
+    threads = [threading.Thread(target=ask) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert ["ok"] == [r for r in results if r == "ok"]
+    assert 9 == results.count("409")
+
+
+def test_restore_checks_id_location_and_partition(ctx: ServiceContext, enabled: Path) -> None:
+    """Mismatched location and another partition's backup without consent are refused."""
+    jobs.request_backup(ctx, P1)
+    run_agent_once(ctx)
+    [b] = jobs.list_backups(ctx, PART, start=None, end=None, latest=False)
+    with pytest.raises(PartitionMismatch, match="mismatch"):
+        jobs.request_restore(ctx, P1, {"BackupId": b.backup_id, "BackupLocation": "x/y"})
+    with pytest.raises(PartitionMismatch, match="AllowRestoreToOtherPartition"):
+        jobs.request_restore(ctx, P2, {"BackupId": b.backup_id, "BackupLocation": b.location})
+    with pytest.raises(BackupNotFound):
+        jobs.request_restore(
+            ctx, P1, {"BackupId": "99999999-9999-9999-9999-999999999999", "BackupLocation": "a"}
+        )
+    with pytest.raises(PolicyError):
+        jobs.request_restore(ctx, P1, {"BackupId": "nope", "BackupLocation": "a"})
+    with pytest.raises(PolicyError):
+        jobs.request_restore(ctx, P1, {})
+
+
+def test_restore_into_another_partition_with_consent(ctx: ServiceContext, enabled: Path) -> None:
+    """With consent, P2 gets P1's data, and its epoch moves on (a data loss)."""
+    jobs.request_backup(ctx, P1)
+    run_agent_once(ctx)
+    [b] = jobs.list_backups(ctx, PART, start=None, end=None, latest=False)
+    jobs.request_restore(
+        ctx, P2, {"BackupId": b.backup_id, "BackupLocation": b.location}, allow_other_partition=True
+    )
+    assert run_agent_once(ctx)
+    progress = jobs.restore_progress(ctx, P2)
+    assert "Success" == progress["RestoreState"], progress
+    assert f"data of {P1}" == (enabled / "p2" / "data.txt").read_text()
+    assert "1" == progress["RestoredLsn"]
+
+
+def test_restore_latest_and_point_in_time(
+    ctx: ServiceContext, enabled: Path, clock: FakeClock
+) -> None:
+    """Latest picks the newest; RestorePointTime the newest at or before it."""
+    (enabled / "p1" / "data.txt").write_text("v1")
+    jobs.request_backup(ctx, P1)
+    run_agent_once(ctx)
+    t1 = clock.advance(minutes=30)
+    (enabled / "p1" / "data.txt").write_text("v2")
+    clock.advance(minutes=30)
+    jobs.request_backup(ctx, P1)
+    run_agent_once(ctx)
+    (enabled / "p1" / "data.txt").write_text("changed")
+    jobs.request_restore(ctx, P1, {}, at_or_before=t1)
+    run_agent_once(ctx)
+    assert "v1" == (enabled / "p1" / "data.txt").read_text()
+    jobs.request_restore(ctx, P1, {}, latest=True)
+    run_agent_once(ctx)
+    assert "v2" == (enabled / "p1" / "data.txt").read_text()
+
+
+def test_engine_failure_is_reported(ctx: ServiceContext, enabled: Path, engine: FakeEngine) -> None:
+    """A storage error ends the job as Failure with the error's code and message."""
+    engine.fail_next = StorageUnavailable("the share is offline")
+    jobs.request_backup(ctx, P1)
+    run_agent_once(ctx)
+    progress = jobs.backup_progress(ctx, P1)
+    assert "Failure" == progress["BackupState"]
+    assert "the share is offline" == progress["FailureError"]["Message"]
+
+
+def test_timeout_and_lost_agent(ctx: ServiceContext, enabled: Path, clock: FakeClock) -> None:
+    """Past its BackupTimeout a job is Timeout; a silent agent's job fails with the reason."""
+    jobs.request_backup(ctx, P1, timeout_minutes=1)
+    clock.advance(minutes=2)
+    [ended] = jobs.sweep(ctx)
+    assert ("Timeout", "FABRIC_E_TIMEOUT") == (ended.state, ended.failure_code)
+    assert "Timeout" == jobs.backup_progress(ctx, P1)["BackupState"]
+    jobs.request_backup(ctx, P1, timeout_minutes=60)
+    assert jobs.claim(ctx, "agent-a") is not None
+    clock.advance(seconds=30)
+    assert [] == jobs.sweep(ctx)
+    clock.advance(seconds=61)
+    [lost] = jobs.sweep(ctx)
+    assert "Failure" == lost.state
+    assert "agent agent-a disappeared" in (lost.failure_message or "")
+
+
+def test_jobs_left_running_fail_at_restart(ctx: ServiceContext, enabled: Path) -> None:
+    """recover_after_restart ends Accepted and running jobs with a reason."""
+    jobs.request_backup(ctx, P1)
+    jobs.request_backup(ctx, P2)
+    jobs.claim(ctx, "embedded")
+    ended = jobs.recover_after_restart(ctx)
+    assert 2 == len(ended)
+    progress = jobs.backup_progress(ctx, P1)
+    assert "Failure" == progress["BackupState"]
+    assert "controller restarted" in progress["FailureError"]["Message"]
+    jobs.request_backup(ctx, P1)  # the partition is free again
+
+
+def test_concurrency_limit_across_partitions(ctx: ServiceContext, enabled: Path) -> None:
+    """No more than max_running_jobs run at once."""
+    add_partition(ctx, P3, enabled / "p3")
+    for pid in (P1, P2, P3):
+        jobs.request_backup(ctx, pid)
+    assert jobs.claim(ctx, "a") is not None
+    assert jobs.claim(ctx, "b") is not None
+    assert jobs.claim(ctx, "c") is None  # limit is 2 in the test context
+
+
+def test_agent_assignment(ctx: ServiceContext, enabled: Path) -> None:
+    """A partition assigned to an agent is only given to that agent."""
+    protection.register_partition(
+        ctx,
+        protection.PartitionCreate(
+            "fabric:/Shop", "fabric:/Shop/Orders", P1, f"dir:{enabled / 'p1'}", agent="east"
+        ),
+    )
+    jobs.request_backup(ctx, P1)
+    assert jobs.claim(ctx, "west") is None
+    assert P1 == jobs.claim(ctx, "east")["Partition"]["PartitionId"]  # type: ignore[index]
+
+
+def test_scheduler_chains_and_missed_slots(
+    ctx: ServiceContext, enabled: Path, clock: FakeClock
+) -> None:
+    """Periodic backups chain incrementals up to the limit; missed slots run once."""
+    types = []
+    for _ in range(6):
+        new = scheduler.tick(ctx)
+        assert {P1, P2} == {j.partition_id for j in new}
+        while run_agent_once(ctx):
+            pass
+        clock.advance(minutes=10)
+    for b in jobs.list_backups(ctx, PART, start=None, end=None, latest=False):
+        types.append(b.backup_type)
+    # MaxIncrementalBackups=3: full + 3 incrementals, then a new full.
+    assert ["Full", "Incremental", "Incremental", "Incremental", "Full", "Incremental"] == types
+    clock.advance(minutes=-5)
+    assert [] == scheduler.tick(ctx)  # only 5 minutes since the last slot
+    clock.advance(minutes=5)
+    clock.advance(hours=5)  # 30 slots missed
+    assert 2 == len(scheduler.tick(ctx))
+    while run_agent_once(ctx):
+        pass
+    assert [] == scheduler.tick(ctx)
+
+
+def test_suspended_partitions_are_not_scheduled(ctx: ServiceContext, enabled: Path) -> None:
+    """Suspension at the service stops periodic backups below it."""
+    protection.suspend_backup(ctx, EntityRef("Service", "fabric:/Shop/Orders"))
+    assert [] == scheduler.tick(ctx)
+
+
+def test_on_demand_needs_a_storage(ctx: ServiceContext, tmp_path: Path, store_dir: Path) -> None:
+    """Without a policy, on-demand backup needs BackupStorage in the request."""
+    add_partition(ctx, P1, tmp_path / "p1")
+    with pytest.raises(BackupNotEnabled):
+        jobs.request_backup(ctx, P1)
+    jobs.request_backup(ctx, P1, storage_doc={"StorageKind": "FileShare", "Path": str(store_dir)})
+    assert run_agent_once(ctx)
+    assert "Success" == jobs.backup_progress(ctx, P1)["BackupState"]
+    with pytest.raises(PolicyError):
+        jobs.request_backup(ctx, P1, timeout_minutes=0)
+
+
+def test_get_backups_filters_and_storage_listing(
+    ctx: ServiceContext, enabled: Path, clock: FakeClock, store_dir: Path
+) -> None:
+    """Time filters, Latest, and listing straight from the storage agree."""
+    for _ in range(3):
+        jobs.request_backup(ctx, P1)
+        run_agent_once(ctx)
+        clock.advance(hours=1)
+    jobs.request_backup(ctx, P2)
+    run_agent_once(ctx)
+    all_p1 = jobs.list_backups(ctx, PART, start=None, end=None, latest=False)
+    assert 3 == len(all_p1)
+    mid = all_p1[1].created_at
+    assert all_p1[1:] == jobs.list_backups(ctx, PART, start=mid, end=None, latest=False)
+    assert all_p1[:2] == jobs.list_backups(ctx, PART, start=None, end=mid, latest=False)
+    app = EntityRef("Application", "fabric:/Shop")
+    latest = jobs.list_backups(ctx, app, start=None, end=None, latest=True)
+    assert {P1, P2} == {b.partition_id for b in latest}
+    storage = {"StorageKind": "FileShare", "Path": str(store_dir)}
+    listed = jobs.storage_backups(ctx, storage, PART, start=None, end=None, latest=False)
+    assert [b.backup_id for b in all_p1] == [b.backup_id for b in listed]
+    assert [b.location for b in all_p1] == [b.location for b in listed]
+    with pytest.raises(PolicyError):
+        jobs.list_backups(ctx, PART, start=clock(), end=mid, latest=False)
+    assert format_time(mid)
+
+
+def test_retention_after_scheduled_backups(
+    ctx: ServiceContext, enabled: Path, clock: FakeClock, engine: FakeEngine
+) -> None:
+    """Old backups beyond the retention are forgotten in storage and in the catalog."""
+    for _ in range(9):
+        scheduler.tick(ctx)
+        while run_agent_once(ctx):
+            pass
+        clock.advance(hours=8)
+    # Backups at 0h, 8h, ... 64h: F I I I F I I I F (MaxIncrementalBackups 3).
+    # After the last one the cut is 64h - 24h = 40h; the newest full older than it is
+    # the one at 32h: it anchors what is newer, and the four before it go.
+    left = jobs.list_backups(ctx, PART, start=None, end=None, latest=False)
+    assert ["Full", "Incremental", "Incremental", "Incremental", "Full"] == [
+        b.backup_type for b in left
+    ]
+    in_storage = [s for items in engine.repos.values() for s, _ in items]
+    assert 10 == len(in_storage)  # five per partition: storage and catalog agree
+
+
+def test_clean_backup_on_disable(ctx: ServiceContext, enabled: Path, engine: FakeEngine) -> None:
+    """DisableBackup with CleanBackup deletes the backups of the partitions below."""
+    jobs.request_backup(ctx, P1)
+    run_agent_once(ctx)
+    jobs.disable_backup_and_clean(ctx, EntityRef("Service", "fabric:/Shop/Orders"), clean=True)
+    while run_agent_once(ctx):
+        pass
+    assert [] == jobs.list_backups(ctx, PART, start=None, end=None, latest=False)
+    assert all(not items for items in engine.repos.values())

@@ -1,0 +1,147 @@
+"""Policies, registrations, and enabling/suspending backup, over a real catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from safehold.core.policy import EntityRef, PolicyError
+from safehold.service import protection
+from safehold.service.context import ServiceContext
+from safehold.service.errors import (
+    BackupIsEnabled,
+    BackupNotEnabled,
+    EntityNotFound,
+    PolicyExists,
+    PolicyNotFound,
+)
+from tests.service.helpers import P1, P2, add_partition, policy_doc
+
+APP = EntityRef("Application", "fabric:/Shop")
+SVC = EntityRef("Service", "fabric:/Shop/Orders")
+PART = EntityRef("Partition", P1)
+
+
+def test_policy_secrets_are_encrypted_at_rest_and_redacted(
+    ctx: ServiceContext, store_dir: Path
+) -> None:
+    """The catalog never holds the password in clear, and GET shows ****."""
+    protection.create_policy(ctx, policy_doc("p", store_dir))
+    assert "****" == protection.get_policy(ctx, "p")["Storage"]["PrimaryPassword"]
+    with ctx.uow() as uow:
+        raw = uow._conn.execute(sa.text("SELECT doc FROM policies")).scalar_one()
+    assert "pw-very-secret" not in raw
+    assert "sealed:v1:" in raw
+    with ctx.uow() as uow:
+        assert "pw-very-secret" == protection.load_policy(ctx, uow, "p").storage.primary_password  # type: ignore[union-attr]
+
+
+def test_duplicate_and_missing_policies(ctx: ServiceContext, store_dir: Path) -> None:
+    """A second policy with the same name is a conflict; unknown names are 404."""
+    protection.create_policy(ctx, policy_doc("p", store_dir))
+    with pytest.raises(PolicyExists):
+        protection.create_policy(ctx, policy_doc("p", store_dir))
+    with pytest.raises(PolicyNotFound):
+        protection.get_policy(ctx, "nope")
+    with pytest.raises(PolicyNotFound):
+        protection.delete_policy(ctx, "nope")
+
+
+def test_update_keeps_a_redacted_secret(ctx: ServiceContext, store_dir: Path) -> None:
+    """Sending back what GET showed keeps the stored secret; a rename is refused."""
+    protection.create_policy(ctx, policy_doc("p", store_dir))
+    shown = protection.get_policy(ctx, "p")
+    shown["MaxIncrementalBackups"] = 7
+    protection.update_policy(ctx, "p", shown)
+    with ctx.uow() as uow:
+        policy = protection.load_policy(ctx, uow, "p")
+    assert 7 == policy.max_incremental_backups
+    assert "pw-very-secret" == policy.storage.primary_password  # type: ignore[union-attr]
+    with pytest.raises(PolicyError):
+        protection.update_policy(ctx, "p", {**shown, "Name": "other"})
+    with pytest.raises(PolicyError, match=r"\*\*\*\*"):
+        protection.create_policy(ctx, {**shown, "Name": "copy"})
+
+
+def test_enable_inheritance_and_config_info(
+    ctx: ServiceContext, store_dir: Path, tmp_path: Path
+) -> None:
+    """App-level policy applies below; a partition override wins; info says where from."""
+    add_partition(ctx, P1, tmp_path / "p1")
+    add_partition(ctx, P2, tmp_path / "p2")
+    protection.create_policy(ctx, policy_doc("app", store_dir))
+    protection.create_policy(ctx, policy_doc("part", store_dir))
+    protection.enable_backup(ctx, APP, "app")
+    protection.enable_backup(ctx, PART, "part")
+    info = protection.config_info(ctx, PART)[0]
+    assert ("part", "Partition") == (info["PolicyName"], info["PolicyInheritedFrom"])
+    info2 = protection.config_info(ctx, EntityRef("Partition", P2))[0]
+    assert ("app", "Application") == (info2["PolicyName"], info2["PolicyInheritedFrom"])
+    app_info = protection.config_info(ctx, APP)
+    assert [("Application", "app"), ("Partition", "part")] == [
+        (i["Kind"], i["PolicyName"]) for i in app_info
+    ]
+    # Disabling where it was not enabled directly is refused; at the partition it works.
+    with pytest.raises(BackupNotEnabled):
+        protection.disable_backup(ctx, SVC, clean=False)
+    protection.disable_backup(ctx, PART, clean=False)
+    assert "app" == protection.config_info(ctx, PART)[0]["PolicyName"]
+
+
+def test_suspend_resume_at_the_same_level(
+    ctx: ServiceContext, store_dir: Path, tmp_path: Path
+) -> None:
+    """A service suspension covers its partitions; resume at the partition does not lift it."""
+    add_partition(ctx, P1, tmp_path / "p1")
+    with pytest.raises(BackupNotEnabled):
+        protection.suspend_backup(ctx, SVC)
+    protection.create_policy(ctx, policy_doc("app", store_dir))
+    protection.enable_backup(ctx, APP, "app")
+    protection.suspend_backup(ctx, SVC)
+    info = protection.config_info(ctx, PART)[0]
+    assert {"IsSuspended": True, "SuspensionInheritedFrom": "Service"} == info["SuspensionInfo"]
+    protection.resume_backup(ctx, PART)  # idempotent, but not the level of the suspension
+    assert protection.config_info(ctx, PART)[0]["SuspensionInfo"]["IsSuspended"]
+    protection.resume_backup(ctx, SVC)
+    assert not protection.config_info(ctx, PART)[0]["SuspensionInfo"]["IsSuspended"]
+
+
+def test_delete_policy_in_use_is_refused(
+    ctx: ServiceContext, store_dir: Path, tmp_path: Path
+) -> None:
+    """A mapped policy cannot be deleted until backup is disabled."""
+    add_partition(ctx, P1, tmp_path / "p1")
+    protection.create_policy(ctx, policy_doc("p", store_dir))
+    protection.enable_backup(ctx, SVC, "p")
+    with pytest.raises(BackupIsEnabled):
+        protection.delete_policy(ctx, "p")
+    protection.disable_backup(ctx, SVC, clean=False)
+    protection.delete_policy(ctx, "p")
+    assert [] == protection.list_policies(ctx)
+
+
+def test_unknown_entities_and_bad_registrations(
+    ctx: ServiceContext, store_dir: Path, tmp_path: Path
+) -> None:
+    """Unknown apps, services and partitions are 404; malformed registrations are 400."""
+    protection.create_policy(ctx, policy_doc("p", store_dir))
+    with pytest.raises(EntityNotFound):
+        protection.enable_backup(ctx, APP, "p")
+    with pytest.raises(EntityNotFound):
+        protection.enable_backup(ctx, EntityRef("Partition", "not-a-guid"), "p")
+    add_partition(ctx, P1, tmp_path / "p1")
+    with pytest.raises(PolicyNotFound):
+        protection.enable_backup(ctx, APP, "nope")
+    bad = [
+        protection.PartitionCreate("Shop", "fabric:/Shop/Orders", P2, "dir:/x"),
+        protection.PartitionCreate("fabric:/Shop", "fabric:/Other/Orders", P2, "dir:/x"),
+        protection.PartitionCreate("fabric:/Shop", "fabric:/Shop/Orders", "xyz", "dir:/x"),
+        protection.PartitionCreate("fabric:/Shop", "fabric:/Shop/Orders", P2, "ftp:/x"),
+        protection.PartitionCreate("fabric:/Shop", "fabric:/Shop/Orders", P2, "dir:relative"),
+        protection.PartitionCreate("fabric:/Shop", "fabric:/Shop/Orders", P2, "command:x", "tape:"),
+    ]
+    for req in bad:
+        with pytest.raises(PolicyError):
+            protection.register_partition(ctx, req)
