@@ -36,6 +36,7 @@ from safehold.service.secrets import SecretBox, load_or_create_key
 from safehold.service.uow import SqlUnitOfWork
 from safehold.storage import registry
 from safehold.storage.base import Storage
+from safehold.storage.retry import RetryingStorage
 
 __all__ = ["Controller", "Settings", "build_controller", "load_password", "open_policy_storage"]
 
@@ -65,7 +66,8 @@ def open_policy_storage(spec: StorageSpec) -> Storage:
     Open the storage a policy or request describes.
 
     FileShare maps to the file backend (a local or mounted path); AzureBlobStore
-    and S3 map to their backends when this build has them.
+    and S3 map to their backends, with the policy's credentials (never the
+    environment's), wrapped in the retry wrapper.
     """
     if isinstance(spec, FileShareStorage):
         path = spec.path
@@ -77,14 +79,24 @@ def open_policy_storage(spec: StorageSpec) -> Storage:
             raise UsageError(f"FileShare path {path!r} must be absolute")
         return registry.open_storage(path)
     if isinstance(spec, AzureBlobStorage):
-        if "azure" not in registry.schemes():
-            raise UsageError("the AzureBlobStore backend is not available in this build")
-        return registry.open_storage(f"azure://{spec.container_name}?{spec.connection_string}")
+        from safehold.storage.azure import AzureStorage
+
+        return RetryingStorage(
+            AzureStorage(spec.container_name, connection_string=spec.connection_string)
+        )
     if isinstance(spec, S3Storage):
-        if "s3" not in registry.schemes():
-            raise UsageError("the S3 backend is not available in this build")
-        prefix = f"/{spec.prefix.strip('/')}" if spec.prefix else ""
-        return registry.open_storage(f"s3://{spec.bucket}{prefix}")
+        from safehold.storage.s3 import S3Storage as S3Backend
+
+        return RetryingStorage(
+            S3Backend(
+                spec.bucket,
+                (spec.prefix or "").strip("/"),
+                access_key_id=spec.access_key_id,
+                secret_access_key=spec.secret_access_key,
+                region=spec.region,
+                endpoint_url=spec.endpoint_url,
+            )
+        )
     raise UsageError(f"unsupported storage kind {spec!r}")  # pragma: no cover
 
 

@@ -1,0 +1,183 @@
+"""The whole flow through Microsoft's own ``azure-servicefabric`` client, against a live server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from azure.servicefabric import ServiceFabricClientAPIs
+from azure.servicefabric import models as m
+from msrest.authentication import Authentication
+from requests import Session
+
+from safehold.bootstrap import Controller
+from safehold.testing import serve_in_thread
+from tests.api.conftest import ADMIN, OPERATOR, READER, auth
+
+PID = "aaaaaaaa-0000-4000-8000-000000000001"
+PID2 = "aaaaaaaa-0000-4000-8000-000000000002"
+
+
+class Bearer(Authentication):
+    """msrest authentication that sends a safehold API token."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def signed_session(self, session: Session | None = None) -> Session:
+        session = super().signed_session(session)
+        session.headers["Authorization"] = f"Bearer {self.token}"
+        return session
+
+
+def wait_for(check: Callable[[], Any], what: str, limit: float = 60.0) -> Any:
+    """Poll *check* until it returns something truthy (the server works in the background)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def fabric_code(exc: m.FabricErrorException) -> str:
+    return str(exc.error.error.code)
+
+
+@pytest.fixture
+def live(controller: Controller, tmp_path: Path) -> Any:
+    with serve_in_thread(controller.app) as url:
+        data = tmp_path / "orders"
+        data.mkdir()
+        (data / "a.txt").write_text("first version")
+        (data / "sub").mkdir()
+        (data / "sub" / "b.bin").write_bytes(bytes(range(256)) * 100)
+        for pid, path in ((PID, data), (PID2, tmp_path / "other")):
+            path.mkdir(exist_ok=True)
+            resp = httpx.post(
+                f"{url}/safehold/partitions",
+                json={
+                    "ApplicationName": "fabric:/Shop",
+                    "ServiceName": "fabric:/Shop/Orders",
+                    "PartitionId": pid,
+                    "Source": f"dir:{path}",
+                },
+                headers=auth(ADMIN),
+            )
+            assert 201 == resp.status_code, resp.text
+        yield url, data, tmp_path
+
+
+def test_full_flow_with_the_azure_servicefabric_client(live: Any) -> None:
+    """Create a policy, enable, suspend/resume, back up, list, restore: all via the SF SDK."""
+    url, data, tmp_path = live
+    admin = ServiceFabricClientAPIs(Bearer(ADMIN), base_url=url)
+    store = tmp_path / "store"
+    policy = m.BackupPolicyDescription(
+        name="hourly",
+        auto_restore_on_data_loss=False,
+        max_incremental_backups=4,
+        schedule=m.FrequencyBasedBackupScheduleDescription(interval=timedelta(hours=1)),
+        storage=m.FileShareBackupStorageDescription(
+            path=str(store), primary_user_name="u", primary_password="hunter2-secret"
+        ),
+        retention_policy=m.BasicRetentionPolicyDescription(
+            retention_duration=timedelta(days=2), minimum_number_of_backups=3
+        ),
+    )
+    admin.create_backup_policy(policy)
+    with pytest.raises(m.FabricErrorException) as info:
+        admin.create_backup_policy(policy)
+    assert "FABRIC_E_BACKUP_POLICY_ALREADY_EXISTING" == fabric_code(info.value)
+    got = admin.get_backup_policy_by_name("hourly")
+    assert "****" == got.storage.primary_password
+    assert timedelta(hours=1) == got.schedule.interval
+    assert ["hourly"] == [p.name for p in admin.get_backup_policy_list().items]
+
+    op = ServiceFabricClientAPIs(Bearer(OPERATOR), base_url=url)
+    op.enable_application_backup("Shop", "hourly")
+    op.suspend_service_backup("Shop~Orders")
+    info_p = op.get_partition_backup_configuration_info(PID)
+    assert ("hourly", "Application") == (info_p.policy_name, info_p.policy_inherited_from)
+    assert info_p.suspension_info.is_suspended
+    assert "Service" == info_p.suspension_info.suspension_inherited_from
+    op.resume_service_backup("Shop~Orders")
+    assert not op.get_partition_backup_configuration_info(PID).suspension_info.is_suspended
+    apps = op.get_application_backup_configuration_info("Shop")
+    assert ["hourly"] == [i.policy_name for i in apps.items]
+
+    op.backup_partition(PID, backup_timeout=5)
+    with pytest.raises(m.FabricErrorException) as busy:
+        op.backup_partition(PID)
+    assert "FABRIC_E_BACKUP_IN_PROGRESS" == fabric_code(busy.value)
+    done = wait_for(
+        lambda: (
+            (p := op.get_partition_backup_progress(PID)).backup_state in ("Success", "Failure")
+            and p
+        ),
+        "the backup",
+    )
+    assert "Success" == done.backup_state, done.failure_error
+    assert done.backup_location.startswith(f"Shop/Orders/{PID}/")
+    assert "1" == done.lsn_of_last_backup_record
+
+    backups = op.get_partition_backup_list(PID)
+    [b] = backups.items
+    assert (done.backup_id, "Full") == (b.backup_id, b.backup_type)
+    assert "fabric:/Shop/Orders" == b.service_name
+    assert [b.backup_id] == [x.backup_id for x in op.get_application_backup_list("Shop").items]
+
+    from_storage = op.get_backups_from_backup_location(
+        m.GetBackupByStorageQueryDescription(
+            storage=m.FileShareBackupStorageDescription(path=str(store)),
+            backup_entity=m.PartitionBackupEntity(
+                service_name="fabric:/Shop/Orders", partition_id=PID
+            ),
+        )
+    )
+    assert [b.backup_id] == [x.backup_id for x in from_storage.items]
+
+    (data / "a.txt").write_text("damaged")
+    (data / "extra").write_text("should vanish")
+    op.restore_partition(
+        PID, m.RestorePartitionDescription(backup_id=b.backup_id, backup_location=b.backup_location)
+    )
+    restored = wait_for(
+        lambda: (
+            (p := op.get_partition_restore_progress(PID)).restore_state in ("Success", "Failure")
+            and p
+        ),
+        "the restore",
+    )
+    assert "Success" == restored.restore_state, restored.failure_error
+    assert "1" == restored.restored_lsn
+    assert "first version" == (data / "a.txt").read_text()
+    assert not (data / "extra").exists()
+    assert bytes(range(256)) * 100 == (data / "sub" / "b.bin").read_bytes()
+
+    with pytest.raises(m.FabricErrorException) as mismatch:
+        op.restore_partition(
+            PID2,
+            m.RestorePartitionDescription(backup_id=b.backup_id, backup_location=b.backup_location),
+        )
+    assert "FABRIC_E_RESTORE_SOURCE_TARGET_PARTITION_MISMATCH" == fabric_code(mismatch.value)
+
+    with pytest.raises(m.FabricErrorException) as in_use:
+        admin.delete_backup_policy("hourly")
+    assert "FABRIC_E_BACKUP_IS_ENABLED" == fabric_code(in_use.value)
+    op.disable_application_backup("Shop", clean_backup=False)
+    admin.delete_backup_policy("hourly")
+
+    reader = ServiceFabricClientAPIs(Bearer(READER), base_url=url)
+    with pytest.raises(m.FabricErrorException) as forbidden:
+        reader.backup_partition(PID)
+    assert 403 == forbidden.value.response.status_code
+    with pytest.raises(m.FabricErrorException) as unknown:
+        reader.get_partition_backup_progress("bbbbbbbb-0000-4000-8000-000000000009")
+    assert "FABRIC_E_PARTITION_NOT_FOUND" == fabric_code(unknown.value)
