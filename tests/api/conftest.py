@@ -6,8 +6,8 @@ import base64
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import httpx
+import pytest
 
 from safehold.bootstrap import Controller, Settings, build_controller
 from safehold.testing import serve_in_thread

@@ -70,7 +70,7 @@ def live(controller: Controller, tmp_path: Path) -> Any:
                 },
                 headers=auth(ADMIN),
             )
-            assert 201 == resp.status_code, resp.text
+            assert resp.status_code == 201, resp.text
         yield url, data, tmp_path
 
 
@@ -94,28 +94,28 @@ def test_full_flow_with_the_azure_servicefabric_client(live: Any) -> None:
     admin.create_backup_policy(policy)
     with pytest.raises(m.FabricErrorException) as info:
         admin.create_backup_policy(policy)
-    assert "FABRIC_E_BACKUP_POLICY_ALREADY_EXISTING" == fabric_code(info.value)
+    assert fabric_code(info.value) == "FABRIC_E_BACKUP_POLICY_ALREADY_EXISTING"
     got = admin.get_backup_policy_by_name("hourly")
-    assert "****" == got.storage.primary_password
+    assert got.storage.primary_password == "****"
     assert timedelta(hours=1) == got.schedule.interval
-    assert ["hourly"] == [p.name for p in admin.get_backup_policy_list().items]
+    assert [p.name for p in admin.get_backup_policy_list().items] == ["hourly"]
 
     op = ServiceFabricClientAPIs(Bearer(OPERATOR), base_url=url)
     op.enable_application_backup("Shop", "hourly")
     op.suspend_service_backup("Shop~Orders")
     info_p = op.get_partition_backup_configuration_info(PID)
-    assert ("hourly", "Application") == (info_p.policy_name, info_p.policy_inherited_from)
+    assert (info_p.policy_name, info_p.policy_inherited_from) == ("hourly", "Application")
     assert info_p.suspension_info.is_suspended
-    assert "Service" == info_p.suspension_info.suspension_inherited_from
+    assert info_p.suspension_info.suspension_inherited_from == "Service"
     op.resume_service_backup("Shop~Orders")
     assert not op.get_partition_backup_configuration_info(PID).suspension_info.is_suspended
     apps = op.get_application_backup_configuration_info("Shop")
-    assert ["hourly"] == [i.policy_name for i in apps.items]
+    assert [i.policy_name for i in apps.items] == ["hourly"]
 
     op.backup_partition(PID, backup_timeout=5)
     with pytest.raises(m.FabricErrorException) as busy:
         op.backup_partition(PID)
-    assert "FABRIC_E_BACKUP_IN_PROGRESS" == fabric_code(busy.value)
+    assert fabric_code(busy.value) == "FABRIC_E_BACKUP_IN_PROGRESS"
     done = wait_for(
         lambda: (
             (p := op.get_partition_backup_progress(PID)).backup_state in ("Success", "Failure")
@@ -123,14 +123,14 @@ def test_full_flow_with_the_azure_servicefabric_client(live: Any) -> None:
         ),
         "the backup",
     )
-    assert "Success" == done.backup_state, done.failure_error
+    assert done.backup_state == "Success", done.failure_error
     assert done.backup_location.startswith(f"Shop/Orders/{PID}/")
-    assert "1" == done.lsn_of_last_backup_record
+    assert done.lsn_of_last_backup_record == "1"
 
     backups = op.get_partition_backup_list(PID)
     [b] = backups.items
     assert (done.backup_id, "Full") == (b.backup_id, b.backup_type)
-    assert "fabric:/Shop/Orders" == b.service_name
+    assert b.service_name == "fabric:/Shop/Orders"
     assert [b.backup_id] == [x.backup_id for x in op.get_application_backup_list("Shop").items]
 
     from_storage = op.get_backups_from_backup_location(
@@ -155,9 +155,9 @@ def test_full_flow_with_the_azure_servicefabric_client(live: Any) -> None:
         ),
         "the restore",
     )
-    assert "Success" == restored.restore_state, restored.failure_error
-    assert "1" == restored.restored_lsn
-    assert "first version" == (data / "a.txt").read_text()
+    assert restored.restore_state == "Success", restored.failure_error
+    assert restored.restored_lsn == "1"
+    assert (data / "a.txt").read_text() == "first version"
     assert not (data / "extra").exists()
     assert bytes(range(256)) * 100 == (data / "sub" / "b.bin").read_bytes()
 
@@ -166,18 +166,18 @@ def test_full_flow_with_the_azure_servicefabric_client(live: Any) -> None:
             PID2,
             m.RestorePartitionDescription(backup_id=b.backup_id, backup_location=b.backup_location),
         )
-    assert "FABRIC_E_RESTORE_SOURCE_TARGET_PARTITION_MISMATCH" == fabric_code(mismatch.value)
+    assert fabric_code(mismatch.value) == "FABRIC_E_RESTORE_SOURCE_TARGET_PARTITION_MISMATCH"
 
     with pytest.raises(m.FabricErrorException) as in_use:
         admin.delete_backup_policy("hourly")
-    assert "FABRIC_E_BACKUP_IS_ENABLED" == fabric_code(in_use.value)
+    assert fabric_code(in_use.value) == "FABRIC_E_BACKUP_IS_ENABLED"
     op.disable_application_backup("Shop", clean_backup=False)
     admin.delete_backup_policy("hourly")
 
     reader = ServiceFabricClientAPIs(Bearer(READER), base_url=url)
     with pytest.raises(m.FabricErrorException) as forbidden:
         reader.backup_partition(PID)
-    assert 403 == forbidden.value.response.status_code
+    assert forbidden.value.response.status_code == 403
     with pytest.raises(m.FabricErrorException) as unknown:
         reader.get_partition_backup_progress("bbbbbbbb-0000-4000-8000-000000000009")
-    assert "FABRIC_E_PARTITION_NOT_FOUND" == fabric_code(unknown.value)
+    assert fabric_code(unknown.value) == "FABRIC_E_PARTITION_NOT_FOUND"

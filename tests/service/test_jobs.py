@@ -41,13 +41,13 @@ def test_on_demand_backup_goes_accepted_in_progress_success(
     """Progress shows Accepted, then Success with BackupId, location, epoch and LSN."""
     jobs.request_backup(ctx, P1)
     progress = jobs.backup_progress(ctx, P1)
-    assert "Accepted" == progress["BackupState"]
-    assert "00000000-0000-0000-0000-000000000000" == progress["BackupId"]
+    assert progress["BackupState"] == "Accepted"
+    assert progress["BackupId"] == "00000000-0000-0000-0000-000000000000"
     assert run_agent_once(ctx)
     progress = jobs.backup_progress(ctx, P1)
-    assert "Success" == progress["BackupState"]
+    assert progress["BackupState"] == "Success"
     assert progress["BackupLocation"].startswith(f"Shop/Orders/{P1}/")
-    assert "1" == progress["LsnOfLastBackupRecord"]
+    assert progress["LsnOfLastBackupRecord"] == "1"
     [b] = jobs.list_backups(ctx, PART, start=None, end=None, latest=False)
     assert (b.backup_id, "Full") == (progress["BackupId"], b.backup_type)
 
@@ -58,7 +58,8 @@ def test_one_job_per_partition_but_others_in_parallel(ctx: ServiceContext, enabl
     with pytest.raises(BackupInProgress):
         jobs.request_backup(ctx, P1)
     jobs.request_backup(ctx, P2)
-    assert run_agent_once(ctx) and run_agent_once(ctx)
+    assert run_agent_once(ctx)
+    assert run_agent_once(ctx)
     [b] = jobs.list_backups(ctx, PART, start=None, end=None, latest=False)
     jobs.request_restore(ctx, P1, {"BackupId": b.backup_id, "BackupLocation": b.location})
     with pytest.raises(RestoreInProgress):
@@ -81,8 +82,8 @@ def test_concurrent_requests_give_exactly_one_job(ctx: ServiceContext, enabled: 
         t.start()
     for t in threads:
         t.join()
-    assert ["ok"] == [r for r in results if r == "ok"]
-    assert 9 == results.count("409")
+    assert [r for r in results if r == "ok"] == ["ok"]
+    assert results.count("409") == 9
 
 
 def test_restore_checks_id_location_and_partition(ctx: ServiceContext, enabled: Path) -> None:
@@ -114,9 +115,9 @@ def test_restore_into_another_partition_with_consent(ctx: ServiceContext, enable
     )
     assert run_agent_once(ctx)
     progress = jobs.restore_progress(ctx, P2)
-    assert "Success" == progress["RestoreState"], progress
+    assert progress["RestoreState"] == "Success", progress
     assert f"data of {P1}" == (enabled / "p2" / "data.txt").read_text()
-    assert "1" == progress["RestoredLsn"]
+    assert progress["RestoredLsn"] == "1"
 
 
 def test_restore_latest_and_point_in_time(
@@ -134,10 +135,10 @@ def test_restore_latest_and_point_in_time(
     (enabled / "p1" / "data.txt").write_text("changed")
     jobs.request_restore(ctx, P1, {}, at_or_before=t1)
     run_agent_once(ctx)
-    assert "v1" == (enabled / "p1" / "data.txt").read_text()
+    assert (enabled / "p1" / "data.txt").read_text() == "v1"
     jobs.request_restore(ctx, P1, {}, latest=True)
     run_agent_once(ctx)
-    assert "v2" == (enabled / "p1" / "data.txt").read_text()
+    assert (enabled / "p1" / "data.txt").read_text() == "v2"
 
 
 def test_engine_failure_is_reported(ctx: ServiceContext, enabled: Path, engine: FakeEngine) -> None:
@@ -146,8 +147,8 @@ def test_engine_failure_is_reported(ctx: ServiceContext, enabled: Path, engine: 
     jobs.request_backup(ctx, P1)
     run_agent_once(ctx)
     progress = jobs.backup_progress(ctx, P1)
-    assert "Failure" == progress["BackupState"]
-    assert "the share is offline" == progress["FailureError"]["Message"]
+    assert progress["BackupState"] == "Failure"
+    assert progress["FailureError"]["Message"] == "the share is offline"
 
 
 def test_timeout_and_lost_agent(ctx: ServiceContext, enabled: Path, clock: FakeClock) -> None:
@@ -155,15 +156,15 @@ def test_timeout_and_lost_agent(ctx: ServiceContext, enabled: Path, clock: FakeC
     jobs.request_backup(ctx, P1, timeout_minutes=1)
     clock.advance(minutes=2)
     [ended] = jobs.sweep(ctx)
-    assert ("Timeout", "FABRIC_E_TIMEOUT") == (ended.state, ended.failure_code)
-    assert "Timeout" == jobs.backup_progress(ctx, P1)["BackupState"]
+    assert (ended.state, ended.failure_code) == ("Timeout", "FABRIC_E_TIMEOUT")
+    assert jobs.backup_progress(ctx, P1)["BackupState"] == "Timeout"
     jobs.request_backup(ctx, P1, timeout_minutes=60)
     assert jobs.claim(ctx, "agent-a") is not None
     clock.advance(seconds=30)
-    assert [] == jobs.sweep(ctx)
+    assert jobs.sweep(ctx) == []
     clock.advance(seconds=61)
     [lost] = jobs.sweep(ctx)
-    assert "Failure" == lost.state
+    assert lost.state == "Failure"
     assert "agent agent-a disappeared" in (lost.failure_message or "")
 
 
@@ -173,9 +174,9 @@ def test_jobs_left_running_fail_at_restart(ctx: ServiceContext, enabled: Path) -
     jobs.request_backup(ctx, P2)
     jobs.claim(ctx, "embedded")
     ended = jobs.recover_after_restart(ctx)
-    assert 2 == len(ended)
+    assert len(ended) == 2
     progress = jobs.backup_progress(ctx, P1)
-    assert "Failure" == progress["BackupState"]
+    assert progress["BackupState"] == "Failure"
     assert "controller restarted" in progress["FailureError"]["Message"]
     jobs.request_backup(ctx, P1)  # the partition is free again
 
@@ -200,7 +201,7 @@ def test_agent_assignment(ctx: ServiceContext, enabled: Path) -> None:
     )
     jobs.request_backup(ctx, P1)
     assert jobs.claim(ctx, "west") is None
-    assert P1 == jobs.claim(ctx, "east")["Partition"]["PartitionId"]  # type: ignore[index]
+    assert jobs.claim(ctx, "east")["Partition"]["PartitionId"] == P1  # type: ignore[index]
 
 
 def test_scheduler_chains_and_missed_slots(
@@ -217,21 +218,21 @@ def test_scheduler_chains_and_missed_slots(
     for b in jobs.list_backups(ctx, PART, start=None, end=None, latest=False):
         types.append(b.backup_type)
     # MaxIncrementalBackups=3: full + 3 incrementals, then a new full.
-    assert ["Full", "Incremental", "Incremental", "Incremental", "Full", "Incremental"] == types
+    assert types == ["Full", "Incremental", "Incremental", "Incremental", "Full", "Incremental"]
     clock.advance(minutes=-5)
-    assert [] == scheduler.tick(ctx)  # only 5 minutes since the last slot
+    assert scheduler.tick(ctx) == []  # only 5 minutes since the last slot
     clock.advance(minutes=5)
     clock.advance(hours=5)  # 30 slots missed
-    assert 2 == len(scheduler.tick(ctx))
+    assert len(scheduler.tick(ctx)) == 2
     while run_agent_once(ctx):
         pass
-    assert [] == scheduler.tick(ctx)
+    assert scheduler.tick(ctx) == []
 
 
 def test_suspended_partitions_are_not_scheduled(ctx: ServiceContext, enabled: Path) -> None:
     """Suspension at the service stops periodic backups below it."""
     protection.suspend_backup(ctx, EntityRef("Service", "fabric:/Shop/Orders"))
-    assert [] == scheduler.tick(ctx)
+    assert scheduler.tick(ctx) == []
 
 
 def test_on_demand_needs_a_storage(ctx: ServiceContext, tmp_path: Path, store_dir: Path) -> None:
@@ -241,7 +242,7 @@ def test_on_demand_needs_a_storage(ctx: ServiceContext, tmp_path: Path, store_di
         jobs.request_backup(ctx, P1)
     jobs.request_backup(ctx, P1, storage_doc={"StorageKind": "FileShare", "Path": str(store_dir)})
     assert run_agent_once(ctx)
-    assert "Success" == jobs.backup_progress(ctx, P1)["BackupState"]
+    assert jobs.backup_progress(ctx, P1)["BackupState"] == "Success"
     with pytest.raises(PolicyError):
         jobs.request_backup(ctx, P1, timeout_minutes=0)
 
@@ -257,7 +258,7 @@ def test_get_backups_filters_and_storage_listing(
     jobs.request_backup(ctx, P2)
     run_agent_once(ctx)
     all_p1 = jobs.list_backups(ctx, PART, start=None, end=None, latest=False)
-    assert 3 == len(all_p1)
+    assert len(all_p1) == 3
     mid = all_p1[1].created_at
     assert all_p1[1:] == jobs.list_backups(ctx, PART, start=mid, end=None, latest=False)
     assert all_p1[:2] == jobs.list_backups(ctx, PART, start=None, end=mid, latest=False)
@@ -286,11 +287,15 @@ def test_retention_after_scheduled_backups(
     # After the last one the cut is 64h - 24h = 40h; the newest full older than it is
     # the one at 32h: it anchors what is newer, and the four before it go.
     left = jobs.list_backups(ctx, PART, start=None, end=None, latest=False)
-    assert ["Full", "Incremental", "Incremental", "Incremental", "Full"] == [
-        b.backup_type for b in left
+    assert [b.backup_type for b in left] == [
+        "Full",
+        "Incremental",
+        "Incremental",
+        "Incremental",
+        "Full",
     ]
     in_storage = [s for items in engine.repos.values() for s, _ in items]
-    assert 10 == len(in_storage)  # five per partition: storage and catalog agree
+    assert len(in_storage) == 10  # five per partition: storage and catalog agree
 
 
 def test_clean_backup_on_disable(ctx: ServiceContext, enabled: Path, engine: FakeEngine) -> None:
@@ -300,5 +305,5 @@ def test_clean_backup_on_disable(ctx: ServiceContext, enabled: Path, engine: Fak
     jobs.disable_backup_and_clean(ctx, EntityRef("Service", "fabric:/Shop/Orders"), clean=True)
     while run_agent_once(ctx):
         pass
-    assert [] == jobs.list_backups(ctx, PART, start=None, end=None, latest=False)
+    assert jobs.list_backups(ctx, PART, start=None, end=None, latest=False) == []
     assert all(not items for items in engine.repos.values())

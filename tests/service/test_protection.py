@@ -29,13 +29,13 @@ def test_policy_secrets_are_encrypted_at_rest_and_redacted(
 ) -> None:
     """The catalog never holds the password in clear, and GET shows ****."""
     protection.create_policy(ctx, policy_doc("p", store_dir))
-    assert "****" == protection.get_policy(ctx, "p")["Storage"]["PrimaryPassword"]
+    assert protection.get_policy(ctx, "p")["Storage"]["PrimaryPassword"] == "****"
     with ctx.uow() as uow:
         raw = uow._conn.execute(sa.text("SELECT doc FROM policies")).scalar_one()
     assert "pw-very-secret" not in raw
     assert "sealed:v1:" in raw
     with ctx.uow() as uow:
-        assert "pw-very-secret" == protection.load_policy(ctx, uow, "p").storage.primary_password  # type: ignore[union-attr]
+        assert protection.load_policy(ctx, uow, "p").storage.primary_password == "pw-very-secret"  # type: ignore[union-attr]
 
 
 def test_duplicate_and_missing_policies(ctx: ServiceContext, store_dir: Path) -> None:
@@ -57,8 +57,8 @@ def test_update_keeps_a_redacted_secret(ctx: ServiceContext, store_dir: Path) ->
     protection.update_policy(ctx, "p", shown)
     with ctx.uow() as uow:
         policy = protection.load_policy(ctx, uow, "p")
-    assert 7 == policy.max_incremental_backups
-    assert "pw-very-secret" == policy.storage.primary_password  # type: ignore[union-attr]
+    assert policy.max_incremental_backups == 7
+    assert policy.storage.primary_password == "pw-very-secret"  # type: ignore[union-attr]
     with pytest.raises(PolicyError):
         protection.update_policy(ctx, "p", {**shown, "Name": "other"})
     with pytest.raises(PolicyError, match=r"\*\*\*\*"):
@@ -76,18 +76,19 @@ def test_enable_inheritance_and_config_info(
     protection.enable_backup(ctx, APP, "app")
     protection.enable_backup(ctx, PART, "part")
     info = protection.config_info(ctx, PART)[0]
-    assert ("part", "Partition") == (info["PolicyName"], info["PolicyInheritedFrom"])
+    assert (info["PolicyName"], info["PolicyInheritedFrom"]) == ("part", "Partition")
     info2 = protection.config_info(ctx, EntityRef("Partition", P2))[0]
-    assert ("app", "Application") == (info2["PolicyName"], info2["PolicyInheritedFrom"])
+    assert (info2["PolicyName"], info2["PolicyInheritedFrom"]) == ("app", "Application")
     app_info = protection.config_info(ctx, APP)
-    assert [("Application", "app"), ("Partition", "part")] == [
-        (i["Kind"], i["PolicyName"]) for i in app_info
+    assert [(i["Kind"], i["PolicyName"]) for i in app_info] == [
+        ("Application", "app"),
+        ("Partition", "part"),
     ]
     # Disabling where it was not enabled directly is refused; at the partition it works.
     with pytest.raises(BackupNotEnabled):
         protection.disable_backup(ctx, SVC, clean=False)
     protection.disable_backup(ctx, PART, clean=False)
-    assert "app" == protection.config_info(ctx, PART)[0]["PolicyName"]
+    assert protection.config_info(ctx, PART)[0]["PolicyName"] == "app"
 
 
 def test_suspend_resume_at_the_same_level(
@@ -101,7 +102,7 @@ def test_suspend_resume_at_the_same_level(
     protection.enable_backup(ctx, APP, "app")
     protection.suspend_backup(ctx, SVC)
     info = protection.config_info(ctx, PART)[0]
-    assert {"IsSuspended": True, "SuspensionInheritedFrom": "Service"} == info["SuspensionInfo"]
+    assert info["SuspensionInfo"] == {"IsSuspended": True, "SuspensionInheritedFrom": "Service"}
     protection.resume_backup(ctx, PART)  # idempotent, but not the level of the suspension
     assert protection.config_info(ctx, PART)[0]["SuspensionInfo"]["IsSuspended"]
     protection.resume_backup(ctx, SVC)
@@ -119,7 +120,7 @@ def test_delete_policy_in_use_is_refused(
         protection.delete_policy(ctx, "p")
     protection.disable_backup(ctx, SVC, clean=False)
     protection.delete_policy(ctx, "p")
-    assert [] == protection.list_policies(ctx)
+    assert protection.list_policies(ctx) == []
 
 
 def test_unknown_entities_and_bad_registrations(
