@@ -127,6 +127,13 @@ def test_full_flow_with_the_azure_servicefabric_client(live: Any) -> None:
     assert done.backup_location.startswith(f"Shop/Orders/{PID}/")
     assert done.lsn_of_last_backup_record == "1"
 
+    metrics = httpx.get(f"{url}/metrics", headers=auth(READER)).text
+    assert 'safehold_backups_total{outcome="Success"} 1.0' in metrics
+    assert f'safehold_last_good_backup_age_seconds{{partition_id="{PID}"}}' in metrics
+    health = httpx.get(f"{url}/safehold/partitions/{PID}/health", headers=auth(READER)).json()
+    assert health["HealthState"] == "Ok"
+    assert "successfully backed up" in health["Description"]
+
     backups = op.get_partition_backup_list(PID)
     [b] = backups.items
     assert (done.backup_id, "Full") == (b.backup_id, b.backup_type)
