@@ -1,0 +1,64 @@
+"""Catalog schema migrations, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from safehold.service.catalog import CatalogError, open_catalog, schema_revision, upgrade_catalog
+
+
+def _engine(url: str) -> sa.Engine:
+    if "://" not in url:
+        return sa.create_engine(f"sqlite:///{url}")
+    return sa.create_engine("postgresql+psycopg://" + url.split("://", 1)[1])
+
+
+def test_an_older_schema_is_upgraded_and_keeps_its_data(catalog_url: str) -> None:
+    """A catalog at revision 0001 with data is brought to head; the data stays."""
+    old = _engine(catalog_url)
+    upgrade_catalog(old, "0001")
+    assert schema_revision(old) == "0001"
+    with old.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO policies (name, doc, created_at) VALUES ('kept', '{}', :t)"),
+            {"t": datetime(2026, 1, 1, tzinfo=UTC)},
+        )
+        assert "agents" not in sa.inspect(conn).get_table_names()
+    old.dispose()
+    db = open_catalog(catalog_url)
+    try:
+        assert schema_revision(db) == "0002"
+        with db.connect() as conn:
+            assert list(conn.execute(sa.text("SELECT name FROM policies")).scalars()) == ["kept"]
+            assert "agents" in sa.inspect(conn).get_table_names()
+    finally:
+        db.dispose()
+
+
+def test_open_twice_is_idempotent(catalog_url: str) -> None:
+    """Opening a current catalog changes nothing."""
+    open_catalog(catalog_url).dispose()
+    db = open_catalog(catalog_url)
+    assert schema_revision(db) == "0002"
+    db.dispose()
+
+
+def test_unknown_databases_are_refused_not_reset(catalog_url: str) -> None:
+    """Tables without a revision, or a revision from the future, stop start-up."""
+    raw = _engine(catalog_url)
+    with raw.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE policies (name VARCHAR(10))"))
+        conn.execute(sa.text("INSERT INTO policies VALUES ('x')"))
+    with pytest.raises(CatalogError, match="no schema revision"):
+        upgrade_catalog(raw)
+    with raw.begin() as conn:
+        conn.execute(sa.text("DROP TABLE policies"))
+    upgrade_catalog(raw)
+    with raw.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(CatalogError, match="newer"):
+        upgrade_catalog(raw)
+    raw.dispose()

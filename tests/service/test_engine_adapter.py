@@ -1,0 +1,164 @@
+"""The engine adapter and the agent's data work against the real engine and file storage."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from safehold.bootstrap import open_policy_storage
+from safehold.core.progress import CountingProgress
+from safehold.core.snapshot import PartitionRef
+from safehold.repo.keys import KdfParams
+from safehold.service.engine import RepoEngine
+from safehold.service.worker import execute
+from safehold.testing import tree_bytes
+
+PID = "eeeeeeee-0000-4000-8000-000000000001"
+
+
+@pytest.fixture
+def engine() -> RepoEngine:
+    """The real engine with cheap scrypt."""
+    return RepoEngine("adapter test password", kdf=KdfParams(n=1024))
+
+
+def item(
+    kind: str, source: str, store: Path, *, restore_to: str | None = None, **params: Any
+) -> dict[str, Any]:
+    base = {
+        "backup_type": "Full",
+        "parent_snapshot": None,
+        "chain_snapshot": None,
+        "epoch": [0, 0],
+        "lsn": 1,
+        "retention": None,
+    }
+    base.update(params)
+    return {
+        "JobId": "job",
+        "Kind": kind,
+        "Partition": {
+            "PartitionId": PID,
+            "ApplicationName": "fabric:/Shop",
+            "ServiceName": "fabric:/Shop/Orders",
+            "Source": source,
+            "RestoreTo": restore_to,
+        },
+        "Storage": {"StorageKind": "FileShare", "Path": str(store)},
+        "Params": base,
+    }
+
+
+def run(engine: RepoEngine, work: dict[str, Any]) -> dict[str, Any]:
+    return execute(
+        work, engine=engine, open_storage=open_policy_storage, progress=CountingProgress()
+    )
+
+
+def test_dir_backup_and_restore_replace_the_directory(engine: RepoEngine, tmp_path: Path) -> None:
+    """A dir source is backed up and restored whole: changed files back, new files gone."""
+    src = tmp_path / "orders"
+    (src / "sub").mkdir(parents=True)
+    (src / "a").write_text("one")
+    (src / "sub" / "b").write_bytes(b"\x00" * 100_000)
+    before = tree_bytes(src)
+    store = tmp_path / "store"
+    out = run(engine, item("backup", f"dir:{src}", store))
+    assert out["State"] == "Success", out
+    (src / "a").write_text("two")
+    (src / "new").write_text("x")
+    restored = run(engine, item("restore", f"dir:{src}", store, snapshot_id=out["Snapshot"]["Id"]))
+    assert restored["State"] == "Success", restored
+    assert before == tree_bytes(src)
+    assert not list(tmp_path.glob(".orders*"))  # no leftovers beside it
+    with open_policy_storage_at(store) as storage:
+        [snap] = engine.snapshots(storage)
+    assert PartitionRef("fabric:/Shop", "fabric:/Shop/Orders", PID) == snap.partition
+
+
+class open_policy_storage_at:
+    def __init__(self, store: Path) -> None:
+        from safehold.core.policy import FileShareStorage
+
+        self.storage = open_policy_storage(FileShareStorage(str(store)))
+
+    def __enter__(self) -> Any:
+        return self.storage
+
+    def __exit__(self, *exc: object) -> None:
+        self.storage.close()
+
+
+def test_command_source_dump_and_restore_to_file_and_command(
+    engine: RepoEngine, tmp_path: Path
+) -> None:
+    """A dump command's stdout is stored; restore writes a file or feeds a command's stdin."""
+    store = tmp_path / "store"
+    dump_cmd = f"{sys.executable} -c \"import sys; sys.stdout.write('row1\\nrow2\\n')\""
+    out = run(engine, item("backup", f"command:{dump_cmd}", store))
+    assert out["State"] == "Success", out
+    sid = out["Snapshot"]["Id"]
+    target = tmp_path / "restored.sql"
+    res = run(
+        engine,
+        item("restore", f"command:{dump_cmd}", store, restore_to=f"file:{target}", snapshot_id=sid),
+    )
+    assert res["State"] == "Success", res
+    assert target.read_text() == "row1\nrow2\n"
+    sink = tmp_path / "sink.txt"
+    cmd = f"{sys.executable} -c \"import sys; open('{sink}', 'w').write(sys.stdin.read().upper())\""
+    res = run(
+        engine,
+        item("restore", f"command:{dump_cmd}", store, restore_to=f"command:{cmd}", snapshot_id=sid),
+    )
+    assert res["State"] == "Success", res
+    assert sink.read_text() == "ROW1\nROW2\n"
+
+
+def test_failures_are_outcomes_not_exceptions(engine: RepoEngine, tmp_path: Path) -> None:
+    """A failing dump command, a missing directory and a missing restore target are reported."""
+    store = tmp_path / "store"
+    bad = run(
+        engine, item("backup", f"command:{sys.executable} -c 'import sys; sys.exit(3)'", store)
+    )
+    assert bad["State"] == "Failure"
+    assert "status 3" in bad["Error"]["Message"]
+    with open_policy_storage_at(store) as storage:
+        assert engine.snapshots(storage) == []  # the partial dump was forgotten
+    missing = run(engine, item("backup", f"dir:{tmp_path / 'nope'}", store))
+    assert "does not exist" in missing["Error"]["Message"]
+    ok = run(engine, item("backup", "command:echo hi", store))
+    no_target = run(
+        engine, item("restore", "command:echo hi", store, snapshot_id=ok["Snapshot"]["Id"])
+    )
+    assert "restore target" in no_target["Error"]["Message"]
+
+
+def test_retention_forgets_in_the_real_repository(engine: RepoEngine, tmp_path: Path) -> None:
+    """Retention runs after a backup and removes what the rule says, from the storage."""
+    from datetime import UTC, datetime, timedelta
+
+    src = tmp_path / "d"
+    src.mkdir()
+    (src / "f").write_text("x")
+    store = tmp_path / "store"
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    ids = []
+    for i in range(4):
+        work = item("backup", f"dir:{src}", store, retention={"hours": 24, "minimum": 1})
+        out = execute(
+            work,
+            engine=engine,
+            open_storage=open_policy_storage,
+            progress=CountingProgress(),
+            clock=lambda i=i: t0 + timedelta(days=i),
+        )
+        assert out["State"] == "Success", out
+        ids.append(out["Snapshot"]["Id"])
+    # At day 3 the cut is day 2: the full at day 1 anchors what is newer; day 0 goes.
+    with open_policy_storage_at(store) as storage:
+        left = [s.id for s in engine.snapshots(storage)]
+    assert ids[1:] == left
