@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import typer
 
+from safehold.cli.service_client import partition_app, policy_app
+from safehold.cli.service_server import agent, serve
+
 __all__ = ["register"]
 
 
 def register(app: typer.Typer) -> None:
     """Add the service's commands to *app*."""
-    del app
+    app.command("serve")(serve)
+    app.command("agent")(agent)
+    app.add_typer(policy_app, name="policy")
+    app.add_typer(partition_app, name="partition")

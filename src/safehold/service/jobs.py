@@ -322,6 +322,7 @@ def backup_progress(ctx: ServiceContext, partition_id: str) -> dict[str, Any]:
         )
     doc["FailureError"] = _error(job)
     doc["Progress"] = job.progress
+    doc["AgentId"] = job.agent_id
     return doc
 
 
@@ -340,6 +341,7 @@ def restore_progress(ctx: ServiceContext, partition_id: str) -> dict[str, Any]:
         "RestoredLsn": str(job.params["lsn"] if success else 0),
         "FailureError": _error(job),
         "Progress": job.progress,
+        "AgentId": job.agent_id,
     }
 
 

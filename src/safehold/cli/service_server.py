@@ -1,0 +1,145 @@
+"""
+Server commands: ``safehold serve`` (the controller) and ``safehold agent``.
+
+``serve`` runs FastAPI under uvicorn with the catalog (SQLite file by default,
+or ``--catalog postgresql://…``), the scheduler and one embedded agent.
+``agent`` pulls work from a controller over HTTP(S); no inbound port is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from safehold.core.errors import UsageError
+
+__all__ = ["agent", "serve"]
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", help="Port (19080, like SF's HTTP gateway).")
+    ] = 19080,
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Catalog, keys and password files.")
+    ] = Path("./safehold-data"),
+    catalog: Annotated[
+        str | None,
+        typer.Option("--catalog", help="SQLite path or postgresql://… (default: in --data-dir)"),
+    ] = None,
+    tokens_file: Annotated[
+        Path | None,
+        typer.Option("--tokens-file", help="Lines of '<role> <token>' (reader/operator/admin)."),
+    ] = None,
+    password_file: Annotated[
+        Path | None,
+        typer.Option("--password-file", help="The repository password (or SAFEHOLD_PASSWORD)."),
+    ] = None,
+    secret_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--secret-key-file", help="Key sealing policy secrets (or SAFEHOLD_SECRET_KEY)."
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="Serve HTTPS with this certificate.")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="The certificate's private key.")
+    ] = None,
+    embedded_agent: Annotated[bool, typer.Option("--embedded-agent/--no-embedded-agent")] = True,
+    agent_slots: Annotated[
+        int, typer.Option("--agent-slots", help="Jobs the embedded agent runs at once.")
+    ] = 2,
+    max_running_jobs: Annotated[
+        int, typer.Option("--max-running-jobs", help="Jobs running at once, in all.")
+    ] = 4,
+    tick_seconds: Annotated[float, typer.Option("--tick-seconds", help="Scheduler period.")] = 5.0,
+    agent_timeout: Annotated[
+        float, typer.Option("--agent-timeout", help="Seconds without heartbeat before a job fails.")
+    ] = 60.0,
+) -> None:
+    """Run the controller: the REST API, the scheduler and an embedded agent."""
+    import uvicorn
+
+    from safehold.bootstrap import Settings, build_controller
+
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("give both --tls-cert and --tls-key, or neither")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = Settings(
+        data_dir=data_dir,
+        catalog=catalog,
+        password_file=password_file,
+        secret_key_file=secret_key_file,
+        tokens_file=tokens_file,
+        embedded_agent=embedded_agent,
+        agent_slots=agent_slots,
+        max_running_jobs=max_running_jobs,
+        tick_seconds=tick_seconds,
+        agent_timeout_seconds=agent_timeout,
+    )
+    controller = build_controller(settings)
+    options: dict[str, Any] = {}
+    if tls_cert is not None and tls_key is not None:
+        options = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)}
+    uvicorn.run(controller.app, host=host, port=port, log_level="warning", **options)
+
+
+def agent(
+    controller: Annotated[str, typer.Option("--controller", help="The controller's URL.")],
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token", envvar="SAFEHOLD_TOKEN", help="An operator token.", show_default=False
+        ),
+    ] = None,
+    token_file: Annotated[Path | None, typer.Option("--token-file")] = None,
+    agent_id: Annotated[
+        str | None, typer.Option("--id", help="This agent's name (default: host name).")
+    ] = None,
+    password_file: Annotated[
+        Path | None,
+        typer.Option("--password-file", help="The repository password (or SAFEHOLD_PASSWORD)."),
+    ] = None,
+    slots: Annotated[int, typer.Option("--slots", help="Jobs to run at once.")] = 1,
+    ca_cert: Annotated[
+        Path | None, typer.Option("--ca-cert", help="CA bundle for the controller's TLS.")
+    ] = None,
+    poll: Annotated[float, typer.Option("--poll", help="Seconds between claims when idle.")] = 1.0,
+    heartbeat: Annotated[
+        float, typer.Option("--heartbeat", help="Seconds between heartbeats.")
+    ] = 5.0,
+) -> None:
+    """Run an agent that pulls work from a controller."""
+    from safehold.bootstrap import build_agent
+
+    if token is None and token_file is not None:
+        token = token_file.read_text().strip()
+    if not token:
+        raise UsageError("an operator token is needed: --token, SAFEHOLD_TOKEN or --token-file")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    runner = build_agent(
+        controller,
+        token,
+        agent_id or socket.gethostname(),
+        password_file=password_file,
+        slots=slots,
+        verify=str(ca_cert) if ca_cert else True,
+        poll_interval=poll,
+        heartbeat_interval=heartbeat,
+    )
+
+    def stop(signum: int, frame: object) -> None:
+        del signum, frame
+        runner.stop(timeout=0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    runner.run_forever()
