@@ -106,6 +106,11 @@ class Server:
         self.stop()
         raise RuntimeError(f"{self.name} did not listen on {HOST}:{self.port}:\n{self.tail()}")
 
+    @property
+    def running(self) -> bool:
+        """Whether start() was called more recently than stop()."""
+        return self._proc is not None
+
     def _signal_group(self, sig: signal.Signals) -> None:
         assert self._proc is not None
         with contextlib.suppress(ProcessLookupError):

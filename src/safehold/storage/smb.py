@@ -352,22 +352,31 @@ class SMBStorage:
         """Write a temporary file next to the name, then rename it over the name."""
         path = self._unc(name)
         parent = path.rpartition("\\")[0]
+        if parent not in self._made_dirs:
+            self._make_parent(name, parent)
         tmp = f"{parent}\\{_TMP_PREFIX}{secrets.token_hex(8)}"
-        with self._object_missing(name):
-            try:
-                with self._operation(name) as dog:
-                    if parent not in self._made_dirs:
-                        smbclient.makedirs(parent, exist_ok=True, **self._kwargs())
-                        self._made_dirs.add(parent)
-                    with smbclient.open_file(tmp, mode="wb", **self._kwargs()) as f:
-                        view = memoryview(data)
-                        for start in range(0, len(view), _CHUNK):
-                            f.write(view[start : start + _CHUNK])
-                            dog.kick()
-                    smbclient.replace(tmp, path, **self._kwargs())
-            except BaseException:
-                self._remove_quietly(tmp)
-                raise
+        try:
+            with self._object_missing(name), self._operation(name) as dog:
+                with smbclient.open_file(tmp, mode="wb", **self._kwargs()) as f:
+                    view = memoryview(data)
+                    for start in range(0, len(view), _CHUNK):
+                        f.write(view[start : start + _CHUNK])
+                        dog.kick()
+                smbclient.replace(tmp, path, **self._kwargs())
+        except StorageUnavailable:
+            raise  # the connection is gone: nothing to clean up that we could reach
+        except BaseException:
+            self._remove_quietly(tmp)
+            raise
+
+    def _make_parent(self, name: str, parent: str) -> None:
+        """Create the directories between the storage's directory and *name*."""
+        # The storage's own directory must exist already, as with the file
+        # backend: a mistyped path fails instead of starting a new repository.
+        with self._object_missing(name), self._operation(name):
+            smbclient.stat(self._root, **self._kwargs())
+            smbclient.makedirs(parent, exist_ok=True, **self._kwargs())
+        self._made_dirs.add(parent)
 
     def _remove_quietly(self, path: str) -> None:
         """Remove a temporary file after a failed put, if the server lets us."""
@@ -414,7 +423,12 @@ def _is_connection_error(exc: BaseException) -> bool:
         return True  # refused, reset, broken pipe, socket timeout
     if isinstance(exc, ValueError) and isinstance(exc.__cause__, OSError):
         return True  # smbprotocol reports a failed connect as ValueError from the OSError
-    return isinstance(exc, SMBException) and "onnection" in str(exc)
+    if type(exc) is SMBException:
+        # A bare SMBException is how smbprotocol reports a negotiate that timed
+        # out or a connection it lost; its other failures have their own types.
+        text = str(exc).lower()
+        return "timeout" in text or "connection" in text
+    return False
 
 
 def from_url(url: str, env: Mapping[str, str]) -> SMBStorage:
