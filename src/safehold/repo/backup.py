@@ -16,11 +16,12 @@ are taken from it without being read.
 from __future__ import annotations
 
 import getpass
+import mmap
 import os
 import socket
 import stat
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -41,6 +42,8 @@ from safehold.repo.writer import BlobWriter
 __all__ = ["BackupResult", "backup_paths", "backup_stream"]
 
 _READ_TRIES = 3
+_BLOCK = 8 * 1024 * 1024
+_INLINE = 256 * 1024  # files up to this size are read by the walker itself
 _TYPES = {
     stat.S_IFREG: "file",
     stat.S_IFDIR: "dir",
@@ -75,6 +78,55 @@ class _Dir:
         self.node = node
         self.nodes: list[Node] = []
         self.pending = 1  # the walk of this directory itself
+
+
+class _ReadBuffer:
+    """
+    One thread's reading window: an anonymous memory map of ``_BLOCK`` plus
+    the largest chunk, reused for every file the thread reads.
+    """
+
+    def __init__(self, max_chunk: int) -> None:
+        self.mm = mmap.mmap(-1, _BLOCK + max_chunk)
+
+    def chunks(self, chunker: FastCDC, fd: int) -> Iterator[memoryview]:
+        """
+        Yield the content-defined chunks of an open file, reading ``_BLOCK`` at a time.
+
+        The unfinished last chunk of each block moves to the front of the
+        window, so memory stays fixed whatever the file size. A yielded view is
+        valid only until the next one is asked for.
+        """
+        view = memoryview(self.mm)
+        try:
+            filled = 0
+            while True:
+                got = _read_into(fd, view[filled : filled + _BLOCK])
+                total = filled + got
+                eof = got < _BLOCK
+                if not total:
+                    return
+                chunks = list(chunker.cut_buf(view[:total]))
+                last = None if eof else chunks.pop()
+                for c in chunks:
+                    yield view[c.offset : c.offset + c.length]
+                if last is None:
+                    return
+                filled = total - last.offset
+                self.mm.move(0, last.offset, filled)
+        finally:
+            view.release()
+
+
+def _read_into(fd: int, out: memoryview) -> int:
+    """Fill *out* from *fd*; short only at end of file."""
+    got = 0
+    while got < len(out):
+        n = os.readv(fd, [out[got:]])
+        if not n:
+            break
+        got += n
+    return got
 
 
 def _chunker(repo: Repository) -> FastCDC:
@@ -139,6 +191,7 @@ class _Backup:
         self.counts = {"new": 0, "changed": 0, "unmodified": 0, "dirs": 0, "files": 0}
         self.bytes_read = 0
         self.logical = 0
+        self.local = threading.local()
 
     def warn(self, msg: str) -> None:
         with self.lock:
@@ -190,14 +243,11 @@ class _Backup:
             try:
                 before = os.fstat(fd)
                 read = 0
-                with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
-                    for chunk in chunker.cut_stream(f):
-                        blob_id, new = self.writer.save(DATA, chunk.data)
-                        content.append(blob_id)
-                        read += chunk.length
-                        self.progress.advance(
-                            done_bytes=chunk.length, new_bytes=chunk.length if new else 0
-                        )
+                for chunk in self._buffer().chunks(chunker, fd):
+                    blob_id, new = self.writer.save(DATA, chunk)
+                    content.append(blob_id)
+                    read += len(chunk)
+                    self.progress.advance(done_bytes=len(chunk), new_bytes=len(chunk) if new else 0)
                 after = os.fstat(fd)
             finally:
                 os.close(fd)
@@ -208,6 +258,12 @@ class _Backup:
             if attempt == _READ_TRIES - 1:
                 return content, after, True
         raise AssertionError("unreachable")
+
+    def _buffer(self) -> _ReadBuffer:
+        buf: _ReadBuffer | None = getattr(self.local, "buf", None)
+        if buf is None:
+            buf = self.local.buf = _ReadBuffer(self.repo.chunker.max)
+        return buf
 
     def _file_task(self, path: str, node: Node, d: _Dir) -> None:
         try:
@@ -282,6 +338,10 @@ class _Backup:
             self.progress.advance(done_bytes=st.st_size)
             return
         self.counts["changed" if prev is not None else "new"] += 1
+        if st.st_size <= _INLINE:
+            # Handing a small file to another thread costs more than reading it.
+            self._read_file(path, node)
+            return
         with self.lock:
             d.pending += 1
         self.inflight.acquire()

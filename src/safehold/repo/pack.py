@@ -8,12 +8,25 @@ trailing header back, for ``check`` and index repair.
 from __future__ import annotations
 
 import json
+import mmap
+import os
 import struct
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from safehold.repo.compress import compress, decompress
-from safehold.repo.crypto import DecryptError, Generation, content_hash, decrypt, encrypt, seal_key
+from safehold.repo.crypto import (
+    NONCE_SIZE,
+    TAG_SIZE,
+    DecryptError,
+    Generation,
+    content_hash,
+    decrypt,
+    encrypt,
+    seal_key,
+)
 
 __all__ = ["DATA", "TREE", "BlobEntry", "PackBuilder", "PackInfo", "parse_header"]
 
@@ -85,23 +98,45 @@ def blob_aad(blob_type: int, blob_id: bytes) -> bytes:
 
 
 class PackBuilder:
-    """Collects encrypted blobs for one pack; not thread-safe (one owner at a time)."""
+    """
+    Collects encrypted blobs for one pack; not thread-safe (one owner at a time).
 
-    def __init__(self, gen: Generation) -> None:
+    The pack is assembled in an anonymous memory map: pages are resident only
+    once written, blobs are encrypted straight into place, and closing the map
+    gives the memory back to the system at once, whatever the allocator does.
+    """
+
+    def __init__(self, gen: Generation, capacity: int) -> None:
         self.key, self.eph = seal_key(gen)
         self.gen = gen.gen
-        self._buf = bytearray(_PREFIX.pack(PACK_MAGIC, PACK_VERSION, gen.gen, self.eph))
+        self._aead = AESGCM(self.key)
+        self._mm = mmap.mmap(-1, capacity)
+        self._pos = 0
+        self._write(_PREFIX.pack(PACK_MAGIC, PACK_VERSION, gen.gen, self.eph))
         self._entries: list[BlobEntry] = []
 
     @property
     def size(self) -> int:
         """Bytes so far."""
-        return len(self._buf)
+        return self._pos
 
     @property
     def count(self) -> int:
         """Blobs so far."""
         return len(self._entries)
+
+    def _reserve(self, n: int) -> None:
+        if self._pos + n > len(self._mm):
+            # Only an oversized blob (a huge directory's tree) gets here.
+            bigger = mmap.mmap(-1, max(2 * len(self._mm), self._pos + n))
+            bigger[: self._pos] = self._mm[: self._pos]
+            self._mm.close()
+            self._mm = bigger
+
+    def _write(self, data: bytes) -> None:
+        self._reserve(len(data))
+        self._mm[self._pos : self._pos + len(data)] = data
+        self._pos += len(data)
 
     def add(
         self,
@@ -112,24 +147,35 @@ class PackBuilder:
         compression: int,
     ) -> int:
         """Encrypt and append one blob; return its stored length."""
-        ct = encrypt(self.key, stored, aad=blob_aad(blob_type, blob_id))
-        self._entries.append(
-            BlobEntry(blob_id, blob_type, len(self._buf), len(ct), raw_length, compression)
-        )
-        self._buf += ct
-        return len(ct)
+        n = NONCE_SIZE + len(stored) + TAG_SIZE
+        self._reserve(n)
+        nonce = os.urandom(NONCE_SIZE)
+        self._mm[self._pos : self._pos + NONCE_SIZE] = nonce
+        with memoryview(self._mm) as view:
+            out = view[self._pos + NONCE_SIZE : self._pos + n]
+            self._aead.encrypt_into(nonce, stored, blob_aad(blob_type, blob_id), out)
+            out.release()
+        self._entries.append(BlobEntry(blob_id, blob_type, self._pos, n, raw_length, compression))
+        self._pos += n
+        return n
 
-    def finish(self) -> tuple[PackInfo, bytes]:
-        """Append the header and return the pack's info and bytes; the builder is spent."""
+    def finish(self) -> tuple[PackInfo, memoryview]:
+        """
+        Append the header; return the pack's info and a view of its bytes.
+
+        The view stays valid until ``close``.
+        """
         header = json.dumps({"blobs": [e.to_json() for e in self._entries]}).encode()
         hdr = encrypt(self.key, compress(header), aad=_HEADER_AAD)
-        self._buf += hdr
-        self._buf += _LEN.pack(len(hdr))
-        data = bytes(self._buf)
-        self._buf = bytearray()
-        return PackInfo(
-            content_hash(data), self.gen, self.eph, len(data), tuple(self._entries)
-        ), data
+        self._write(hdr)
+        self._write(_LEN.pack(len(hdr)))
+        view = memoryview(self._mm)[: self._pos]
+        info = PackInfo(content_hash(view), self.gen, self.eph, self._pos, tuple(self._entries))
+        return info, view
+
+    def close(self) -> None:
+        """Release the memory; views returned by ``finish`` must be released first."""
+        self._mm.close()
 
 
 def parse_prefix(data: bytes) -> tuple[int, bytes]:

@@ -35,7 +35,7 @@ class BlobWriter:
         n = uploads or repo.storage.properties.connections
         self._pool = ThreadPoolExecutor(n, thread_name_prefix="safehold-upload")
         # Bounds packs held in memory waiting for upload.
-        self._slots = threading.BoundedSemaphore(n + 1)
+        self._slots = threading.BoundedSemaphore(n)
         self._lock = threading.Lock()
         self._pending: set[bytes] = set()
         self._local = threading.local()
@@ -79,7 +79,7 @@ class BlobWriter:
         if blob_type == TREE:
             with self._lock:
                 if self._tree_pack is None:
-                    self._tree_pack = PackBuilder(self._repo.keys.newest)
+                    self._tree_pack = self._new_pack()
                 pack = self._tree_pack
                 n = pack.add(blob_id, blob_type, stored, len(data), comp)
                 full = pack.size >= self._repo.pack_size
@@ -103,23 +103,32 @@ class BlobWriter:
     def _own_pack(self) -> PackBuilder:
         pack: PackBuilder | None = getattr(self._local, "pack", None)
         if pack is None:
-            pack = PackBuilder(self._repo.keys.newest)
+            pack = self._new_pack()
             self._local.pack = pack
             with self._lock:
                 self._open_packs.append(pack)
         return pack
 
+    def _new_pack(self) -> PackBuilder:
+        # Room for a full pack plus the largest chunk, so it rarely has to grow.
+        capacity = self._repo.pack_size + self._repo.chunker.max + 1024 * 1024
+        return PackBuilder(self._repo.keys.newest, capacity)
+
     def _upload(self, pack: PackBuilder) -> None:
-        info, data = pack.finish()
         self._slots.acquire()
-        fut = self._pool.submit(self._put, info, data)
+        fut = self._pool.submit(self._put, pack)
         with self._lock:
             self._uploads.append(fut)
 
-    def _put(self, info: PackInfo, data: bytes) -> None:
+    def _put(self, pack: PackBuilder) -> None:
         try:
-            self._repo.storage.put(info.name, data)
-            del data
+            info, view = pack.finish()
+            storage = self._repo.storage
+            try:
+                storage.put(info.name, view if storage.properties.accepts_views else bytes(view))  # type: ignore[arg-type]
+            finally:
+                view.release()
+                pack.close()
             with self._lock:
                 self._repo.index.add_pack(info)
                 for e in info.blobs:

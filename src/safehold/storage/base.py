@@ -51,10 +51,13 @@ class StorageProperties:
     Attributes:
         location: where it is, for messages; never contains a credential.
         connections: how many requests it serves well in parallel.
+        accepts_views: ``put`` takes a ``memoryview`` without copying it first,
+            so writers may hand over their buffers instead of a ``bytes`` copy.
     """
 
     location: str
     connections: int = 4
+    accepts_views: bool = False
 
 
 @runtime_checkable
@@ -99,7 +102,12 @@ class Storage(Protocol):
         ...
 
     def put(self, name: str, data: bytes) -> None:
-        """Store *data* under *name*, atomically."""
+        """
+        Store *data* under *name*, atomically.
+
+        Storages whose properties say ``accepts_views`` also take a
+        ``memoryview``, and keep no reference to it after returning.
+        """
         ...
 
     def delete(self, name: str) -> None:

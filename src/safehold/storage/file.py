@@ -35,9 +35,11 @@ _TMP_PREFIX = ".tmp-"
 class FileStorage:
     """A storage on a local or mounted filesystem."""
 
-    def __init__(self, root: str | os.PathLike[str], *, connections: int = 4) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, connections: int = 2) -> None:
         self._root = Path(root).absolute()
-        self._props = StorageProperties(location=str(self._root), connections=connections)
+        self._props = StorageProperties(
+            location=str(self._root), connections=connections, accepts_views=True
+        )
         self._made_dirs: set[Path] = set()
 
     @property

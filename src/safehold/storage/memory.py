@@ -27,7 +27,7 @@ class MemoryStorage:
     @property
     def properties(self) -> StorageProperties:
         """Describe the storage."""
-        return StorageProperties(location="memory:", connections=4)
+        return StorageProperties(location="memory:", connections=4, accepts_views=True)
 
     def create(self) -> None:
         """Mark the storage as existing."""
