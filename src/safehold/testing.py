@@ -53,6 +53,7 @@ class FakeEngine:
         self.repos: dict[str, list[tuple[Snapshot, dict[str, bytes]]]] = {}
         self.fail_next: Exception | None = None
         self.gate: threading.Event | None = None  # when set, backups wait for it
+        self.ensured: list[str] = []
         self._lock = threading.Lock()
 
     def _save(
@@ -148,6 +149,10 @@ class FakeEngine:
         return sorted(
             (s for s, _ in self.repos.get(storage.properties.location, [])), key=lambda s: s.time
         )
+
+    def ensure_repository(self, storage: Storage) -> None:
+        """Count the calls (the fake needs no repository)."""
+        self.ensured.append(storage.properties.location)
 
     def forget(self, storage: Storage, snapshot_ids: Sequence[str]) -> None:
         """Drop snapshots."""

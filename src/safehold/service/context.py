@@ -50,6 +50,7 @@ class ServiceContext:
     max_running_jobs: int = 4
     agent_timeout: timedelta = timedelta(seconds=60)
     job_lock: threading.Lock = field(default_factory=threading.Lock)
+    ready_storages: set[str] = field(default_factory=set)
 
     def storage_label(self, spec: StorageSpec) -> str:
         """Describe a storage for messages, without secrets."""

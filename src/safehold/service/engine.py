@@ -65,6 +65,10 @@ class BackupEngine(Protocol):
         """Return the snapshots, oldest first ([] when the storage has no repository)."""
         ...
 
+    def ensure_repository(self, storage: Storage) -> None:
+        """Create the repository if the storage has none (callers serialise this)."""
+        ...
+
     def forget(self, storage: Storage, snapshot_ids: Sequence[str]) -> None:
         """Remove snapshots (their data goes at the next prune)."""
         ...
@@ -145,6 +149,15 @@ class RepoEngine:
             return []
         with repo:
             return list(repo.snapshots())
+
+    def ensure_repository(self, storage: Storage) -> None:
+        """Create the repository unless one is there; no password needed to check."""
+        from safehold.repo.errors import RepositoryNotFound
+
+        try:
+            Repository.read_config(storage)
+        except RepositoryNotFound:
+            self._open(storage, create=True).close()
 
     def forget(self, storage: Storage, snapshot_ids: Iterable[str]) -> None:
         """Remove snapshots."""

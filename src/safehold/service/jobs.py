@@ -130,6 +130,7 @@ def request_backup(
                 f"partition {p.partition_id} has no backup policy: enable one or give BackupStorage"
             )
         _refuse_if_busy(uow, p.partition_id)
+        _ensure_repository(ctx, storage)
         kind, parent = "Full", None
         if scheduled and policy is not None:
             kind, parent = _next_in_chain(uow, p, storage, policy.max_incremental_backups)
@@ -167,6 +168,25 @@ def request_backup(
         uow.jobs.save(job)
         uow.commit()
     return job
+
+
+def _ensure_repository(ctx: ServiceContext, storage: StorageSpec) -> None:
+    """
+    Create the storage's repository once, here, before any agent writes to it.
+
+    Two agents starting the first backups of two partitions at once would
+    otherwise both create a repository in the same storage. Called under
+    ``ctx.job_lock``.
+    """
+    key = storage_key(storage)
+    if key in ctx.ready_storages:
+        return
+    store = ctx.open_storage(storage)
+    try:
+        ctx.engine.ensure_repository(store)
+    finally:
+        store.close()
+    ctx.ready_storages.add(key)
 
 
 def _find_in_storage(ctx: ServiceContext, storage: StorageSpec, backup_id: str) -> BackupRecord:

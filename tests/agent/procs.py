@@ -1,0 +1,151 @@
+"""Starting and stopping ``safehold serve`` and ``safehold agent`` processes for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from safehold.testing import free_port
+
+SAFEHOLD = str(Path(sys.executable).with_name("safehold"))
+ADMIN = "proc-admin-token"
+OPERATOR = "proc-operator-token"
+PASSWORD = "process tests password"
+
+
+@dataclass
+class Proc:
+    """A process started in its own session, so the test can end its whole group."""
+
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def kill(self) -> None:
+        """SIGKILL the process group (a crash)."""
+        os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it lingers."""
+        if self.popen.poll() is not None:
+            return
+        os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["SAFEHOLD_PASSWORD"] = PASSWORD
+    e.pop("SAFEHOLD_TOKENS", None)
+    return e
+
+
+def start(args: list[str], log: Path) -> Proc:
+    with log.open("ab") as out:
+        p = subprocess.Popen(
+            [SAFEHOLD, *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env(),
+            start_new_session=True,
+        )
+    return Proc(p, log)
+
+
+def start_controller(
+    data: Path, *, port: int | None = None, extra: list[str] | None = None
+) -> tuple[Proc, str]:
+    """Start ``safehold serve``; return it and its URL once it answers."""
+    port = port or free_port()
+    data.mkdir(parents=True, exist_ok=True)
+    tokens = data / "tokens"
+    tokens.write_text(f"admin {ADMIN}\noperator {OPERATOR}\n")
+    proc = start(
+        [
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data),
+            "--tokens-file",
+            str(tokens),
+            "--tick-seconds",
+            "0.5",
+            *(extra or []),
+        ],
+        data / "serve.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise AssertionError(f"serve exited: {proc.log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.stop()
+    raise AssertionError("serve did not start")
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a safehold client command with the admin token."""
+    r = subprocess.run(
+        [SAFEHOLD, *args],
+        capture_output=True,
+        text=True,
+        env={**env(), "SAFEHOLD_TOKEN": ADMIN},
+        timeout=120,
+        check=False,
+    )
+    if check and r.returncode != 0:
+        raise AssertionError(
+            f"safehold {' '.join(args)} failed ({r.returncode}): {r.stdout}\n{r.stderr}"
+        )
+    return r
+
+
+def api(url: str, method: str, path: str, **kwargs: Any) -> Any:
+    """Call the SF API with the admin token; return the JSON (or None)."""
+    r = httpx.request(
+        method,
+        url + path,
+        params={"api-version": "6.4", **kwargs.pop("params", {})},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        timeout=30,
+        **kwargs,
+    )
+    assert r.status_code < 400, r.text
+    return r.json() if r.content else None
+
+
+def wait_state(url: str, pid: str, kind: str, limit: float = 60) -> dict[str, Any]:
+    """Poll a partition's Backup/Restore progress until it ends."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        r = httpx.get(
+            f"{url}/Partitions/{pid}/$/Get{kind}Progress",
+            params={"api-version": "6.4"},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+            timeout=30,
+        )
+        if r.status_code != 404:  # 404: no job yet, the scheduler has not ticked
+            assert r.status_code == 200, r.text
+            info: dict[str, Any] = r.json()
+            if info[f"{kind}State"] in ("Success", "Failure", "Timeout"):
+                return info
+        time.sleep(0.1)
+    raise AssertionError(f"the {kind.lower()} of {pid} did not end")
