@@ -135,7 +135,7 @@ def test_two_agents_pull_their_partitions_and_a_lost_agent_fails_its_job(tmp_pat
 
 
 def test_controller_killed_mid_backup_restarts_consistent(tmp_path: Path) -> None:
-    """A crash during a backup leaves a Failure with a reason, and everything works after restart."""
+    """A crash mid-backup leaves a Failure with a reason; all works after the restart."""
     data = tmp_path / "ctl"
     controller, url = start_controller(data)
     marker = tmp_path / "started"
