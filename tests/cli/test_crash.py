@@ -81,9 +81,10 @@ def test_backup_killed_at_random_points(run: Run, cli_env: dict[str, str], tmp_p
     _make_data(src, seed=2)
     rng = random.Random(7)
     packs = tmp_path / "repo" / "data"
-    # Kill after a random number of new packs; the last run goes far enough to
-    # have written an index file (one per 8 packs), so its data must be reused.
-    for lo, hi in ((1, 40), (1, 40), (20, 60)):
+    # Kill after a random number of new packs (of about 50 a run: a pack holds
+    # one ~1 MiB chunk here); the last run goes far enough to have written an
+    # index file (one per 8 packs), so its data must be reused.
+    for lo, hi in ((1, 15), (1, 15), (10, 20)):
         before, target = _count(packs), rng.randint(lo, hi)
         proc = _start(cli_env, "backup", str(src))
         assert _kill_when(proc, lambda b=before, t=target: _count(packs) >= b + t), "backup was not interrupted"
