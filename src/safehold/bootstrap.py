@@ -28,7 +28,7 @@ from safehold.api.deps import TokenStore
 from safehold.core.errors import SafeholdError, UsageError
 from safehold.core.policy import AzureBlobStorage, FileShareStorage, S3Storage, StorageSpec
 from safehold.repo.keys import KdfParams
-from safehold.service import jobs, scheduler
+from safehold.service import config_backup, jobs, scheduler
 from safehold.service.catalog import open_catalog
 from safehold.service.context import Clock, ServiceContext, system_clock
 from safehold.service.engine import BackupEngine, RepoEngine
@@ -172,6 +172,7 @@ class Controller:
         """End the jobs a previous controller left running (call before serving)."""
         for job in jobs.recover_after_restart(self.ctx):
             log.warning("job %s (%s) ended as Failure: %s", job.id, job.kind, job.failure_message)
+        config_backup.recover_operations(self.ctx)
 
     def tick(self) -> None:
         """One round of the background work: schedule due backups, end stuck jobs."""

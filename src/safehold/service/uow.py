@@ -366,6 +366,14 @@ class OperationRepo(_Repo):
         row = self.conn.execute(sa.select(t.operations).where(t.operations.c.id == op_id)).first()
         return None if row is None else dict(row._mapping)
 
+    def fail_in_progress(self, now: datetime, message: str) -> None:
+        """End every operation still in progress as Failed."""
+        self.conn.execute(
+            t.operations.update()
+            .where(t.operations.c.state == "InProgress")
+            .values(state="Failed", finished_at=now, message=message)
+        )
+
     def save(self, op_id: str, **values: Any) -> None:
         """Insert or update an operation."""
         done = self.conn.execute(
