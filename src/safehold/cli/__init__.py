@@ -18,14 +18,14 @@ import sys
 import click
 import typer
 
-from safehold.cli import backup, check, forget, init, key, restore, service_cli, snapshots
+from safehold.cli import backup, check, forget, init, key, repo_cmd, restore, service_cli, snapshots
 from safehold.cli.app import app
 from safehold.cli.common import err_console
 from safehold.core.errors import ExitCode, SafeholdError
 
 __all__ = ["app", "main"]
 
-_COMMAND_MODULES = (backup, check, forget, init, key, restore, snapshots)
+_COMMAND_MODULES = (backup, check, forget, init, key, repo_cmd, restore, snapshots)
 service_cli.register(app)
 
 

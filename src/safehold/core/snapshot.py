@@ -96,6 +96,7 @@ class Snapshot:
     sizes: SnapshotSizes = field(default_factory=SnapshotSizes)
     warnings: tuple[str, ...] = ()
     program: str = ""
+    original: str | None = None  # the snapshot this one was copied from, in another repository
 
     @property
     def short_id(self) -> str:
@@ -123,6 +124,8 @@ class Snapshot:
             "warnings": list(self.warnings),
             "program": self.program,
         }
+        if self.original:
+            doc["original"] = self.original
         return doc
 
     @classmethod
@@ -150,4 +153,5 @@ class Snapshot:
             sizes=SnapshotSizes(**doc.get("sizes", {})),
             warnings=tuple(doc.get("warnings", ())),
             program=doc.get("program", ""),
+            original=doc.get("original"),
         )

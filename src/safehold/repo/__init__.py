@@ -40,3 +40,7 @@ from safehold.repo.check import CheckReport, check, rebuild_index
 from safehold.repo.prune import PruneResult, forget, prune
 
 __all__ += ["CheckReport", "PruneResult", "check", "forget", "prune", "rebuild_index"]
+
+from safehold.repo.copy import CopyResult, copy_snapshots  # noqa: E402
+
+__all__ += ["CopyResult", "copy_snapshots"]

@@ -34,6 +34,7 @@ from safehold.storage import ObjectNotFound, StorageError
 __all__ = ["RestoreResult", "dump", "restore", "walk"]
 
 _GAP = 1024 * 1024  # read across gaps up to this size rather than issue another request
+_MAX_RANGE = 16 * 1024 * 1024  # and read at most this much at once, to bound memory
 _Slot = tuple[str, int, bool]  # (path, offset in the file, file is sparse)
 
 
@@ -150,9 +151,7 @@ def _ranges(
     run: list[tuple[BlobLocation, list[_Slot]]] = []
     end = 0
     for b in blobs:
-        if run and (
-            b[0].entry.offset - end > _GAP or end - run[0][0].entry.offset > 64 * 1024 * 1024
-        ):
+        if run and (b[0].entry.offset - end > _GAP or end - run[0][0].entry.offset > _MAX_RANGE):
             yield run
             run = []
         run.append(b)
