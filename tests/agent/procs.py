@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -64,7 +65,12 @@ def start(args: list[str], log: Path) -> Proc:
 
 
 def start_controller(
-    data: Path, *, port: int | None = None, extra: list[str] | None = None
+    data: Path,
+    *,
+    port: int | None = None,
+    extra: list[str] | None = None,
+    scheme: str = "http",
+    verify: bool | str = True,
 ) -> tuple[Proc, str]:
     """Start ``safehold serve``; return it and its URL once it answers."""
     port = port or free_port()
@@ -86,13 +92,14 @@ def start_controller(
         ],
         data / "serve.log",
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{scheme}://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.popen.poll() is not None:
             raise AssertionError(f"serve exited: {proc.log.read_text()[-2000:]}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+            ctx = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+            if httpx.get(f"{url}/healthz", timeout=1, verify=ctx).status_code == 200:
                 return proc, url
         except httpx.HTTPError:
             pass

@@ -8,6 +8,7 @@ agent routes over HTTP(S) with an operator token (``safehold agent``).
 
 from __future__ import annotations
 
+import ssl
 from typing import Any, Protocol
 
 import httpx
@@ -77,7 +78,7 @@ class HttpLink:
         self._client = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}"},
-            verify=verify,
+            verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify,
             timeout=timeout,
         )
 

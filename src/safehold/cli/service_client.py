@@ -12,6 +12,7 @@ Exit codes: 0 ok; 1 failure (or the job failed); 2 bad input (HTTP 400);
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -70,7 +71,7 @@ class ApiClient:
         self._http = httpx.Client(
             base_url=url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}"},
-            verify=verify,
+            verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify,
             timeout=60,
         )
 
