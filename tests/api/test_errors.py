@@ -316,3 +316,16 @@ def test_openapi_and_secrets_never_returned(client: httpx.Client, ready: Path) -
     ):
         assert "TOPSECRET" not in r.text
         assert "****" in r.text
+
+
+def test_concurrent_http_requests_for_one_partition(client: httpx.Client, ready: Path) -> None:
+    """Many simultaneous backup requests for one partition: one 202, the rest 409."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(_: int) -> int:
+        with httpx.Client(base_url=str(client.base_url)) as c:
+            return c.post(f"/Partitions/{PID}/$/Backup", params=V, headers=auth()).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(ask, range(8)))
+    assert sorted(codes) == [202] + [409] * 7
