@@ -49,13 +49,25 @@ def make_data(root: Path, size_mb: int) -> None:
         (big / f"disk{i}.img").write_bytes(rng.randbytes(int(total * 0.6 / 4)))
     logs = root / "logs"
     logs.mkdir()
-    words = ["GET", "POST", "/api/v1/orders", "/api/v1/items", "200", "404", "500", "user=", "took=", "ms"]
+    words = [
+        "GET",
+        "POST",
+        "/api/v1/orders",
+        "/api/v1/items",
+        "200",
+        "404",
+        "500",
+        "user=",
+        "took=",
+        "ms",
+    ]
     for i in range(6):
         lines = []
         n = 0
         while n < total * 0.3 / 6:
             line = (
-                f"2026-11-{1 + i:02}T{rng.randrange(24):02}:{rng.randrange(60):02}:{rng.randrange(60):02}Z "
+                f"2026-11-{1 + i:02}T{rng.randrange(24):02}:{rng.randrange(60):02}:"
+                f"{rng.randrange(60):02}Z "
                 f"INFO req={rng.randrange(10**9)} {rng.choice(words)} {rng.choice(words)} "
                 f"{rng.choice(words)}{rng.randrange(1000)}\n"
             )
@@ -90,7 +102,9 @@ def change_one_percent(root: Path, size_mb: int) -> None:
 def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, float]:
     """Run *cmd*; return (seconds, peak RSS in MB). Fails loudly if the tool fails."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)
@@ -110,19 +124,40 @@ def tool_commands(tool: str, repo: Path, data: Path, target: Path) -> dict[str, 
         return {
             "init": [*safehold, "init", "--repo", str(repo)],
             "backup": [*safehold, "backup", "--repo", str(repo), str(data)],
-            "restore": [*safehold, "restore", "latest", "--repo", str(repo), "--target", str(target)],
+            "restore": [
+                *safehold,
+                "restore",
+                "latest",
+                "--repo",
+                str(repo),
+                "--target",
+                str(target),
+            ],
         }
     if tool == "restic":
         return {
             "init": ["restic", "init", "--repo", str(repo)],
             "backup": ["restic", "backup", "--repo", str(repo), str(data)],
-            "restore": ["restic", "restore", "latest", "--repo", str(repo), "--target", str(target)],
+            "restore": [
+                "restic",
+                "restore",
+                "latest",
+                "--repo",
+                str(repo),
+                "--target",
+                str(target),
+            ],
         }
     if tool == "borg":
         return {
             "init": ["borg", "init", "--encryption", "repokey", str(repo)],
             "backup": ["borg", "create", f"{repo}::{{now:%Y-%m-%dT%H:%M:%S.%f}}", str(data)],
-            "restore": ["sh", "-c", f"mkdir -p {target} && cd {target} && borg extract {repo}::$(borg list --last 1 --short {repo})"],
+            "restore": [
+                "sh",
+                "-c",
+                f"mkdir -p {target} && cd {target} && "
+                f"borg extract {repo}::$(borg list --last 1 --short {repo})",
+            ],
         }
     raise SystemExit(f"unknown tool {tool}")
 
@@ -163,9 +198,13 @@ def report(results: list[Result], size_mb: int) -> str:
     base = next(r for r in results if r.tool == "safehold")
     others = [r for r in results if r.tool != "safehold"]
     lines = [f"# safehold benchmark: {size_mb} MB mixed data, {os.cpu_count()} cores", ""]
-    head = "| measure | " + " | ".join(r.tool for r in results) + " | " + " | ".join(
-        f"{r.tool} / safehold" for r in others
-    ) + " |"
+    head = (
+        "| measure | "
+        + " | ".join(r.tool for r in results)
+        + " | "
+        + " | ".join(f"{r.tool} / safehold" for r in others)
+        + " |"
+    )
     lines += [head, "|" + " --- |" * (1 + len(results) + len(others))]
     for step in STEPS:
         vals = " | ".join(f"{r.seconds[step]:.2f} s" for r in results)
@@ -178,14 +217,19 @@ def report(results: list[Result], size_mb: int) -> str:
     ratios = " | ".join(f"{r.peak_mb / base.peak_mb:.2f}×" for r in others)
     lines.append(f"| peak memory | {vals} | {ratios} |")
     first = base.seconds["first backup"]
-    lines += ["", f"safehold first backup: {size_mb / first:.0f} MB/s; restore: "
-              f"{size_mb / base.seconds['full restore']:.0f} MB/s",
-              "Ratios above 1 mean the other tool took longer, used more memory or stored more."]
+    lines += [
+        "",
+        f"safehold first backup: {size_mb / first:.0f} MB/s; restore: "
+        f"{size_mb / base.seconds['full restore']:.0f} MB/s",
+        "Ratios above 1 mean the other tool took longer, used more memory or stored more.",
+    ]
     return "\n".join(lines)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--size-mb", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=Path("bench/out"))
     ap.add_argument("--tools", default="safehold,restic,borg")

@@ -25,10 +25,12 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 def run(cli_env: dict[str, str]) -> Run:
     """Call ``safehold ARGS...``; returns the completed process (text mode)."""
 
-    def _run(*args: str, env: dict[str, str] | None = None, input: str | None = None,
-             check: bool = False) -> subprocess.CompletedProcess[str]:
+    def _run(
+        *args: str, env: dict[str, str] | None = None, input: str | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [sys.executable, "-m", "safehold", *args],
+            check=False,
             env={**cli_env, **(env or {})},
             input=input,
             capture_output=True,
@@ -36,7 +38,9 @@ def run(cli_env: dict[str, str]) -> Run:
             timeout=120,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"safehold {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+            raise AssertionError(
+                f"safehold {' '.join(args)} failed ({proc.returncode}): {proc.stderr}"
+            )
         return proc
 
     return _run

@@ -38,7 +38,9 @@ def _start(cli_env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
     )
 
 
-def _kill_when(proc: subprocess.Popen[bytes], ready: Callable[[], bool], delay: float = 0.0) -> bool:
+def _kill_when(
+    proc: subprocess.Popen[bytes], ready: Callable[[], bool], delay: float = 0.0
+) -> bool:
     """
     SIGKILL *proc* once *ready()* holds (polled), after a further *delay*.
 
@@ -72,8 +74,10 @@ def _assert_healthy(run: Run, tmp_path: Path, expected: dict[str, Path]) -> None
 
 
 def test_backup_killed_at_random_points(run: Run, cli_env: dict[str, str], tmp_path: Path) -> None:
-    """A killed backup leaves a repository that checks clean, earlier snapshots intact, data reusable."""
-    Repository.init(FileStorage(tmp_path / "repo"), cli_env["SAFEHOLD_PASSWORD"], pack_size=256 * 1024)
+    """A killed backup leaves a clean repository, earlier snapshots intact, its data reusable."""
+    Repository.init(
+        FileStorage(tmp_path / "repo"), cli_env["SAFEHOLD_PASSWORD"], pack_size=256 * 1024
+    )
     first = tmp_path / "first" / "data"
     _make_data(first, seed=1)
     s1 = json.loads(run("backup", str(first), "--json", check=True).stdout)["snapshot"]
@@ -87,7 +91,9 @@ def test_backup_killed_at_random_points(run: Run, cli_env: dict[str, str], tmp_p
     for lo, hi in ((1, 15), (1, 15), (10, 20)):
         before, target = _count(packs), rng.randint(lo, hi)
         proc = _start(cli_env, "backup", str(src))
-        assert _kill_when(proc, lambda b=before, t=target: _count(packs) >= b + t), "backup was not interrupted"
+        assert _kill_when(proc, lambda b=before, t=target: _count(packs) >= b + t), (
+            "backup was not interrupted"
+        )
         _assert_healthy(run, tmp_path, {s1: first})
     final = json.loads(run("backup", str(src), "--json", check=True).stdout)
     # What the killed runs uploaded and indexed is reused, not stored again.
@@ -97,7 +103,9 @@ def test_backup_killed_at_random_points(run: Run, cli_env: dict[str, str], tmp_p
 
 def test_prune_killed_at_random_points(run: Run, cli_env: dict[str, str], tmp_path: Path) -> None:
     """A killed prune leaves a repository that checks clean with every kept snapshot intact."""
-    Repository.init(FileStorage(tmp_path / "repo"), cli_env["SAFEHOLD_PASSWORD"], pack_size=256 * 1024)
+    Repository.init(
+        FileStorage(tmp_path / "repo"), cli_env["SAFEHOLD_PASSWORD"], pack_size=256 * 1024
+    )
     repo = tmp_path / "repo"
     snaps: list[tuple[str, Path]] = []
     for i in range(6):
@@ -105,8 +113,12 @@ def test_prune_killed_at_random_points(run: Run, cli_env: dict[str, str], tmp_pa
         _make_data(src, seed=10 + i, files=60, size=100_000)
         if i:  # half of each generation's files are the previous one's: packs end up partly used
             for j in range(0, 60, 2):
-                (src / f"f{j:02}").write_bytes((tmp_path / f"gen{i - 1}" / "data" / f"f{j:02}").read_bytes())
-        snaps.append((json.loads(run("backup", str(src), "--json", check=True).stdout)["snapshot"], src))
+                (src / f"f{j:02}").write_bytes(
+                    (tmp_path / f"gen{i - 1}" / "data" / f"f{j:02}").read_bytes()
+                )
+        snaps.append(
+            (json.loads(run("backup", str(src), "--json", check=True).stdout)["snapshot"], src)
+        )
     kept = dict(snaps[1::2])
     # Kill points by what prune has done: lock taken, index rewritten, packs being deleted.
     points: list[Callable[[int, int], Callable[[], bool]]] = [
@@ -130,16 +142,26 @@ def test_prune_killed_at_random_points(run: Run, cli_env: dict[str, str], tmp_pa
     assert 0 == leftover["packs_deleted"]
 
 
-def test_two_backups_at_once_and_prune_during_backup(run: Run, cli_env: dict[str, str], tmp_path: Path) -> None:
-    """Concurrent backups both land; a prune beside them either waits or refuses, and loses nothing."""
-    Repository.init(FileStorage(tmp_path / "repo"), cli_env["SAFEHOLD_PASSWORD"], pack_size=256 * 1024)
+def test_two_backups_at_once_and_prune_during_backup(
+    run: Run, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Concurrent backups both land; a prune beside them waits or refuses, and loses nothing."""
+    Repository.init(
+        FileStorage(tmp_path / "repo"), cli_env["SAFEHOLD_PASSWORD"], pack_size=256 * 1024
+    )
     a, b = tmp_path / "a" / "data", tmp_path / "b" / "data"
     _make_data(a, seed=3)
     _make_data(b, seed=4)
     (b / "f00").write_bytes((a / "f00").read_bytes())  # shared content, deduplicated across writers
     procs = [_start(cli_env, "backup", str(a)), _start(cli_env, "backup", str(b))]
-    prune = subprocess.run([sys.executable, "-m", "safehold", "prune"], env=cli_env, capture_output=True,
-                           text=True, timeout=120)
+    prune = subprocess.run(
+        [sys.executable, "-m", "safehold", "prune"],
+        check=False,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert prune.returncode in (0, 11), prune.stderr
     assert [0, 0] == [p.wait(timeout=120) for p in procs]
     snaps = json.loads(run("snapshots", "--json", check=True).stdout)

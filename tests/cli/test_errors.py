@@ -87,6 +87,8 @@ def test_end_to_end_with_json(run: Run, tmp_path: Path) -> None:
     assert "CREATE TABLE t();\n" == run("dump", "latest", check=True).stdout
     run("restore", snaps[0]["id"][:8], "--target", str(tmp_path / "r"), check=True)
     assert "alpha\n" == (tmp_path / "r" / "data" / "a.txt").read_text()
-    listing = run("restore", "latest", "--target", str(tmp_path / "r2"), "--dry-run", check=True).stdout
+    listing = run(
+        "restore", "latest", "--target", str(tmp_path / "r2"), "--dry-run", check=True
+    ).stdout
     assert "would restore /shop.sql" in listing
     assert not (tmp_path / "r2").exists()

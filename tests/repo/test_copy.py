@@ -18,8 +18,10 @@ def _data(root: Path, n: int, seed: bytes = b"") -> Path:
     return root
 
 
-def test_copy_is_exact_incremental_and_rerunnable(repo: Repository, repo_path: Path, tmp_path: Path) -> None:
-    """A copy restores identically; a rerun copies nothing; a new snapshot moves only its new data."""
+def test_copy_is_exact_incremental_and_rerunnable(
+    repo: Repository, repo_path: Path, tmp_path: Path
+) -> None:
+    """A copy restores identically; a rerun copies nothing; later, only new data moves."""
     src = _data(tmp_path / "src" / "data", 10)
     backup_paths(repo, [src])
     dst = Repository.init(FileStorage(tmp_path / "dst"), "other password", kdf=FAST_KDF)
@@ -43,7 +45,9 @@ def test_copy_is_exact_incremental_and_rerunnable(repo: Repository, repo_path: P
     assert 2 == len(dst.snapshots())
 
 
-def test_moved_repository_continues_its_chain(repo: Repository, repo_path: Path, tmp_path: Path) -> None:
+def test_moved_repository_continues_its_chain(
+    repo: Repository, repo_path: Path, tmp_path: Path
+) -> None:
     """After a repository moves and its password changes, the next backup still uses its parent."""
     src = _data(tmp_path / "src" / "data", 5)
     first = backup_paths(repo, [src]).snapshot

@@ -57,12 +57,14 @@ def test_flipped_byte_in_every_pack_is_found(backed_up: tuple[Path, Path], where
 
 
 def test_restore_refuses_damaged_data(backed_up: tuple[Path, Path], tmp_path: Path) -> None:
-    """Restore fails naming the damaged file and leaves no corrupt copy; intact files are restored."""
-    repo_path, src = backed_up
+    """Restore fails naming the damaged file, and leaves no corrupt copy behind."""
+    repo_path, _ = backed_up
     repo = reopen(repo_path)
     snap = repo.find_snapshot("latest")
     loc = repo.locate(_content_id(repo, snap, "src/big"))
-    _flip(repo_path / "data" / loc.pack.id[:2] / loc.pack.id, (loc.entry.offset + 20) / loc.pack.size)
+    _flip(
+        repo_path / "data" / loc.pack.id[:2] / loc.pack.id, (loc.entry.offset + 20) / loc.pack.size
+    )
     out = tmp_path / "out"
     with pytest.raises(IntegrityError) as err:
         restore(reopen(repo_path), snap, out)
@@ -74,16 +76,23 @@ def test_restore_refuses_damaged_data(backed_up: tuple[Path, Path], tmp_path: Pa
 
 
 @pytest.mark.parametrize("kind", ["index", "snapshots"])
-def test_flipped_byte_in_metadata_is_named(backed_up: tuple[Path, Path], tmp_path: Path, kind: str) -> None:
+def test_flipped_byte_in_metadata_is_named(
+    backed_up: tuple[Path, Path], tmp_path: Path, kind: str
+) -> None:
     """A damaged index or snapshot file is named by check and by restore."""
     repo_path, _ = backed_up
     target = _files(repo_path, kind)[0]
     _flip(target)
     report = check(Repository.open(FileStorage(repo_path), PASSWORD, load_index=False))
     assert any(target.name in e for e in report.errors), report.errors
-    with pytest.raises(IntegrityError) as err:
+
+    def attempt() -> None:
         repo = reopen(repo_path)
-        restore(repo, repo.find_snapshot(target.name if kind == "snapshots" else "latest"), tmp_path / "o")
+        ref = target.name if kind == "snapshots" else "latest"
+        restore(repo, repo.find_snapshot(ref), tmp_path / "o")
+
+    with pytest.raises(IntegrityError) as err:
+        attempt()
     assert target.name in str(err.value)
 
 

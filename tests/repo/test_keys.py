@@ -22,7 +22,7 @@ def _src(tmp_path: Path, name: str, size: int = 200_000) -> Path:
 
 
 def test_second_key_and_passphrase_change(repo: Repository, repo_path: Path) -> None:
-    """A second key opens the repository; after passwd, only the new passphrase opens the old key's slot."""
+    """A second key opens the repository; after passwd the old passphrase no longer does."""
     repo.key_store.add(repo.keys, "second", "full", FAST_KDF)
     assert reopen(repo_path, "second").keys.can_read
     repo.key_store.passwd(repo.keys, "renewed", FAST_KDF)
@@ -41,8 +41,10 @@ def test_cannot_remove_key_in_use_or_last_full_key(repo: Repository) -> None:
     assert [repo.keys.key_id] == [k.id for k in repo.key_store.list(repo.keys.key_id)]
 
 
-def test_rotation_keeps_old_snapshots_readable(repo: Repository, repo_path: Path, tmp_path: Path) -> None:
-    """After rotation new packs use the new generation, old ones stay readable, nothing is rewritten."""
+def test_rotation_keeps_old_snapshots_readable(
+    repo: Repository, repo_path: Path, tmp_path: Path
+) -> None:
+    """After rotation new packs use the new generation; old ones stay, readable, untouched."""
     old_src = _src(tmp_path, "old")
     old = backup_paths(repo, [old_src]).snapshot
     packs_before = {p.name for p in (repo_path / "data").rglob("*") if p.is_file()}
@@ -52,7 +54,11 @@ def test_rotation_keeps_old_snapshots_readable(repo: Repository, repo_path: Path
     new = backup_paths(r2, [new_src]).snapshot
     packs_after = {p for p in (repo_path / "data").rglob("*") if p.is_file()}
     assert packs_before <= {p.name for p in packs_after}
-    gens = {parse_prefix(p.read_bytes()[:PREFIX_SIZE])[0] for p in packs_after if p.name not in packs_before}
+    gens = {
+        parse_prefix(p.read_bytes()[:PREFIX_SIZE])[0]
+        for p in packs_after
+        if p.name not in packs_before
+    }
     assert {2} == gens
     r3 = reopen(repo_path)
     for snap, src in ((old, old_src), (new, new_src)):
@@ -61,7 +67,9 @@ def test_rotation_keeps_old_snapshots_readable(repo: Repository, repo_path: Path
         assert tree_state(src) == tree_state(out / "data")
 
 
-def test_write_only_key_backs_up_but_cannot_read(repo: Repository, repo_path: Path, tmp_path: Path) -> None:
+def test_write_only_key_backs_up_but_cannot_read(
+    repo: Repository, repo_path: Path, tmp_path: Path
+) -> None:
     """A backup host with a write-only key stores new snapshots, deduplicates, and reads nothing."""
     first = _src(tmp_path, "first")
     old = backup_paths(repo, [first]).snapshot

@@ -30,7 +30,9 @@ contents = st.one_of(
 def trees(draw: st.DrawFn, depth: int = 2) -> dict[str, object]:
     entries: dict[str, object] = {}
     for name in draw(st.lists(names, max_size=6, unique_by=str.lower)):
-        kind = draw(st.sampled_from(["file", "file", "dir", "link", "empty"] if depth else ["file", "link"]))
+        kind = draw(
+            st.sampled_from(["file", "file", "dir", "link", "empty"] if depth else ["file", "link"])
+        )
         if kind == "dir":
             entries[name] = draw(trees(depth=depth - 1))
         elif kind == "link":
@@ -58,12 +60,14 @@ def build(root: Path, spec: dict[str, object], mode_seed: int = 0) -> None:
             os.utime(p, ns=(1_600_000_000_000_000_000 + i, 1_600_000_000_000_000_000 + i * 1000))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(spec=trees())
 def test_round_trip_is_exact(tmp_path_factory: object, spec: dict[str, object]) -> None:
     """Whatever the names, links, empty directories and sizes, restore gives back the same tree."""
-    from tests.conftest import FAST_KDF, PASSWORD
     from safehold.storage.file import FileStorage
+    from tests.conftest import FAST_KDF, PASSWORD
 
     base = Path(tmp_path_factory.mktemp("rt"))  # type: ignore[attr-defined]
     src = base / "src"
@@ -86,18 +90,25 @@ def test_special_files_round_trip(repo: Repository, repo_path: Path, tmp_path: P
         f.seek(50 * 1024 * 1024)
         f.write(b"end")
     os.setxattr(src / "a", "user.note", b"keep me")
-    (src / "bad\udcffbyte".encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")).write_bytes(b"x")
+    (
+        src / "bad\udcffbyte".encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")
+    ).write_bytes(b"x")
     snap = backup_paths(repo, [src]).snapshot
     out = tmp_path / "out"
     restore(reopen(repo_path), snap, out)
     assert tree_state(src) == tree_state(out / "src")
-    assert os.stat(out / "src" / "a").st_ino == os.stat(out / "src" / "-dash dir" / "hard link to a").st_ino
+    assert (
+        os.stat(out / "src" / "a").st_ino
+        == os.stat(out / "src" / "-dash dir" / "hard link to a").st_ino
+    )
     assert b"keep me" == os.getxattr(out / "src" / "a", "user.note")
     # The 50 MiB hole stays a hole: far fewer blocks than bytes.
     assert os.stat(out / "src" / "sparse").st_blocks * 512 < 5 * 1024 * 1024
 
 
-def test_unchanged_files_are_not_read_again(repo: Repository, repo_path: Path, tmp_path: Path) -> None:
+def test_unchanged_files_are_not_read_again(
+    repo: Repository, repo_path: Path, tmp_path: Path
+) -> None:
     """A second backup takes unchanged files from the parent and stores nothing new for them."""
     src = tmp_path / "src"
     src.mkdir()
@@ -126,5 +137,10 @@ def test_snapshot_manifest_carries_service_fields(repo: Repository, tmp_path: Pa
     snap = backup_paths(repo, [tmp_path / "d"], meta=meta).snapshot
     loaded = repo.find_snapshot(snap.id[:10])
     assert (meta.partition, "incremental", "chain-1", Epoch(2, 7), 4242, ("nightly",)) == (
-        loaded.partition, loaded.backup_type, loaded.chain_id, loaded.epoch, loaded.lsn, loaded.tags,
+        loaded.partition,
+        loaded.backup_type,
+        loaded.chain_id,
+        loaded.epoch,
+        loaded.lsn,
+        loaded.tags,
     )

@@ -7,16 +7,37 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from safehold.core.errors import UsageError
-from safehold.core.retention import BasicRetention, KeepPolicy, apply_basic, apply_policy, parse_duration
+from safehold.core.retention import (
+    BasicRetention,
+    KeepPolicy,
+    apply_basic,
+    apply_policy,
+    parse_duration,
+)
 from safehold.core.snapshot import Snapshot
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
-def snap(sid: str, age: timedelta, *, tags: tuple[str, ...] = (), parent: str | None = None,
-         kind: str = "full") -> Snapshot:
-    return Snapshot(id=sid, time=NOW - age, host="h", user="u", paths=("/d",), tree="00", tags=tags,
-                    parent=parent, backup_type=kind)  # type: ignore[arg-type]
+def snap(
+    sid: str,
+    age: timedelta,
+    *,
+    tags: tuple[str, ...] = (),
+    parent: str | None = None,
+    kind: str = "full",
+) -> Snapshot:
+    return Snapshot(
+        id=sid,
+        time=NOW - age,
+        host="h",
+        user="u",
+        paths=("/d",),
+        tree="00",
+        tags=tags,
+        parent=parent,
+        backup_type=kind,
+    )  # type: ignore[arg-type]
 
 
 # One snapshot a day at noon for 60 days: d0 (today) ... d59.
@@ -73,7 +94,9 @@ def test_empty_policy_is_refused() -> None:
         (timedelta(days=365), 2, ids(list(range(60)))),
     ],
 )
-def test_service_fabric_basic_retention(retention: timedelta, minimum: int, kept: list[str]) -> None:
+def test_service_fabric_basic_retention(
+    retention: timedelta, minimum: int, kept: list[str]
+) -> None:
     """Basic retention: everything within the duration, and never fewer than the minimum."""
     d = apply_basic(DAILY, BasicRetention(retention, minimum), NOW)
     assert sorted(kept) == sorted(s.id for s in d.keep)
