@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +188,67 @@ def test_full_flow_with_the_azure_servicefabric_client(live: Any) -> None:
     with pytest.raises(m.FabricErrorException) as unknown:
         reader.get_partition_backup_progress("bbbbbbbb-0000-4000-8000-000000000009")
     assert fabric_code(unknown.value) == "FABRIC_E_PARTITION_NOT_FOUND"
+
+
+def test_sdk_updates_pages_and_cleans(live: Any) -> None:
+    """Time-based schedules, updates keeping secrets, enabled entities, paging and CleanBackup."""
+    url, _data, tmp_path = live
+    admin = ServiceFabricClientAPIs(Bearer(ADMIN), base_url=url)
+    store = tmp_path / "store2"
+    weekly = m.TimeBasedBackupScheduleDescription(
+        schedule_frequency_type="Weekly",
+        run_days=["Monday", "Friday"],
+        run_times=[datetime(2001, 1, 1, 9, 30, tzinfo=UTC)],
+    )
+    policy = m.BackupPolicyDescription(
+        name="weekly",
+        auto_restore_on_data_loss=False,
+        max_incremental_backups=0,
+        schedule=weekly,
+        storage=m.FileShareBackupStorageDescription(path=str(store), primary_password="pw"),
+    )
+    admin.create_backup_policy(policy)
+    got = admin.get_backup_policy_by_name("weekly")
+    assert got.schedule.run_days == ["Monday", "Friday"]
+    assert (got.schedule.run_times[0].hour, got.schedule.run_times[0].minute) == (9, 30)
+    got.max_incremental_backups = 9
+    admin.update_backup_policy(got, "weekly")
+    assert admin.get_backup_policy_by_name("weekly").max_incremental_backups == 9
+
+    policy.name = "too-often"
+    policy.schedule = m.FrequencyBasedBackupScheduleDescription(interval=timedelta(seconds=30))
+    with pytest.raises(m.FabricErrorException) as bad:
+        admin.create_backup_policy(policy)
+    assert "1 minute" in bad.value.error.error.message
+    assert fabric_code(bad.value) == "E_INVALIDARG"
+
+    admin.enable_partition_backup(PID, "weekly")
+    admin.enable_partition_backup(PID2, "weekly")
+    raw = httpx.get(
+        f"{url}/BackupRestore/BackupPolicies/weekly/$/GetBackupEnabledEntities",
+        params={"api-version": "6.4"},
+        headers=auth(ADMIN),
+    ).json()
+    assert sorted(e["PartitionId"] for e in raw["Items"]) == sorted([PID, PID2])
+    for pid in (PID, PID2):
+        admin.backup_partition(pid)
+    for pid in (PID, PID2):
+        wait_for(
+            lambda pid=pid: admin.get_partition_backup_progress(pid).backup_state == "Success",
+            "backups",
+        )
+    first = admin.get_service_backup_list("Shop~Orders", max_results=1)
+    assert len(first.items) == 1
+    assert first.continuation_token
+    rest = admin.get_service_backup_list(
+        "Shop~Orders", max_results=1, continuation_token=first.continuation_token
+    )
+    assert len(rest.items) == 1
+    assert not rest.continuation_token
+    assert {first.items[0].backup_id, rest.items[0].backup_id} == {
+        b.backup_id for b in admin.get_service_backup_list("Shop~Orders").items
+    }
+
+    admin.disable_partition_backup(PID, clean_backup=True)
+    wait_for(lambda: not admin.get_partition_backup_list(PID).items, "the clean job")
+    assert len(admin.get_partition_backup_list(PID2).items) == 1
