@@ -36,11 +36,13 @@ def test_health_follows_the_schedule(
     clock.advance(minutes=10)  # more than a whole period late
     assert states(ctx)[P1][0] == "Error"
     engine.fail_next = StorageUnavailable("share offline")
+    clock.advance(seconds=1)
     jobs.request_backup(ctx, P1)
     run_agent_once(ctx)
     state, reason = states(ctx)[P1]
     assert state == "Error"
     assert "share offline" in reason
+    clock.advance(seconds=1)
     jobs.request_backup(ctx, P1)
     run_agent_once(ctx)
     assert states(ctx)[P1][0] == "Ok"
