@@ -307,3 +307,33 @@ def test_clean_backup_on_disable(ctx: ServiceContext, enabled: Path, engine: Fak
         pass
     assert jobs.list_backups(ctx, PART, start=None, end=None, latest=False) == []
     assert all(not items for items in engine.repos.values())
+
+
+def test_a_broken_storage_does_not_stop_other_schedules(
+    ctx: ServiceContext, tmp_path: Path, store_dir: Path
+) -> None:
+    """A partition whose policy storage cannot be used is skipped; the others are scheduled."""
+    add_partition(ctx, P1, tmp_path / "p1")
+    add_partition(ctx, P2, tmp_path / "p2", svc="Billing")
+    protection.create_policy(ctx, policy_doc("good", store_dir))
+    bad = policy_doc("bad", store_dir)
+    bad["Storage"] = {"StorageKind": "FileShare", "Path": "\\\\server\\share"}
+    protection.create_policy(ctx, bad)
+    protection.enable_backup(ctx, EntityRef("Partition", P1), "bad")
+    protection.enable_backup(ctx, EntityRef("Partition", P2), "good")
+    assert [P2] == [j.partition_id for j in scheduler.tick(ctx)]
+
+
+def test_agents_cannot_report_nonsense(ctx: ServiceContext, enabled: Path) -> None:
+    """A success without a snapshot, or a report on someone else's job, is refused."""
+    from safehold.service.errors import JobNotRunning
+
+    jobs.request_backup(ctx, P1)
+    item = jobs.claim(ctx, "a")
+    assert item is not None
+    with pytest.raises(PolicyError):
+        jobs.complete(ctx, "a", item["JobId"], {"State": "Success"})
+    with pytest.raises(JobNotRunning):
+        jobs.complete(ctx, "b", item["JobId"], {"State": "Failure"})
+    with pytest.raises(JobNotRunning):
+        jobs.heartbeat(ctx, "a", "no-such-job", {})

@@ -148,6 +148,26 @@ def policy_create(
     console.print(f"created policy {body.get('Name')}")
 
 
+@policy_app.command("update")
+def policy_update(
+    name: str,
+    file: Annotated[Path, typer.Argument(help="The new BackupPolicyDescription JSON file.")],
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    ca_cert: CaOpt = None,
+) -> None:
+    """Replace policy NAME; secrets given as **** keep their stored values."""
+    try:
+        body = json.loads(file.read_text())
+    except ValueError as exc:
+        raise UsageError(f"{file} is not JSON: {exc}") from exc
+    client(url, token, token_file, ca_cert).request(
+        "POST", f"/BackupRestore/BackupPolicies/{name}/$/Update", json=body
+    )
+    console.print(f"updated policy {name}")
+
+
 @policy_app.command("list")
 def policy_list(
     url: UrlOpt = DEFAULT_URL,

@@ -454,8 +454,19 @@ def complete(ctx: ServiceContext, agent_id: str, job_id: str, outcome: dict[str,
     ``Removed`` (snapshot ids retention deleted), or ``{"State": "Failure",
     "Error": {"Code", "Message"}}``.
     """
+    if outcome.get("State") == "Success":
+        snap = outcome.get("Snapshot")
+        valid = isinstance(snap, dict) and all(isinstance(snap.get(k), str) for k in ("Id", "Time"))
+        if snap is not None and not valid:
+            raise PolicyError("Snapshot needs Id and Time")
     with ctx.uow() as uow:
         job = _running_job(uow, agent_id, job_id)
+        if (
+            job.kind == "backup"
+            and outcome.get("State") == "Success"
+            and not outcome.get("Snapshot")
+        ):
+            raise PolicyError("a successful backup must report its Snapshot")
         now = ctx.clock()
         job.finished_at = now
         p = uow.partitions.get(job.partition_id)

@@ -11,9 +11,10 @@ busy with another job is tried again at the next tick.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
-from safehold.core.errors import ConflictError
+from safehold.core.errors import ConflictError, SafeholdError
 from safehold.core.policy import EntityRef, FrequencySchedule, effective_config, next_due
 from safehold.service.context import ServiceContext
 from safehold.service.jobs import request_backup
@@ -22,6 +23,8 @@ from safehold.service.protection import load_policy
 from safehold.service.uow import SqlUnitOfWork
 
 __all__ = ["due_partitions", "tick"]
+
+log = logging.getLogger("safehold.scheduler")
 
 
 def _chain(p: PartitionRecord) -> list[EntityRef]:
@@ -66,6 +69,10 @@ def tick(ctx: ServiceContext) -> list[JobRecord]:
             jobs.append(request_backup(ctx, pid, scheduled=True))
         except ConflictError:
             continue  # busy: try again at the next tick
+        except SafeholdError as exc:
+            # One partition's unreachable storage must not stop the others.
+            log.warning("periodic backup of partition %s not started: %s", pid, exc.message)
+            continue
         with ctx.uow() as uow:
             p = uow.partitions.get(pid)
             if p is not None:
