@@ -162,3 +162,35 @@ def test_retention_forgets_in_the_real_repository(engine: RepoEngine, tmp_path: 
     with open_policy_storage_at(store) as storage:
         left = [s.id for s in engine.snapshots(storage)]
     assert ids[1:] == left
+
+
+def test_a_foreign_repository_is_a_clear_400(tmp_path: Path) -> None:
+    """Listing a storage whose repository has another password is bad input, not a crash."""
+    import base64
+
+    from safehold.core.policy import EntityRef
+    from safehold.service import jobs
+    from safehold.service.catalog import open_catalog
+    from safehold.service.context import ServiceContext
+    from safehold.service.errors import ForeignRepository
+    from safehold.service.secrets import SecretBox
+    from safehold.service.uow import SqlUnitOfWork
+
+    store = tmp_path / "store"
+    src = tmp_path / "d"
+    src.mkdir()
+    other = RepoEngine("somebody else's password", kdf=KdfParams(n=1024))
+    assert run(other, item("backup", f"dir:{src}", store))["State"] == "Success"
+    db = open_catalog(str(tmp_path / "c.sqlite"))
+    ctx = ServiceContext(
+        uow=lambda: SqlUnitOfWork(db),
+        secrets=SecretBox(base64.urlsafe_b64encode(b"x" * 32)),
+        open_storage=open_policy_storage,
+        engine=RepoEngine("adapter test password", kdf=KdfParams(n=1024)),
+    )
+    storage = {"StorageKind": "FileShare", "Path": str(store)}
+    with pytest.raises(ForeignRepository, match="password"):
+        jobs.storage_backups(
+            ctx, storage, EntityRef("Partition", PID), start=None, end=None, latest=False
+        )
+    db.dispose()

@@ -5,7 +5,8 @@ The service's errors, with Service Fabric's error codes and HTTP statuses::
     ├── UsageError
     │   ├── PolicyError               400 E_INVALIDARG (core.policy)
     │   ├── BackupIsEnabled           400 FABRIC_E_BACKUP_IS_ENABLED
-    │   └── PartitionMismatch         400 FABRIC_E_RESTORE_SOURCE_TARGET_PARTITION_MISMATCH
+    │   ├── PartitionMismatch         400 FABRIC_E_RESTORE_SOURCE_TARGET_PARTITION_MISMATCH
+    │   └── ForeignRepository         400 SAFEHOLD_E_FOREIGN_REPOSITORY
     ├── NotFoundError
     │   ├── PolicyNotFound            404 FABRIC_E_BACKUP_POLICY_NOT_EXISTING
     │   ├── BackupNotEnabled          404 FABRIC_E_BACKUP_NOT_ENABLED
@@ -31,6 +32,7 @@ __all__ = [
     "BackupNotFound",
     "EntityNotFound",
     "Forbidden",
+    "ForeignRepository",
     "JobNotRunning",
     "PartitionMismatch",
     "PolicyExists",
@@ -49,6 +51,12 @@ class PartitionMismatch(UsageError):
     """The backup does not belong where it is being restored, or id and location disagree."""
 
     code = "FABRIC_E_RESTORE_SOURCE_TARGET_PARTITION_MISMATCH"
+
+
+class ForeignRepository(UsageError):
+    """The storage holds a repository that this controller's password does not open."""
+
+    code = "SAFEHOLD_E_FOREIGN_REPOSITORY"
 
 
 class PolicyNotFound(NotFoundError):

@@ -12,16 +12,20 @@ One backup or restore runs per partition at a time.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 from safehold.core.policy import BackupPolicy, EntityRef, PolicyError, StorageSpec, parse_storage
 from safehold.core.snapshot import Epoch, format_time, parse_time
+from safehold.repo.errors import WrongPassword
 from safehold.service.context import ServiceContext
 from safehold.service.errors import (
     BackupInProgress,
     BackupNotEnabled,
     BackupNotFound,
+    ForeignRepository,
     JobNotRunning,
     PartitionMismatch,
     RestoreInProgress,
@@ -183,10 +187,22 @@ def _ensure_repository(ctx: ServiceContext, storage: StorageSpec) -> None:
         return
     store = ctx.open_storage(storage)
     try:
-        ctx.engine.ensure_repository(store)
+        with _foreign_repository_is_bad_input(ctx, storage):
+            ctx.engine.ensure_repository(store)
     finally:
         store.close()
     ctx.ready_storages.add(key)
+
+
+@contextmanager
+def _foreign_repository_is_bad_input(ctx: ServiceContext, storage: StorageSpec) -> Iterator[None]:
+    try:
+        yield
+    except WrongPassword as exc:
+        raise ForeignRepository(
+            f"the repository in storage {ctx.storage_label(storage)} was not created with "
+            "this controller's password"
+        ) from exc
 
 
 def _find_in_storage(ctx: ServiceContext, storage: StorageSpec, backup_id: str) -> BackupRecord:
@@ -673,7 +689,8 @@ def backups_in_storage(ctx: ServiceContext, storage: StorageSpec) -> list[Backup
     """Read every backup's metadata straight from a storage, with no catalog."""
     store = ctx.open_storage(storage)
     try:
-        snaps = ctx.engine.snapshots(store)
+        with _foreign_repository_is_bad_input(ctx, storage):
+            snaps = ctx.engine.snapshots(store)
     finally:
         store.close()
     sealed = ctx.secrets.seal_storage(storage.to_json())
