@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from safehold.core.policy import (
+    BackupPolicy,
     EntityRef,
     FrequencySchedule,
     PolicyError,
@@ -137,7 +140,7 @@ def test_durations_parse_and_format() -> None:
     assert timedelta(days=1, hours=2, minutes=3) == parse_duration("P1DT2H3M", "x")
     assert format_duration(timedelta(days=1, hours=2, minutes=3)) == "P1DT2H3M"
     assert format_duration(timedelta(0)) == "PT0S"
-    for bad in ("P1Y", "P2M", "PT", "P", "", "PTXH"):
+    for bad in ("P1Y", "P2M", "PT", "P", "", "PTXH", "P999999999999D", "PT99999999999999999999H"):
         with pytest.raises(PolicyError):
             parse_duration(bad, "x")
 
@@ -202,3 +205,43 @@ def test_names_from_path_ids() -> None:
     assert name_from_id("Shop~Orders") == "fabric:/Shop/Orders"
     with pytest.raises(PolicyError):
         name_from_id("~bad")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
+    max_leaves=20,
+)
+FIELDS = [
+    "Name",
+    "AutoRestoreOnDataLoss",
+    "MaxIncrementalBackups",
+    "Schedule",
+    "Storage",
+    "RetentionPolicy",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=6),
+    st.sampled_from(FIELDS),
+    json_values,
+)
+def test_any_json_is_a_policy_or_a_policy_error(
+    base: dict[str, object], key: str, value: object
+) -> None:
+    """Whatever JSON arrives, parsing either succeeds or raises PolicyError (never a crash)."""
+    outcomes = [_parse_or_error(base), _parse_or_error({**doc(), key: value})]
+    for outcome in outcomes:
+        if not isinstance(outcome, PolicyError):
+            assert outcome == parse_policy(outcome.to_json(redact=False))
+
+
+def _parse_or_error(candidate: object) -> BackupPolicy | PolicyError:
+    try:
+        return parse_policy(candidate)
+    except PolicyError as exc:
+        return exc

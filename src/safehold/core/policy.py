@@ -81,7 +81,10 @@ def parse_duration(text: object, field: str) -> timedelta:
             "(years and months are not supported)"
         )
     g = {k: float(v) if v else 0.0 for k, v in m.groupdict().items()}
-    return timedelta(weeks=g["w"], days=g["d"], hours=g["h"], minutes=g["m"], seconds=g["s"])
+    try:
+        return timedelta(weeks=g["w"], days=g["d"], hours=g["h"], minutes=g["m"], seconds=g["s"])
+    except OverflowError as exc:
+        raise PolicyError(f"{field} {text!r} is far too long") from exc
 
 
 def format_duration(td: timedelta) -> str:
