@@ -337,3 +337,21 @@ def test_agents_cannot_report_nonsense(ctx: ServiceContext, enabled: Path) -> No
         jobs.complete(ctx, "b", item["JobId"], {"State": "Failure"})
     with pytest.raises(JobNotRunning):
         jobs.heartbeat(ctx, "a", "no-such-job", {})
+
+
+def test_auto_restore_on_data_loss(ctx: ServiceContext, enabled: Path, store_dir: Path) -> None:
+    """With AutoRestoreOnDataLoss a reported data loss restores the latest backup; without, 404."""
+    jobs.request_backup(ctx, P1)
+    run_agent_once(ctx)
+    with pytest.raises(BackupNotEnabled, match="AutoRestoreOnDataLoss"):
+        jobs.report_data_loss(ctx, P1)
+    protection.update_policy(
+        ctx, "p", {**protection.get_policy(ctx, "p"), "AutoRestoreOnDataLoss": True}
+    )
+    (enabled / "p1" / "data.txt").unlink()
+    job = jobs.report_data_loss(ctx, P1)
+    assert job.kind == "restore"
+    run_agent_once(ctx)
+    assert (enabled / "p1" / "data.txt").read_text() == f"data of {P1}"
+    with pytest.raises(BackupNotFound):
+        jobs.report_data_loss(ctx, P2)

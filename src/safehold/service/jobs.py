@@ -763,3 +763,25 @@ def storage_backups(
         items = [b for b in items if b.created_at <= end]
     items.sort(key=lambda b: (b.created_at, b.backup_id))
     return latest_per_partition(items) if latest else items
+
+
+def report_data_loss(ctx: ServiceContext, partition_id: str) -> JobRecord:
+    """
+    A partition lost its data: restore its latest backup if its policy says so.
+
+    This stands in for SF's ``OnDataLossAsync``: with ``AutoRestoreOnDataLoss``
+    the newest backup is restored at once.
+
+    Raises:
+        BackupNotEnabled: no policy applies, or it has AutoRestoreOnDataLoss off.
+        BackupNotFound: there is no backup to restore.
+    """
+    with ctx.uow() as uow:
+        p = get_partition(uow, partition_id)
+        policy = _effective_policy(ctx, uow, p)
+    if policy is None or not policy.auto_restore_on_data_loss:
+        raise BackupNotEnabled(
+            f"partition {p.partition_id} has no policy with AutoRestoreOnDataLoss: "
+            "restore it explicitly"
+        )
+    return request_restore(ctx, p.partition_id, {}, latest=True)

@@ -86,3 +86,10 @@ def get_partition_restore_progress(
 ) -> dict[str, Any]:
     """Return the latest restore's RestoreProgressInfo."""
     return jobs.restore_progress(ctx, partition_id)
+
+
+@router.post("/$/ReportDataLoss", status_code=202)
+def report_data_loss(ctx: CtxDep, _p: OperatorDep, partition_id: str) -> Response:
+    """safehold's own: the partition lost its data; auto-restore it if its policy says so."""
+    jobs.report_data_loss(ctx, partition_id)
+    return Response(status_code=202)
