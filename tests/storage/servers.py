@@ -112,7 +112,8 @@ class Server:
         return self._proc is not None
 
     def _signal_group(self, sig: signal.Signals) -> None:
-        assert self._proc is not None
+        if self._proc is None:
+            return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self._proc.pid, sig)
 

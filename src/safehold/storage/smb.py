@@ -161,7 +161,8 @@ class SMBStorage:
         self._host = host
         self._port = port
         self._path = path.strip("/")
-        self._root = rf"\\{host}\{share}"
+        self._share = rf"\\{host}\{share}"
+        self._root = self._share
         if self._path:
             self._root += "\\" + self._path.replace("/", "\\")
         self._username = username
@@ -198,9 +199,18 @@ class SMBStorage:
         connections = list(self._cache.values())
         self._cache.clear()
         for connection in connections:
-            # close=False: no logoff round trip to a server that may be gone.
             # Best effort: the connection is being thrown away either way.
             with suppress(Exception):
+                # The server closes every handle of a connection that goes away.
+                # smbprotocol cannot learn it (closing needs a round trip), and
+                # smbclient warns about each handle it thinks open when collected;
+                # so record it in the one place smbprotocol keeps it.
+                for session in list(connection.session_table.values()):
+                    for handle in list(session.open_table.values()):
+                        handle._connected = False
+                    session.open_table.clear()
+            with suppress(Exception):
+                # close=False: no logoff round trip to a server that may be gone.
                 connection.disconnect(close=False)
 
     @contextmanager
@@ -250,6 +260,8 @@ class SMBStorage:
             raise StorageUnavailable(
                 f"{what}: connection to {where} failed ({type(exc).__name__})"
             ) from exc
+        # Not understood: do not trust the connection with the next request either.
+        self._drop_connection()
         raise StorageError(f"{what}: {type(exc).__name__}{_hex(status)} in {where}") from exc
 
     def _root_missing(self) -> bool:
@@ -273,8 +285,15 @@ class SMBStorage:
 
     def create(self) -> None:
         """Create the directory on the share if it does not exist; the share must exist."""
-        with self._operation("create"):
-            smbclient.makedirs(self._root, exist_ok=True, **self._kwargs())
+        try:
+            with self._operation("create"):
+                # The share first: smbclient's makedirs would walk up past it.
+                smbclient.stat(self._share, **self._kwargs())
+        except ObjectNotFound:
+            raise StorageNotFound(f"create: share not found: {self._props.location}") from None
+        if self._path:
+            with self._operation("create"):
+                smbclient.makedirs(self._root, exist_ok=True, **self._kwargs())
 
     def stat(self, name: str) -> ObjectInfo:
         """Return the file's size."""
@@ -325,26 +344,39 @@ class SMBStorage:
             elif rel.startswith(prefix):
                 yield ObjectInfo(rel, size)
 
+    @contextmanager
+    def _open(self, path: str, mode: str) -> Iterator[Any]:
+        """Open *path* unbuffered, so that each read or write is one request; always close it."""
+        f = smbclient.open_file(path, mode=mode, buffering=0, **self._kwargs())
+        try:
+            yield f
+            f.close()
+        finally:
+            if not f.closed:
+                # After a failure; if the connection is gone, _drop_connection
+                # marks the handle closed.
+                with suppress(Exception):
+                    f.close()
+
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         """Read *length* bytes at *offset*; a short read raises ``ReadRangeError``."""
         path = self._unc(name)
         check_offsets(offset, length)
         parts: list[bytes] = []
+        got = 0
         with (
             self._object_missing(name),
             self._operation(name) as dog,
-            smbclient.open_file(path, mode="rb", **self._kwargs()) as f,
+            self._open(path, "rb") as f,
         ):
             if offset:
                 f.seek(offset)
-            left = length
-            while left is None or left > 0:
-                piece = f.read(_CHUNK if left is None else min(left, _CHUNK))
+            while length is None or got < length:
+                piece = f.read(_CHUNK if length is None else min(length - got, _CHUNK))
                 if not piece:
                     break
                 parts.append(piece)
-                if left is not None:
-                    left -= len(piece)
+                got += len(piece)
                 dog.kick()
         return check_range(name, offset, length, b"".join(parts), self._props.location)
 
@@ -357,10 +389,13 @@ class SMBStorage:
         tmp = f"{parent}\\{_TMP_PREFIX}{secrets.token_hex(8)}"
         try:
             with self._object_missing(name), self._operation(name) as dog:
-                with smbclient.open_file(tmp, mode="wb", **self._kwargs()) as f:
+                with self._open(tmp, "wb") as f:
                     view = memoryview(data)
-                    for start in range(0, len(view), _CHUNK):
-                        f.write(view[start : start + _CHUNK])
+                    while view:
+                        written = int(f.write(view[:_CHUNK]))
+                        if written <= 0:
+                            raise StorageUnavailable(f"{name}: the server took no data")
+                        view = view[written:]
                         dog.kick()
                 smbclient.replace(tmp, path, **self._kwargs())
         except StorageUnavailable:
