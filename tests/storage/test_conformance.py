@@ -97,3 +97,10 @@ def test_concurrent_puts(storage: Storage) -> None:
     for name, data in blobs.items():
         assert data == storage.get(name)
     assert sorted(blobs) == [o.name for o in storage.list("data/")]
+
+
+def test_create_is_idempotent(storage: Storage) -> None:
+    """Creating an existing storage again changes nothing."""
+    storage.put("config", b"x")
+    storage.create()
+    assert storage.get("config") == b"x"

@@ -32,6 +32,7 @@ from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
     HttpResponseError,
+    IncompleteReadError,
     ResourceExistsError,
     ServiceRequestError,
     ServiceResponseError,
@@ -157,8 +158,9 @@ class AzureStorage:
             raise StoragePermissionDenied(
                 f"{what}: authentication failed in {where}{_code(exc)}"
             ) from exc
-        if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
-            # Connection refused or reset, DNS failure, connect or read timeout.
+        if isinstance(exc, (ServiceRequestError, ServiceResponseError, IncompleteReadError)):
+            # Connection refused or reset, DNS failure, connect or read timeout,
+            # a body cut short.
             raise StorageUnavailable(
                 f"{what}: cannot reach the blob endpoint of {where} ({type(exc).__name__})"
             ) from exc
