@@ -11,7 +11,7 @@ if ! command -v smbd >/dev/null 2>&1 && [ ! -x /usr/sbin/smbd ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "test-deps: installing samba"
         apt-get update -q
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends samba
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q samba
     else
         echo "test-deps: smbd is missing and cannot be installed here (needs root and apt-get);" \
              "the SMB tests will be skipped" >&2
