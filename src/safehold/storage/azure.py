@@ -48,6 +48,7 @@ from safehold.storage._shared import (
     env_value,
     join_prefix,
     parse_bucket_url,
+    redact_url,
 )
 from safehold.storage.base import ObjectInfo, StorageProperties, validate_name
 from safehold.storage.errors import (
@@ -128,7 +129,10 @@ class AzureStorage:
             else:
                 credential = AzureSasCredential((sas_token or "").lstrip("?"))
             url = (endpoint or f"https://{account_name}.blob.core.windows.net").rstrip("/")
-            self._client = ContainerClient(url, container, credential=credential, **options)
+            try:
+                self._client = ContainerClient(url, container, credential=credential, **options)
+            except ValueError:
+                raise UsageError(f"invalid Azure blob endpoint {redact_url(url)}") from None
             account = account_name
         shown = f"azure://{container}/{self._prefix}".rstrip("/")
         self._props = StorageProperties(
