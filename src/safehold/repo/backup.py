@@ -42,7 +42,7 @@ from safehold.repo.writer import BlobWriter
 __all__ = ["BackupResult", "backup_paths", "backup_stream"]
 
 _READ_TRIES = 3
-_BLOCK = 8 * 1024 * 1024
+_BLOCK = 4 * 1024 * 1024
 _INLINE = 256 * 1024  # files up to this size are read by the walker itself
 _TYPES = {
     stat.S_IFREG: "file",
@@ -86,10 +86,11 @@ class _ReadBuffer:
     the largest chunk, reused for every file the thread reads.
     """
 
-    def __init__(self, max_chunk: int) -> None:
+    def __init__(self, chunker: FastCDC, max_chunk: int) -> None:
+        self.chunker = chunker
         self.mm = mmap.mmap(-1, _BLOCK + max_chunk)
 
-    def chunks(self, chunker: FastCDC, fd: int) -> Iterator[memoryview]:
+    def chunks(self, fd: int) -> Iterator[memoryview]:
         """
         Yield the content-defined chunks of an open file, reading ``_BLOCK`` at a time.
 
@@ -106,7 +107,7 @@ class _ReadBuffer:
                 eof = got < _BLOCK
                 if not total:
                     return
-                chunks = list(chunker.cut_buf(view[:total]))
+                chunks = list(self.chunker.cut_buf(view[:total]))
                 last = None if eof else chunks.pop()
                 for c in chunks:
                     yield view[c.offset : c.offset + c.length]
@@ -236,14 +237,14 @@ class _Backup:
             self.done.set()
 
     def _chunk_file(self, path: str) -> tuple[list[bytes], os.stat_result, bool]:
-        chunker = _chunker(self.repo)
+        buf = self._buffer()
         for attempt in range(_READ_TRIES):
             content: list[bytes] = []
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
             try:
                 before = os.fstat(fd)
                 read = 0
-                for chunk in self._buffer().chunks(chunker, fd):
+                for chunk in buf.chunks(fd):
                     blob_id, new = self.writer.save(DATA, chunk)
                     content.append(blob_id)
                     read += len(chunk)
@@ -262,7 +263,7 @@ class _Backup:
     def _buffer(self) -> _ReadBuffer:
         buf: _ReadBuffer | None = getattr(self.local, "buf", None)
         if buf is None:
-            buf = self.local.buf = _ReadBuffer(self.repo.chunker.max)
+            buf = self.local.buf = _ReadBuffer(_chunker(self.repo), self.repo.chunker.max)
         return buf
 
     def _file_task(self, path: str, node: Node, d: _Dir) -> None:

@@ -15,7 +15,7 @@ __all__ = ["NONE", "ZSTD", "compress", "decompress", "maybe_compress"]
 
 NONE = 0
 ZSTD = 1
-_LEVEL = 3
+_LEVEL = 1  # on log-like text as small as level 3, and 1.7x faster (measured)
 _SAMPLE = 64 * 1024
 _WORTH = 0.97  # keep a compressed form only if it saves at least 3%
 

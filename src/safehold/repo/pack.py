@@ -101,16 +101,17 @@ class PackBuilder:
     """
     Collects encrypted blobs for one pack; not thread-safe (one owner at a time).
 
-    The pack is assembled in an anonymous memory map: pages are resident only
-    once written, blobs are encrypted straight into place, and closing the map
-    gives the memory back to the system at once, whatever the allocator does.
+    The pack is assembled in an anonymous memory map that the caller lends
+    (and gets back from ``release``, to reuse): pages are resident only once
+    written, blobs are encrypted straight into place, and no allocator keeps
+    freed buffers from the system.
     """
 
-    def __init__(self, gen: Generation, capacity: int) -> None:
+    def __init__(self, gen: Generation, buffer: mmap.mmap) -> None:
         self.key, self.eph = seal_key(gen)
         self.gen = gen.gen
         self._aead = AESGCM(self.key)
-        self._mm = mmap.mmap(-1, capacity)
+        self._mm = buffer
         self._pos = 0
         self._write(_PREFIX.pack(PACK_MAGIC, PACK_VERSION, gen.gen, self.eph))
         self._entries: list[BlobEntry] = []
@@ -163,7 +164,7 @@ class PackBuilder:
         """
         Append the header; return the pack's info and a view of its bytes.
 
-        The view stays valid until ``close``.
+        The view stays valid until ``release``.
         """
         header = json.dumps({"blobs": [e.to_json() for e in self._entries]}).encode()
         hdr = encrypt(self.key, compress(header), aad=_HEADER_AAD)
@@ -173,9 +174,10 @@ class PackBuilder:
         info = PackInfo(content_hash(view), self.gen, self.eph, self._pos, tuple(self._entries))
         return info, view
 
-    def close(self) -> None:
-        """Release the memory; views returned by ``finish`` must be released first."""
-        self._mm.close()
+    def release(self) -> mmap.mmap:
+        """Hand back the buffer, for another pack; views from ``finish`` must be released first."""
+        mm, self._mm = self._mm, mmap.mmap(-1, 1)
+        return mm
 
 
 def parse_prefix(data: bytes) -> tuple[int, bytes]:
