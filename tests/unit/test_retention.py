@@ -8,9 +8,7 @@ import pytest
 
 from safehold.core.errors import UsageError
 from safehold.core.retention import (
-    BasicRetention,
     KeepPolicy,
-    apply_basic,
     apply_policy,
     parse_duration,
 )
@@ -84,24 +82,6 @@ def test_empty_policy_is_refused() -> None:
         apply_policy(DAILY, KeepPolicy(), NOW)
 
 
-@pytest.mark.parametrize(
-    ("retention", "minimum", "kept"),
-    [
-        (timedelta(days=3), 0, ids([0, 1, 2, 3])),
-        (timedelta(days=3), 10, ids(list(range(10)))),
-        (timedelta(hours=1), 0, ids([0])),
-        (timedelta(seconds=0), 0, ids([0])),
-        (timedelta(days=365), 2, ids(list(range(60)))),
-    ],
-)
-def test_service_fabric_basic_retention(
-    retention: timedelta, minimum: int, kept: list[str]
-) -> None:
-    """Basic retention: everything within the duration, and never fewer than the minimum."""
-    d = apply_basic(DAILY, BasicRetention(retention, minimum), NOW)
-    assert sorted(kept) == sorted(s.id for s in d.keep)
-
-
 def test_chains_keep_their_parents() -> None:
     """A kept incremental keeps its whole chain back to the full backup."""
     chain = [
@@ -110,7 +90,7 @@ def test_chains_keep_their_parents() -> None:
         snap("inc2", timedelta(days=1), parent="inc1", kind="incremental"),
         snap("other", timedelta(days=20)),
     ]
-    d = apply_basic(chain, BasicRetention(timedelta(days=2), 0), NOW)
+    d = apply_policy(chain, KeepPolicy(within=timedelta(days=2)), NOW)
     assert ["full", "inc1", "inc2"] == [s.id for s in d.keep]
     assert ["other"] == [s.id for s in d.remove]
     assert "parent of kept" in d.reasons["full"][0]

@@ -1,15 +1,11 @@
 """
-Retention policies as pure functions: which snapshots to keep, which to forget.
+Retention as a pure function: which snapshots ``forget`` keeps, which it removes.
 
-Two families:
-
-- ``KeepPolicy``: restic-style rules (last, hourly, daily, weekly, monthly,
-  yearly, within a duration, tags), applied per group of snapshots.
-- ``BasicRetention``: Service Fabric's Basic policy: keep everything newer than
-  ``RetentionDuration``, and never fewer than ``MinimumNumberOfBackups``.
-
-Both keep the whole chain that a kept incremental snapshot depends on, because
-an incremental is worthless without its parents.
+``KeepPolicy`` holds restic-style rules (last, hourly, daily, weekly, monthly,
+yearly, within a duration, tags), applied per group of snapshots. The whole
+chain that a kept incremental snapshot depends on is kept too, because an
+incremental is worthless without its parents. (Service Fabric's Basic policy,
+which the service applies, is ``core.retention_basic``.)
 """
 
 from __future__ import annotations
@@ -23,10 +19,8 @@ from safehold.core.errors import UsageError
 from safehold.core.snapshot import Snapshot
 
 __all__ = [
-    "BasicRetention",
     "Decision",
     "KeepPolicy",
-    "apply_basic",
     "apply_policy",
     "parse_duration",
 ]
@@ -58,14 +52,6 @@ class KeepPolicy:
         """Whether no rule is set (forget would then remove everything: refused)."""
         counts = (self.last, self.hourly, self.daily, self.weekly, self.monthly, self.yearly)
         return not any(counts) and self.within is None and not self.tags
-
-
-@dataclass(frozen=True)
-class BasicRetention:
-    """Service Fabric's Basic retention policy."""
-
-    retention: timedelta
-    minimum: int = 0
 
 
 _DURATION = re.compile(r"^(?:(\d+)y)?(?:(\d+)m)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?$")
@@ -176,24 +162,4 @@ def apply_policy(snapshots: Sequence[Snapshot], policy: KeepPolicy, now: datetim
                 break
             seen.add(b)
             mark(s, f"{name} snapshot")
-    return _decide(snapshots, keep, reasons)
-
-
-def apply_basic(snapshots: Sequence[Snapshot], policy: BasicRetention, now: datetime) -> Decision:
-    """
-    Apply Service Fabric's Basic retention: keep what is newer than the duration,
-    and at least ``minimum`` of the newest snapshots whatever their age.
-    """
-    if policy.minimum < 0:
-        raise UsageError("MinimumNumberOfBackups must not be negative")
-    newest_first = sorted(snapshots, key=lambda s: (s.time, s.id), reverse=True)
-    keep: set[str] = set()
-    reasons: dict[str, list[str]] = {}
-    for i, s in enumerate(newest_first):
-        if s.time >= now - policy.retention:
-            keep.add(s.id)
-            reasons.setdefault(s.id, []).append("within retention duration")
-        if i < policy.minimum:
-            keep.add(s.id)
-            reasons.setdefault(s.id, []).append("minimum number of backups")
     return _decide(snapshots, keep, reasons)
