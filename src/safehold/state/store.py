@@ -1,0 +1,929 @@
+"""
+``StateStore``: one partition's durable, transactional state, with backups built in.
+
+Threads and locks. SQLite calls block, so they run off the event loop: every write,
+and every read inside a transaction, on the store's one writer thread, which owns
+the writer connection; backups and restores read and build on other threads with
+their own connections. Two asyncio locks order the rest:
+
+- the *write lock*, held by a transaction from start to end: one writer at a time;
+- the *maintenance lock*, held by a backup or a restore: one at a time.
+
+Whoever needs both takes maintenance first. A data-loss hook runs holding both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
+from dataclasses import replace
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from safehold.core.errors import UsageError
+from safehold.core.snapshot import Epoch, PartitionRef, Snapshot, SnapshotMeta, format_time
+from safehold.state import _files
+from safehold.state._db import Changes, Durability, Meta, apply_changes, connect, read_meta
+from safehold.state._recovery import Inspection, create_database, damage, inspect
+from safehold.state.backup import (
+    BackupCallback,
+    BackupInfo,
+    BackupOption,
+    begin_view,
+    open_view,
+    write_full,
+    write_incremental,
+)
+from safehold.state.dataloss import DataLossHook, DataLossMode, DataLossReport, RestoreContext
+from safehold.state.errors import (
+    BackupInProgress,
+    BackupVetoed,
+    NoBackupFound,
+    RestoreSafetyCheckFailed,
+    StateError,
+    StoreClosed,
+    TransactionError,
+)
+from safehold.state.restore import (
+    STATE_TAG,
+    RestorePolicy,
+    RestoreResult,
+    build_first,
+    partition_backups,
+    plan_restore,
+)
+from safehold.state.target import BackupSource, BackupTarget
+from safehold.state.transaction import Dictionary, Queue, Transaction
+
+__all__ = ["StateStore"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+H = TypeVar("H", bound=DataLossHook)
+C = TypeVar("C", bound=BackupCallback)
+
+
+class StateStore:
+    """
+    A partition's state: dictionaries and queues, changed in transactions.
+
+    Open it with ``await StateStore.open(path, partition=...)`` or
+    ``async with StateStore.open(...) as store:``. The directory *path* holds one
+    partition's state and nothing else (see ``docs/state.md``).
+
+    Args:
+        path: the store's directory; created if missing.
+        partition: the partition id, or a ``PartitionRef`` with application and service.
+        target: where backups go and restores come from (``RepositoryTarget``).
+        on_data_loss: the data-loss hook; also settable with ``@store.on_data_loss``.
+        on_backup: the default post-backup callback; also ``@store.on_backup``.
+        auto_restore: with no hook, restore the latest backup after a data loss.
+        durability: ``"full"`` (the default) syncs every commit to disk, so a
+            committed transaction survives power loss; ``"normal"`` only survives a
+            process crash. See ``docs/state.md`` for why the default is FULL.
+        truncate_log: after each accepted backup, drop the change log up to its LSN.
+        verify: check the whole database with ``PRAGMA quick_check`` on open.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        partition: str | PartitionRef,
+        target: BackupTarget | None = None,
+        on_data_loss: DataLossHook | None = None,
+        on_backup: BackupCallback | None = None,
+        auto_restore: bool = False,
+        durability: Durability = "full",
+        truncate_log: bool = True,
+        verify: bool = True,
+    ) -> None:
+        ref = PartitionRef(partition_id=partition) if isinstance(partition, str) else partition
+        if not ref.partition_id:
+            raise UsageError("a state store needs a partition id")
+        if durability not in ("full", "normal"):
+            raise UsageError(f"durability must be 'full' or 'normal', not {durability!r}")
+        self.path = Path(path)
+        self.partition_ref = ref
+        self.partition: str = ref.partition_id
+        self.target = target
+        self.auto_restore = auto_restore
+        self.last_data_loss: DataLossReport | None = None
+        self._hook = on_data_loss
+        self._on_backup = on_backup
+        self._durability: Durability = durability
+        self._truncate = truncate_log
+        self._verify = verify
+        self._writer: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None  # used on the writer thread only
+        self._meta: Meta | None = None  # replaced on the writer thread only
+        self._generation = 0
+        self._lock_fd: int | None = None
+        self._write_lock = asyncio.Lock()
+        self._maintenance = asyncio.Lock()
+        self._in_tx: ContextVar[bool] = ContextVar(f"state-tx-{id(self)}", default=False)
+        self._in_hook: ContextVar[bool] = ContextVar(f"state-hook-{id(self)}", default=False)
+        self._pending: tuple[str, DataLossMode | None, Path | None] | None = None
+        self._dicts: dict[str, Dictionary] = {}
+        self._queues: dict[str, Queue] = {}
+
+    # -- opening and closing -------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        partition: str | PartitionRef,
+        target: BackupTarget | None = None,
+        on_data_loss: DataLossHook | None = None,
+        on_backup: BackupCallback | None = None,
+        auto_restore: bool = False,
+        durability: Durability = "full",
+        truncate_log: bool = True,
+        verify: bool = True,
+    ) -> _Opening:
+        """
+        Open (or create) the store at *path*; await it, or use it with ``async with``.
+
+        Takes the same keyword arguments as the constructor. A data loss found on
+        open runs the hook (or the automatic restore) before this returns; with
+        neither, ``data_loss_pending`` is True and the hook runs when one is set,
+        before the next transaction or backup.
+
+        Raises:
+            StoreLocked: the directory is open elsewhere.
+            UsageError: the directory holds another partition's state.
+        """
+        return _Opening(
+            cls(
+                path,
+                partition=partition,
+                target=target,
+                on_data_loss=on_data_loss,
+                on_backup=on_backup,
+                auto_restore=auto_restore,
+                durability=durability,
+                truncate_log=truncate_log,
+                verify=verify,
+            )
+        )
+
+    async def start(self) -> None:
+        """Open the store made with the constructor; ``open`` calls this."""
+        if self._writer is not None:
+            raise UsageError("the store is already open")
+        await asyncio.to_thread(self.path.mkdir, parents=True, exist_ok=True)
+        self._lock_fd = await asyncio.to_thread(_files.lock_directory, self.path)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"state-{self.partition}")
+        try:
+            await self._attach(None)
+            if self._pending is not None and (self._hook is not None or self.auto_restore):
+                async with self._maintenance, self._write_lock:
+                    await self._handle_loss()
+        except BaseException:
+            await self._shutdown()
+            raise
+
+    async def close(self) -> None:
+        """Wait for the running transaction and backup, then close; idempotent."""
+        if self._writer is None:
+            return
+        self._not_inside("close the store")
+        async with self._maintenance, self._write_lock:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        if self._writer is not None:
+            await self._call(self._close_conn)
+            self._writer.shutdown()
+            self._writer = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def __aenter__(self) -> StateStore:
+        if self._writer is None:
+            await self.start()
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- what it holds --------------------------------------------------------------
+
+    @property
+    def epoch(self) -> Epoch:
+        """The partition's epoch: new transactions commit in it."""
+        return self._live_meta().epoch
+
+    @property
+    def lsn(self) -> int:
+        """The LSN of the last committed transaction (0 when there is none)."""
+        return self._live_meta().lsn
+
+    @property
+    def meta(self) -> Meta:
+        """The store's bookkeeping: epoch, LSN, tail, log floor, backup base."""
+        return self._live_meta()
+
+    @property
+    def data_loss_pending(self) -> bool:
+        """Whether a data loss was found and its hook has not run yet."""
+        return self._pending is not None
+
+    def dictionary(self, name: str) -> Dictionary:
+        """The dictionary called *name* (it exists once a key is set in it)."""
+        if name not in self._dicts:
+            self._dicts[name] = Dictionary(self, name)
+        return self._dicts[name]
+
+    def queue(self, name: str) -> Queue:
+        """The queue called *name* (it exists once a value is enqueued)."""
+        if name not in self._queues:
+            self._queues[name] = Queue(self, name)
+        return self._queues[name]
+
+    # -- hooks ------------------------------------------------------------------------
+
+    def on_data_loss(self, hook: H) -> H:
+        """Set the data-loss hook; usable as a decorator. See ``RestoreContext``."""
+        self._hook = hook
+        return hook
+
+    def on_backup(self, callback: C) -> C:
+        """Set the default post-backup callback; usable as a decorator."""
+        self._on_backup = callback
+        return callback
+
+    # -- transactions ---------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """
+        ``async with store.transaction() as tx:`` commits on normal exit, aborts on error.
+
+        Raises:
+            TransactionError: nested in another transaction of this store, or inside
+                the data-loss hook.
+        """
+        self._not_inside("start a transaction")
+        await self._ready()
+        async with self._write_lock:
+            self._live_meta()
+            tx = Transaction(self, self._run)
+            token = self._in_tx.set(True)
+            try:
+                yield tx
+                changes, enqueues = tx._changes()
+                if changes or enqueues:
+                    tx.lsn = await self._call(partial(self._commit, changes, enqueues))
+            finally:
+                tx._close()
+                self._in_tx.reset(token)
+
+    def _commit(self, ch: Changes, enqueues: list[tuple[str, list[str]]]) -> int:
+        """Commit on the writer thread: apply, log, take the next LSN."""
+        conn, meta = self._require_conn(), self._live_meta()
+        lsn = meta.lsn + 1
+        now = format_time(datetime.now(UTC))
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for name, values in enqueues:
+                (top,) = conn.execute(
+                    "SELECT MAX(seq) FROM queue WHERE name = ?", (name,)
+                ).fetchone()
+                base = top or 0
+                ch.enqs.extend((name, base + i, v) for i, v in enumerate(values, 1))
+            apply_changes(conn, ch)
+            conn.execute(
+                "INSERT INTO log (lsn, epoch_dl, epoch_cfg, time, ops) VALUES (?, ?, ?, ?, ?)",
+                (
+                    lsn,
+                    meta.epoch.data_loss_number,
+                    meta.epoch.configuration_number,
+                    now,
+                    ch.ops_json(),
+                ),
+            )
+            conn.execute(
+                "UPDATE meta SET lsn = ?, tail_dl = ?, tail_cfg = ?, tail_time = ? WHERE id = 1",
+                (lsn, meta.epoch.data_loss_number, meta.epoch.configuration_number, now),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._meta = replace(meta, lsn=lsn, tail_epoch=meta.epoch, tail_time=now)
+        return lsn
+
+    async def truncate_log(self, up_to: int | None = None) -> int:
+        """
+        Drop the change log's transactions up to LSN *up_to*; return how many went.
+
+        By default, up to the last accepted backup, which keeps incrementals possible.
+        Past it, the next incremental is refused with ``MissingFullBackup``.
+        """
+        await self._ready()
+        return await self._call(partial(self._truncate_log, up_to))
+
+    def _truncate_log(self, up_to: int | None) -> int:
+        conn, meta = self._require_conn(), self._live_meta()
+        if up_to is None:
+            up_to = meta.base_lsn if meta.base_lsn is not None else meta.lsn
+        up_to = min(up_to, meta.lsn)
+        if up_to <= meta.log_floor:
+            return 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            n = conn.execute("DELETE FROM log WHERE lsn <= ?", (up_to,)).rowcount
+            conn.execute("UPDATE meta SET log_floor = ? WHERE id = 1", (up_to,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._meta = replace(meta, log_floor=up_to)
+        return int(n)
+
+    # -- backups ----------------------------------------------------------------------
+
+    async def backup(
+        self,
+        option: BackupOption = BackupOption.FULL,
+        *,
+        on_backup: BackupCallback | None = None,
+        tags: tuple[str, ...] = (),
+    ) -> BackupInfo:
+        """
+        Back the store up into the target, while writers go on.
+
+        Then the post-backup callback (*on_backup*, or the store's) sees the backup.
+        If it returns True, the backup becomes the base that the next incremental
+        follows (and, with ``truncate_log``, the log up to it is dropped).
+
+        Raises:
+            BackupInProgress: a backup or restore is running.
+            MissingFullBackup: an incremental with no full backup to follow.
+            BackupVetoed: the callback returned False or raised (its exception is
+                chained); the snapshot was forgotten from the repository.
+            UsageError: the store has no target.
+        """
+        self._not_inside("take a backup")
+        await self._ready()
+        target = self._require_target()
+        if self._maintenance.locked():
+            raise BackupInProgress(f"a backup or restore of partition {self.partition} is running")
+        async with self._maintenance:
+            return await self._backup(target, option, on_backup or self._on_backup, tags)
+
+    async def _backup(
+        self,
+        target: BackupTarget,
+        option: BackupOption,
+        callback: BackupCallback | None,
+        tags: tuple[str, ...],
+    ) -> BackupInfo:
+        gen = self._generation
+        staging = await asyncio.to_thread(_files.staging_dir, self.path)
+        full = option is BackupOption.FULL
+        tmp = staging / f"backup-{uuid.uuid4().hex}.{'sqlite' if full else 'jsonl'}"
+        try:
+            view = await asyncio.to_thread(open_view, self._db_path())
+            try:
+                # Fix the view and stamp its time on the writer thread, between two
+                # commits: the backup then holds exactly the transactions stamped before.
+                time = await self._call(partial(_fix_view, view))
+                if full:
+                    meta = await asyncio.to_thread(write_full, view, tmp)
+                    chain, parent, start, lsn, epoch = (
+                        str(uuid.uuid4()),
+                        None,
+                        0,
+                        meta.lsn,
+                        meta.epoch,
+                    )
+                else:
+                    header = await asyncio.to_thread(
+                        _write_incremental_file, view, tmp, self.partition
+                    )
+                    chain, parent, start = header.chain_id, header.parent, header.from_lsn
+                    lsn, epoch = header.to_lsn, header.epoch
+            finally:
+                await asyncio.to_thread(view.close)
+            _files.failpoint("backup-written")
+            name = f"state.full.{lsn}.sqlite" if full else f"state.incremental.{start}-{lsn}.jsonl"
+            smeta = SnapshotMeta(
+                tags=(STATE_TAG, *tags),
+                partition=self.partition_ref,
+                backup_type=option.value,
+                parent=parent,
+                chain_id=chain,
+                epoch=epoch,
+                lsn=lsn,
+                time=time,
+            )
+            snap = await asyncio.to_thread(_store_file, target, tmp, name, smeta)
+            _files.failpoint("backup-stored")
+            size = (await asyncio.to_thread(tmp.stat)).st_size
+            info = BackupInfo(
+                backup_id=snap.id,
+                option=option,
+                partition=self.partition,
+                chain_id=chain,
+                parent_id=parent,
+                epoch=epoch,
+                lsn=lsn,
+                start_lsn=start,
+                time=time,
+                size=size,
+                path=tmp,
+                location=target.location,
+                snapshot=snap,
+            )
+            await self._run_callback(target, callback, info)
+            if not await self._call(partial(self._accept, gen, info)):
+                log.warning(
+                    "partition %s was restored or lost while backup %s ran: it is stored, "
+                    "but incrementals will not follow it",
+                    self.partition,
+                    snap.short_id,
+                )
+            return info
+        finally:
+            await asyncio.to_thread(tmp.unlink, missing_ok=True)
+
+    async def _run_callback(
+        self, target: BackupTarget, callback: BackupCallback | None, info: BackupInfo
+    ) -> None:
+        if callback is None:
+            return
+        try:
+            accepted = await callback(info)
+        except BaseException as exc:
+            await self._forget(target, info.backup_id)
+            raise BackupVetoed(
+                f"the post-backup callback failed: {exc!r}; backup "
+                f"{info.snapshot.short_id} was forgotten",
+                info,
+            ) from exc
+        if not accepted:
+            await self._forget(target, info.backup_id)
+            raise BackupVetoed(
+                f"the post-backup callback vetoed backup {info.snapshot.short_id}; "
+                "it was forgotten",
+                info,
+            )
+
+    async def _forget(self, target: BackupTarget, snapshot_id: str) -> None:
+        try:
+            await asyncio.to_thread(target.forget, snapshot_id)
+        except Exception:
+            # Not fatal: an unforgotten vetoed backup is a valid backup nothing follows.
+            log.exception("could not forget vetoed backup %s", snapshot_id[:8])
+
+    def _accept(self, gen: int, info: BackupInfo) -> bool:
+        """Make *info* the base of the next incremental, on the writer thread."""
+        meta = self._live_meta()
+        if gen != self._generation or meta.epoch != info.epoch or self._conn is None:
+            return False
+        new = replace(
+            meta,
+            base_id=info.backup_id,
+            base_lsn=info.lsn,
+            base_chain=info.chain_id,
+            base_epoch=info.epoch,
+        )
+        floor = max(meta.log_floor, info.lsn) if self._truncate else meta.log_floor
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if floor > meta.log_floor:
+                conn.execute("DELETE FROM log WHERE lsn <= ?", (floor,))
+            conn.execute(
+                "UPDATE meta SET base_id = ?, base_lsn = ?, base_chain = ?, base_dl = ?, "
+                "base_cfg = ?, log_floor = ? WHERE id = 1",
+                (
+                    info.backup_id,
+                    info.lsn,
+                    info.chain_id,
+                    info.epoch.data_loss_number,
+                    info.epoch.configuration_number,
+                    floor,
+                ),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._meta = replace(new, log_floor=floor)
+        return True
+
+    async def backups(self, source: BackupSource | None = None) -> list[Snapshot]:
+        """This partition's backups in *source* (by default the target), oldest first."""
+        src = source or self._require_target()
+        return partition_backups(await asyncio.to_thread(src.snapshots), self.partition)
+
+    # -- restores ---------------------------------------------------------------------
+
+    async def restore(
+        self,
+        *,
+        backup_id: str | None = None,
+        lsn: int | None = None,
+        time: datetime | None = None,
+        epoch: Epoch | None = None,
+        policy: RestorePolicy = RestorePolicy.SAFE,
+        source: BackupSource | None = None,
+    ) -> RestoreResult:
+        """
+        Replace the state with a backup's: a chain merged up to the point asked for.
+
+        Give at most one of *backup_id* (an id or unique prefix), *lsn* and *time*;
+        with none, the latest backup. See ``restore.plan_restore`` for how the chain
+        is chosen. The store keeps serving until the new state is built; then it
+        waits for the running transaction and swaps the new state in atomically.
+        Afterwards the epoch's data-loss number has moved, and the next backup must
+        be full.
+
+        Raises:
+            NoBackupFound, InvalidBackupChain, InvalidBackup: see ``plan_restore`` and
+                ``build_restore``.
+            RestoreSafetyCheckFailed: ``SAFE`` and the store is newer than the backup.
+        """
+        self._not_inside("restore")
+        await self._ready()
+        async with self._maintenance:
+            return await self._restore(
+                backup_id=backup_id,
+                lsn=lsn,
+                time=time,
+                epoch=epoch,
+                policy=policy,
+                source=source,
+                locked=False,
+            )
+
+    async def _restore(
+        self,
+        *,
+        backup_id: str | None,
+        lsn: int | None,
+        time: datetime | None,
+        epoch: Epoch | None,
+        policy: RestorePolicy,
+        source: BackupSource | None,
+        locked: bool,
+    ) -> RestoreResult:
+        src: BackupSource = source or self._require_target()
+        backups = partition_backups(await asyncio.to_thread(src.snapshots), self.partition)
+        plan = plan_restore(backups, backup_id=backup_id, lsn=lsn, time=time, epoch=epoch)
+        before = self._live_meta()
+        if policy is RestorePolicy.SAFE and plan.alternative is None and not plan.conditional:
+            _check_safe(before, plan.epoch, plan.max_lsn)  # refuse before downloading anything
+        top = max(p.epoch.data_loss_number for p in (plan, plan.alternative) if p is not None)
+        new_epoch = Epoch(
+            max(before.epoch.data_loss_number, top) + 1, before.epoch.configuration_number
+        )
+        gen = self._generation + 1
+        dest = self.path / f"state-{gen}.db"
+        staging = await asyncio.to_thread(_files.staging_dir, self.path)
+        try:
+            await asyncio.to_thread(_remove_db_files, self.path, gen)
+            plan, built = await asyncio.to_thread(
+                build_first,
+                plan,
+                src,
+                dest,
+                partition=self.partition,
+                staging=staging,
+                epoch=new_epoch,
+            )
+            _files.failpoint("restore-built")
+            async with contextlib.AsyncExitStack() as stack:
+                if not locked:
+                    await stack.enter_async_context(self._write_lock)
+                live = self._live_meta()
+                if policy is RestorePolicy.SAFE:
+                    _check_safe(live, plan.epoch, built.lsn)
+                await self._call(partial(self._swap, gen, new_epoch))
+        except BaseException:
+            if self._generation != gen:
+                await asyncio.to_thread(_remove_db_files, self.path, gen)
+            raise
+        last = plan.chain[-1].id
+        return RestoreResult(
+            backup_id=last,
+            chain=tuple(s.id for s in plan.chain),
+            lsn=built.lsn,
+            restored_epoch=plan.epoch,
+            epoch=new_epoch,
+            previous_epoch=before.epoch,
+            previous_lsn=before.lsn,
+            warnings=plan.warnings,
+        )
+
+    async def _restore_in_hook(
+        self,
+        *,
+        backup_id: str | None,
+        lsn: int | None,
+        time: datetime | None,
+        epoch: Epoch | None,
+        policy: RestorePolicy,
+        source: BackupSource | None,
+    ) -> RestoreResult:
+        return await self._restore(
+            backup_id=backup_id,
+            lsn=lsn,
+            time=time,
+            epoch=epoch,
+            policy=policy,
+            source=source,
+            locked=True,
+        )
+
+    def _swap(self, gen: int, epoch: Epoch) -> None:
+        """Make generation *gen* the live database, on the writer thread."""
+        self._close_conn()
+        try:
+            _files.failpoint("restore-before-swap")
+            _files.write_current(self.path, _files.Current(gen, self.partition, epoch))
+        except BaseException:
+            self._open_conn(self._generation)
+            raise
+        _files.failpoint("restore-after-swap")
+        old = self._generation
+        self._open_conn(gen)
+        _remove_db_files(self.path, old)
+
+    # -- data loss ----------------------------------------------------------------------
+
+    async def induce_data_loss(self, mode: DataLossMode = DataLossMode.FULL) -> DataLossReport:
+        """
+        Damage the store on purpose, for a fire drill; then handle the loss as on open.
+
+        Waits for the running transaction and backup. The hook (or the automatic
+        restore) runs before this returns; with neither, the loss stays pending.
+        The damaged files are kept in ``lost/<time>/``.
+        """
+        self._not_inside("induce a data loss")
+        async with self._maintenance, self._write_lock:
+            current = _files.Current(self._generation, self.partition, self._live_meta().epoch)
+            await self._call(self._close_conn)
+            await asyncio.to_thread(damage, self.path, current, mode)
+            await self._attach(mode)
+            if self._pending is None or self.last_data_loss is None:
+                # A bug, not a user error: the damage just done was not detected.
+                raise StateError("the induced data loss was not detected")
+            if self._hook is not None or self.auto_restore:
+                await self._handle_loss()
+            return self.last_data_loss
+
+    async def _attach(self, mode: DataLossMode | None) -> None:
+        """Inspect the directory, start again after a loss, and open the live database."""
+        insp = await asyncio.to_thread(inspect, self.path, self.partition, verify=self._verify)
+        if insp.state == "absent" and self.target is not None:
+            backups = await self.backups()
+            if backups:
+                insp = Inspection(
+                    "lost",
+                    f"the store's files are missing, but the partition has {len(backups)} backups",
+                    epochs=[s.epoch for s in backups if s.epoch],
+                )
+        if insp.state == "absent":
+            current = _files.Current(1, self.partition, Epoch())
+            await asyncio.to_thread(create_database, self.path, current, self._durability)
+        elif insp.state == "lost":
+            current = await self._start_again(insp)
+            lost = await asyncio.to_thread(_files.move_aside, self.path, insp.reason)
+            await asyncio.to_thread(create_database, self.path, current, self._durability)
+            log.error(
+                "partition %s: data loss: %s; starting again in epoch %s (remains in %s)",
+                self.partition,
+                insp.reason,
+                current.epoch.key(),
+                lost,
+            )
+            self._pending = (insp.reason, mode, lost)
+        else:
+            assert insp.current is not None  # "ok" and "pending" have read it
+            current = insp.current
+            if insp.state == "pending":
+                self._pending = (insp.reason, mode, None)
+        await self._call(partial(self._open_conn, current.generation))
+        if self._pending is not None:
+            reason, _, lost = self._pending
+            self.last_data_loss = DataLossReport(
+                reason=reason,
+                mode=mode,
+                lost_files=lost,
+                epoch=self._live_meta().epoch,
+                hook_ran=False,
+                state_changed=False,
+                restore=None,
+            )
+
+    async def _start_again(self, insp: Inspection) -> _files.Current:
+        epochs = list(insp.epochs)
+        if self.target is not None:
+            try:
+                epochs += [s.epoch for s in await self.backups() if s.epoch is not None]
+            except Exception:
+                log.exception(
+                    "partition %s: cannot list backups to choose the new epoch", self.partition
+                )
+        top = max((e.data_loss_number for e in epochs), default=0)
+        cfg = max((e.configuration_number for e in epochs), default=0)
+        return _files.Current(
+            insp.generation + 1, self.partition, Epoch(top + 1, cfg), pending_loss=insp.reason
+        )
+
+    async def _ready(self) -> None:
+        """Before a transaction or backup: run a pending data-loss hook, or accept the loss."""
+        self._live_meta()
+        if self._pending is None:
+            return
+        async with self._maintenance, self._write_lock:
+            if self._pending is None:
+                return
+            if self._hook is not None or self.auto_restore:
+                await self._handle_loss()
+            else:
+                log.warning(
+                    "partition %s: data loss (%s) accepted without a hook: the state starts empty",
+                    self.partition,
+                    self._pending[0],
+                )
+                await self._clear_pending()
+
+    async def _handle_loss(self) -> DataLossReport:
+        """Run the hook (or the automatic restore) for the pending loss; both locks held."""
+        assert self._pending is not None
+        reason, mode, lost = self._pending
+        epoch = self._live_meta().epoch
+        ctx = RestoreContext(
+            reason=reason, mode=mode, lost_files=lost, epoch=epoch, restorer=self._restore_in_hook
+        )
+        token = self._in_hook.set(True)
+        try:
+            if self._hook is not None:
+                changed = bool(await self._hook(ctx))
+            else:
+                try:
+                    await ctx.restore_latest()
+                    changed = True
+                except NoBackupFound:
+                    log.warning(
+                        "partition %s: no backup to restore after the data loss", self.partition
+                    )
+                    changed = False
+        finally:
+            ctx._spend()
+            self._in_hook.reset(token)
+        await self._clear_pending()
+        self.last_data_loss = DataLossReport(
+            reason=reason,
+            mode=mode,
+            lost_files=lost,
+            epoch=epoch,
+            hook_ran=True,
+            state_changed=changed,
+            restore=ctx.restored,
+        )
+        return self.last_data_loss
+
+    async def _clear_pending(self) -> None:
+        current = _files.Current(self._generation, self.partition, self._live_meta().epoch)
+        await asyncio.to_thread(_files.write_current, self.path, current)
+        self._pending = None
+
+    # -- the writer thread ---------------------------------------------------------------
+
+    def _db_path(self, gen: int | None = None) -> Path:
+        return self.path / f"state-{self._generation if gen is None else gen}.db"
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        """Run *fn* on the writer thread; SQLite errors become ``StateError``."""
+        if self._writer is None:
+            raise StoreClosed(f"the state store of partition {self.partition} is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._writer, _translated, fn)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run *fn* with the writer connection on the writer thread (a ``Runner``)."""
+        return await self._call(lambda: fn(self._require_conn()))
+
+    def _open_conn(self, gen: int) -> None:
+        conn = connect(self._db_path(gen), durability=self._durability)
+        try:
+            self._meta = read_meta(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self._generation = conn, gen
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _require_conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreClosed(f"the state store of partition {self.partition} is closed")
+        return self._conn
+
+    def _live_meta(self) -> Meta:
+        if self._meta is None or self._writer is None:
+            raise StoreClosed(f"the state store of partition {self.partition} is not open")
+        return self._meta
+
+    def _require_target(self) -> BackupTarget:
+        if self.target is None:
+            raise UsageError(f"the state store of partition {self.partition} has no backup target")
+        return self.target
+
+    def _not_inside(self, what: str) -> None:
+        if self._in_tx.get():
+            raise TransactionError(f"cannot {what} inside a transaction of the same store")
+        if self._in_hook.get():
+            raise TransactionError(f"cannot {what} inside the data-loss hook")
+
+
+class _Opening:
+    """``StateStore.open(...)``: awaitable, and usable with ``async with``."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    def __await__(self) -> Generator[Any, None, StateStore]:
+        return self._open().__await__()
+
+    async def _open(self) -> StateStore:
+        await self._store.start()
+        return self._store
+
+    async def __aenter__(self) -> StateStore:
+        return await self._open()
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._store.close()
+
+
+def _translated(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except sqlite3.Error as exc:
+        raise StateError(f"the state database failed: {exc}") from exc
+
+
+def _fix_view(view: sqlite3.Connection) -> datetime:
+    begin_view(view)
+    return datetime.now(UTC)
+
+
+def _write_incremental_file(view: sqlite3.Connection, path: Path, partition: str) -> Any:
+    with path.open("x", encoding="utf-8") as out:
+        return write_incremental(view, out, partition=partition)
+
+
+def _store_file(target: BackupTarget, path: Path, name: str, meta: SnapshotMeta) -> Snapshot:
+    with path.open("rb") as f:
+        return target.store(f, name=name, meta=meta)
+
+
+def _remove_db_files(root: Path, gen: int) -> None:
+    for p in _files.database_files(root).get(gen, []):
+        p.unlink(missing_ok=True)
+
+
+def _check_safe(live: Meta, backup_epoch: Epoch, backup_lsn: int) -> None:
+    """``RestorePolicy.SAFE``: refuse if the store holds state newer than the backup's."""
+    if live.lsn == 0:
+        return  # nothing to lose
+    tail = live.tail_epoch or live.epoch
+    if tail.key() > backup_epoch.key():
+        raise RestoreSafetyCheckFailed(
+            f"the store's last transaction is in epoch {tail}, newer than the backup's "
+            f"{backup_epoch}; use RestorePolicy.FORCE to overwrite it"
+        )
+    if live.lsn >= backup_lsn:
+        raise RestoreSafetyCheckFailed(
+            f"the store is at LSN {live.lsn}, at or past the backup's {backup_lsn}; "
+            "use RestorePolicy.FORCE to overwrite it"
+        )

@@ -1,0 +1,109 @@
+"""
+Where backups go and come from: two narrow Protocols, and the engine behind them.
+
+The store needs four things from a repository, and asks for no more:
+store a stream as a snapshot, forget one, list snapshots, and read one back.
+``RepositoryTarget`` provides them over ``safehold.repo``; tests use a fake.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO, Protocol, runtime_checkable
+
+from safehold.core.progress import NullProgress, ProgressSink
+from safehold.core.snapshot import Snapshot, SnapshotMeta
+from safehold.repo import Repository, backup_stream, dump
+
+__all__ = ["BackupSink", "BackupSource", "BackupTarget", "RepositoryTarget"]
+
+
+@runtime_checkable
+class BackupSink(Protocol):
+    """
+    **Protocol**: somewhere backups are stored.
+
+    Methods block; the store calls them from a worker thread, one backup at a time.
+    """
+
+    @property
+    def location(self) -> str:
+        """Where the backups go, for messages and ``BackupInfo.location``; no credentials."""
+        ...
+
+    def store(self, stream: BinaryIO, *, name: str, meta: SnapshotMeta) -> Snapshot:
+        """
+        Store everything *stream* yields as one snapshot described by *meta*.
+
+        The snapshot must be durable and listed by ``BackupSource.snapshots`` when this
+        returns, and must carry *meta*'s partition, type, parent, chain id, epoch and
+        LSN unchanged. A failure raises; nothing partial may be listed afterwards.
+        """
+        ...
+
+    def forget(self, snapshot_id: str) -> None:
+        """Remove a snapshot from the listing; removing a missing one is not an error."""
+        ...
+
+
+@runtime_checkable
+class BackupSource(Protocol):
+    """**Protocol**: somewhere backups are read from. Methods block."""
+
+    def snapshots(self) -> list[Snapshot]:
+        """Every snapshot, of every partition; the store filters."""
+        ...
+
+    def fetch(self, snapshot: Snapshot, out: BinaryIO) -> int:
+        """
+        Write the content of a stream snapshot to *out*; return its size.
+
+        Damaged content raises rather than being written.
+        """
+        ...
+
+
+@runtime_checkable
+class BackupTarget(BackupSink, BackupSource, Protocol):
+    """**Protocol**: both; what ``StateStore.open(target=...)`` takes."""
+
+
+class RepositoryTarget:
+    """
+    A ``BackupTarget`` over a safehold repository (``safehold.repo``).
+
+    Args:
+        repo: an open repository, with a key that can read (restores need it).
+        progress: receives the engine's progress while a backup is stored.
+    """
+
+    def __init__(self, repo: Repository, *, progress: ProgressSink | None = None) -> None:
+        self._repo = repo
+        self._progress = progress or NullProgress()
+
+    @property
+    def location(self) -> str:
+        """The repository storage's location."""
+        return self._repo.storage.properties.location
+
+    def store(self, stream: BinaryIO, *, name: str, meta: SnapshotMeta) -> Snapshot:
+        """Back the stream up through the engine."""
+        return backup_stream(
+            self._repo, stream, name=name, meta=meta, progress=self._progress
+        ).snapshot
+
+    def forget(self, snapshot_id: str) -> None:
+        """
+        Delete the snapshot's manifest.
+
+        That is what forgetting a snapshot is in the format (``docs/format.md``):
+        its data stays until the next ``prune``, which finds nothing refers to it.
+        """
+        self._repo.storage.delete(f"snapshots/{snapshot_id}")
+
+    def snapshots(self) -> list[Snapshot]:
+        """Every snapshot, oldest first."""
+        return self._repo.snapshots()
+
+    def fetch(self, snapshot: Snapshot, out: BinaryIO) -> int:
+        """Dump the snapshot's one file."""
+        return dump(self._repo, snapshot, out)
