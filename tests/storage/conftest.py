@@ -10,9 +10,7 @@ bucket or directory on the shared server.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,31 +20,13 @@ from safehold.storage.file import FileStorage
 from safehold.storage.memory import MemoryStorage
 from safehold.storage.retry import RetryingStorage
 from tests.storage import servers
+from tests.storage.servers import S3Server, unique
 
 BackendFactory = Callable[[pytest.FixtureRequest, Path], Storage]
 
 # Short timeouts: a test server that stops answering fails a test in seconds.
 CONNECT_TIMEOUT = 5.0
 TIMEOUT = 20.0
-
-
-def unique(prefix: str = "t") -> str:
-    """Return a fresh lower-case name, valid as a container, bucket or directory."""
-    return f"{prefix}{uuid.uuid4().hex[:20]}"
-
-
-@dataclass(frozen=True)
-class S3Server:
-    """A running moto server that checks signatures, and a key pair it accepts."""
-
-    server: servers.Server
-    access_key_id: str
-    secret_access_key: str
-
-    @property
-    def endpoint(self) -> str:
-        """The server's URL."""
-        return f"http://{servers.HOST}:{self.server.port}"
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,9 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -303,3 +305,22 @@ class Samba:
             workdir,
             port=self.port,
         )
+
+
+def unique(prefix: str = "t") -> str:
+    """Return a fresh lower-case name, valid as a container, bucket or directory."""
+    return f"{prefix}{uuid.uuid4().hex[:20]}"
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A running moto server that checks signatures, and a key pair it accepts."""
+
+    server: Server
+    access_key_id: str
+    secret_access_key: str
+
+    @property
+    def endpoint(self) -> str:
+        """The server's URL."""
+        return f"http://{HOST}:{self.server.port}"

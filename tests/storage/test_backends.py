@@ -14,7 +14,7 @@ from safehold.storage.memory import MemoryStorage
 from safehold.storage.registry import open_storage, redact_url, schemes
 from safehold.storage.retry import RetryingStorage
 from tests.storage import servers
-from tests.storage.conftest import S3Server, unique
+from tests.storage.servers import S3Server, unique
 
 # URLs and the environment ---------------------------------------------------
 

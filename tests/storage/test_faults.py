@@ -33,12 +33,15 @@ from safehold.storage import (
 from safehold.storage.file import FileStorage
 from safehold.storage.retry import RetryingStorage
 from tests.storage import servers
-from tests.storage.conftest import S3Server, unique
+from tests.storage.servers import S3Server, unique
 
 # A generous guard against hangs; the tests themselves never time anything.
 pytestmark = pytest.mark.timeout(180)
 
 KILLABLE = ["azure", "s3", "smb"]
+# Short timeouts: the frozen-server test waits for them to expire.
+CONNECT_TIMEOUT = 2.0
+TIMEOUT = 3.0
 
 
 @dataclass
@@ -61,8 +64,6 @@ def target(
 ) -> Iterator[Target]:
     """A dedicated server that the test may kill, freeze and restart."""
     workdir = tmp_path_factory.mktemp(f"fault-{request.param}")
-    # Short timeouts: the frozen-server test waits for them to expire.
-    timeouts = {"connect_timeout": 2.0, "timeout": 3.0}
     if request.param == "azure":
         from safehold.storage.azure import AzureStorage
 
@@ -70,7 +71,12 @@ def target(
         connection_string = servers.azurite_connection_string(server)
 
         def make() -> Storage:
-            return AzureStorage("faults", connection_string=connection_string, **timeouts)
+            return AzureStorage(
+                "faults",
+                connection_string=connection_string,
+                connect_timeout=CONNECT_TIMEOUT,
+                timeout=TIMEOUT,
+            )
 
     elif request.param == "s3":
         from safehold.storage.s3 import S3Storage
@@ -84,7 +90,8 @@ def target(
                 access_key_id="test",
                 secret_access_key="test",
                 endpoint_url=endpoint,
-                **timeouts,
+                connect_timeout=CONNECT_TIMEOUT,
+                timeout=TIMEOUT,
             )
 
     else:
@@ -101,7 +108,8 @@ def target(
                 port=samba.port,
                 username=samba.user,
                 password=samba.password,
-                **timeouts,
+                connect_timeout=CONNECT_TIMEOUT,
+                timeout=TIMEOUT,
             )
 
     server.start()
