@@ -104,3 +104,14 @@ def test_create_is_idempotent(storage: Storage) -> None:
     storage.put("config", b"x")
     storage.create()
     assert storage.get("config") == b"x"
+
+
+def test_put_takes_a_view_when_it_says_so(storage: Storage) -> None:
+    """A storage whose properties say accepts_views stores a memoryview's bytes."""
+    if not storage.properties.accepts_views:
+        pytest.skip("this storage takes bytes only")
+    buffer = bytearray(os.urandom(50_000))
+    storage.put("data/00/view", memoryview(buffer)[1000:40_000])
+    expected = bytes(buffer[1000:40_000])
+    buffer[:] = bytes(len(buffer))  # the storage must not hold on to the buffer
+    assert expected == storage.get("data/00/view")

@@ -174,7 +174,8 @@ class SMBStorage:
         self._made_dirs: set[str] = set()
         hostport = host if port == 445 else f"{host}:{port}"
         shown = f"smb://{hostport}/{share}/{self._path}".rstrip("/")
-        self._props = StorageProperties(location=shown, connections=connections)
+        # put copies each 4 MiB piece as it sends it, so a caller's buffer will do.
+        self._props = StorageProperties(location=shown, connections=connections, accepts_views=True)
 
     @property
     def properties(self) -> StorageProperties:
