@@ -190,12 +190,12 @@ async def test_accepted_backups_truncate_the_log(open_store: OpenStore) -> None:
         await _fill(store, 4)
         await store.backup(FULL)
         await _fill(store, 2, start=4)
-        count = await store._run(lambda c: c.execute("SELECT COUNT(*) FROM log").fetchone()[0])
+        count = await store._w().run(lambda c: c.execute("SELECT COUNT(*) FROM log").fetchone()[0])
         assert (2, 4) == (count, store.meta.log_floor)
     async with open_store(name="keep", truncate_log=False) as store:
         await _fill(store, 4)
         await store.backup(FULL)
-        count = await store._run(lambda c: c.execute("SELECT COUNT(*) FROM log").fetchone()[0])
+        count = await store._w().run(lambda c: c.execute("SELECT COUNT(*) FROM log").fetchone()[0])
         assert 4 == count
 
 

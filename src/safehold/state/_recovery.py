@@ -9,21 +9,24 @@ Data loss is detected here, by what is on disk:
   partition's state.
 
 A directory with neither ``CURRENT`` nor a database is *absent*: a new store,
-unless the partition has backups, which the store checks (it has the target).
+unless the partition has backups.
 
-Every function here is blocking.
+Every function here but ``attach`` is blocking.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import sqlite3
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from safehold.core.errors import UsageError
-from safehold.core.snapshot import Epoch
+from safehold.core.snapshot import Epoch, Snapshot
 from safehold.state._db import Durability, Meta, connect, create_schema, read_meta
 from safehold.state._files import (
     Current,
@@ -31,6 +34,7 @@ from safehold.state._files import (
     database_files,
     fsync_dir,
     fsync_file,
+    move_aside,
     read_current,
     remove_strays,
     write_current,
@@ -39,7 +43,9 @@ from safehold.state.backup import check_database
 from safehold.state.dataloss import DataLossMode
 from safehold.state.errors import InvalidBackup
 
-__all__ = ["Inspection", "create_database", "damage", "inspect"]
+__all__ = ["Inspection", "attach", "create_database", "damage", "inspect"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -177,3 +183,71 @@ def damage(root: Path, current: Current, mode: DataLossMode) -> None:
             f.write(b"\xde\xad" * 50)
             f.flush()
     fsync_dir(root)
+
+
+async def attach(
+    root: Path,
+    partition: str,
+    *,
+    backups: Callable[[], Awaitable[list[Snapshot]]] | None,
+    verify: bool,
+    durability: Durability,
+) -> tuple[Current, tuple[str, Path | None] | None]:
+    """
+    Make the directory hold a usable database; say which, and what loss is pending.
+
+    A new store gets an empty database in epoch (0, 0). After a loss, the remains go
+    to ``lost/`` and an empty database starts in a data-loss number above every
+    epoch known (the remains', ``CURRENT``'s, the backups'), with the loss recorded
+    in ``CURRENT`` until the hook has run.
+
+    Args:
+        backups: lists the partition's backups (None: no target to ask).
+
+    Returns:
+        ``CURRENT``, and for a loss (found now or still pending) its reason and
+        where the remains went (None when nothing was moved now).
+
+    Raises:
+        UsageError: the directory holds another partition.
+        and what *backups* raises, for an absent store (new or lost cannot be told).
+    """
+    insp = await asyncio.to_thread(inspect, root, partition, verify=verify)
+    if insp.state == "absent" and backups is not None:
+        known = await backups()
+        if known:
+            insp = Inspection(
+                "lost",
+                f"the store's files are missing, but the partition has {len(known)} backups",
+                epochs=[s.epoch for s in known if s.epoch],
+            )
+    if insp.state == "absent":
+        current = Current(1, partition, Epoch())
+        await asyncio.to_thread(create_database, root, current, durability)
+        return current, None
+    if insp.state == "lost":
+        epochs = list(insp.epochs)
+        if backups is not None:
+            try:
+                epochs += [s.epoch for s in await backups() if s.epoch is not None]
+            except Exception:
+                log.exception(
+                    "partition %s: cannot list backups to choose the new epoch", partition
+                )
+        top = max((e.data_loss_number for e in epochs), default=0)
+        cfg = max((e.configuration_number for e in epochs), default=0)
+        current = Current(
+            insp.generation + 1, partition, Epoch(top + 1, cfg), pending_loss=insp.reason
+        )
+        lost = await asyncio.to_thread(move_aside, root, insp.reason)
+        await asyncio.to_thread(create_database, root, current, durability)
+        log.error(
+            "partition %s: data loss: %s; starting again in epoch %s (remains in %s)",
+            partition,
+            insp.reason,
+            current.epoch.key(),
+            lost,
+        )
+        return current, (insp.reason, lost)
+    assert insp.current is not None  # "ok" and "pending" have read it
+    return insp.current, (insp.reason, None) if insp.state == "pending" else None

@@ -27,7 +27,12 @@ from pathlib import Path
 from safehold.core.snapshot import Epoch, Snapshot, parse_time
 from safehold.state._db import Changes, Meta, apply_changes, connect, write_meta
 from safehold.state.backup import check_database, read_incremental
-from safehold.state.errors import InvalidBackup, InvalidBackupChain, NoBackupFound
+from safehold.state.errors import (
+    InvalidBackup,
+    InvalidBackupChain,
+    NoBackupFound,
+    RestoreSafetyCheckFailed,
+)
 from safehold.state.target import BackupSource
 
 __all__ = [
@@ -36,6 +41,7 @@ __all__ = [
     "RestoreResult",
     "build_first",
     "build_restore",
+    "check_safe",
     "partition_backups",
     "plan_restore",
 ]
@@ -436,3 +442,20 @@ def _replay(
             break
         parent = snap
     return meta
+
+
+def check_safe(live: Meta, backup_epoch: Epoch, backup_lsn: int) -> None:
+    """``RestorePolicy.SAFE``: refuse if the store holds state newer than the backup's."""
+    if live.lsn == 0:
+        return  # nothing to lose
+    tail = live.tail_epoch or live.epoch
+    if tail.key() > backup_epoch.key():
+        raise RestoreSafetyCheckFailed(
+            f"the store's last transaction is in epoch {tail}, newer than the backup's "
+            f"{backup_epoch}; use RestorePolicy.FORCE to overwrite it"
+        )
+    if live.lsn >= backup_lsn:
+        raise RestoreSafetyCheckFailed(
+            f"the store is at LSN {live.lsn}, at or past the backup's {backup_lsn}; "
+            "use RestorePolicy.FORCE to overwrite it"
+        )

@@ -18,47 +18,39 @@ import asyncio
 import contextlib
 import logging
 import os
-import sqlite3
-import uuid
-from collections.abc import AsyncIterator, Callable, Generator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Generator
 from contextvars import ContextVar
-from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 from safehold.core.errors import UsageError
-from safehold.core.snapshot import Epoch, PartitionRef, Snapshot, SnapshotMeta, format_time
+from safehold.core.snapshot import Epoch, PartitionRef, Snapshot
 from safehold.state import _files
-from safehold.state._db import Changes, Durability, Meta, apply_changes, connect, read_meta
-from safehold.state._recovery import Inspection, create_database, damage, inspect
+from safehold.state._backup_job import take_backup
+from safehold.state._db import Durability, Meta
+from safehold.state._recovery import attach, damage
+from safehold.state._writer import Writer, remove_db_files
 from safehold.state.backup import (
     BackupCallback,
     BackupInfo,
     BackupOption,
-    begin_view,
-    open_view,
-    write_full,
-    write_incremental,
 )
 from safehold.state.dataloss import DataLossHook, DataLossMode, DataLossReport, RestoreContext
 from safehold.state.errors import (
     BackupInProgress,
-    BackupVetoed,
     NoBackupFound,
-    RestoreSafetyCheckFailed,
     StateError,
     StoreClosed,
     TransactionError,
 )
 from safehold.state.restore import (
-    STATE_TAG,
     RestorePolicy,
     RestoreResult,
     build_first,
+    check_safe,
     partition_backups,
     plan_restore,
 )
@@ -124,10 +116,7 @@ class StateStore:
         self._durability: Durability = durability
         self._truncate = truncate_log
         self._verify = verify
-        self._writer: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None  # used on the writer thread only
-        self._meta: Meta | None = None  # replaced on the writer thread only
-        self._generation = 0
+        self._writer: Writer | None = None
         self._lock_fd: int | None = None
         self._write_lock = asyncio.Lock()
         self._maintenance = asyncio.Lock()
@@ -185,7 +174,7 @@ class StateStore:
             raise UsageError("the store is already open")
         await asyncio.to_thread(self.path.mkdir, parents=True, exist_ok=True)
         self._lock_fd = await asyncio.to_thread(_files.lock_directory, self.path)
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"state-{self.partition}")
+        self._writer = Writer(self.path, self.partition, self._durability, self._truncate)
         try:
             await self._attach(None)
             if self._pending is not None and (self._hook is not None or self.auto_restore):
@@ -205,8 +194,7 @@ class StateStore:
 
     async def _shutdown(self) -> None:
         if self._writer is not None:
-            await self._call(self._close_conn)
-            self._writer.shutdown()
+            await self._writer.shutdown()
             self._writer = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -283,52 +271,17 @@ class StateStore:
         await self._ready()
         async with self._write_lock:
             self._live_meta()
-            tx = Transaction(self, self._run)
+            tx = Transaction(self, self._w().run)
             token = self._in_tx.set(True)
             try:
                 yield tx
                 changes, enqueues = tx._changes()
                 if changes or enqueues:
-                    tx.lsn = await self._call(partial(self._commit, changes, enqueues))
+                    w = self._w()
+                    tx.lsn = await w.call(partial(w.commit, changes, enqueues))
             finally:
                 tx._close()
                 self._in_tx.reset(token)
-
-    def _commit(self, ch: Changes, enqueues: list[tuple[str, list[str]]]) -> int:
-        """Commit on the writer thread: apply, log, take the next LSN."""
-        conn, meta = self._require_conn(), self._live_meta()
-        lsn = meta.lsn + 1
-        now = format_time(datetime.now(UTC))
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for name, values in enqueues:
-                (top,) = conn.execute(
-                    "SELECT MAX(seq) FROM queue WHERE name = ?", (name,)
-                ).fetchone()
-                base = top or 0
-                ch.enqs.extend((name, base + i, v) for i, v in enumerate(values, 1))
-            apply_changes(conn, ch)
-            conn.execute(
-                "INSERT INTO log (lsn, epoch_dl, epoch_cfg, time, ops) VALUES (?, ?, ?, ?, ?)",
-                (
-                    lsn,
-                    meta.epoch.data_loss_number,
-                    meta.epoch.configuration_number,
-                    now,
-                    ch.ops_json(),
-                ),
-            )
-            conn.execute(
-                "UPDATE meta SET lsn = ?, tail_dl = ?, tail_cfg = ?, tail_time = ? WHERE id = 1",
-                (lsn, meta.epoch.data_loss_number, meta.epoch.configuration_number, now),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        self._meta = replace(meta, lsn=lsn, tail_epoch=meta.epoch, tail_time=now)
-        return lsn
 
     async def truncate_log(self, up_to: int | None = None) -> int:
         """
@@ -338,26 +291,8 @@ class StateStore:
         Past it, the next incremental is refused with ``MissingFullBackup``.
         """
         await self._ready()
-        return await self._call(partial(self._truncate_log, up_to))
-
-    def _truncate_log(self, up_to: int | None) -> int:
-        conn, meta = self._require_conn(), self._live_meta()
-        if up_to is None:
-            up_to = meta.base_lsn if meta.base_lsn is not None else meta.lsn
-        up_to = min(up_to, meta.lsn)
-        if up_to <= meta.log_floor:
-            return 0
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            n = conn.execute("DELETE FROM log WHERE lsn <= ?", (up_to,)).rowcount
-            conn.execute("UPDATE meta SET log_floor = ? WHERE id = 1", (up_to,))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        self._meta = replace(meta, log_floor=up_to)
-        return int(n)
+        w = self._w()
+        return await w.call(partial(w.truncate_log, up_to))
 
     # -- backups ----------------------------------------------------------------------
 
@@ -388,150 +323,8 @@ class StateStore:
         if self._maintenance.locked():
             raise BackupInProgress(f"a backup or restore of partition {self.partition} is running")
         async with self._maintenance:
-            return await self._backup(target, option, on_backup or self._on_backup, tags)
-
-    async def _backup(
-        self,
-        target: BackupTarget,
-        option: BackupOption,
-        callback: BackupCallback | None,
-        tags: tuple[str, ...],
-    ) -> BackupInfo:
-        gen = self._generation
-        staging = await asyncio.to_thread(_files.staging_dir, self.path)
-        full = option is BackupOption.FULL
-        tmp = staging / f"backup-{uuid.uuid4().hex}.{'sqlite' if full else 'jsonl'}"
-        try:
-            view = await asyncio.to_thread(open_view, self._db_path())
-            try:
-                # Fix the view and stamp its time on the writer thread, between two
-                # commits: the backup then holds exactly the transactions stamped before.
-                time = await self._call(partial(_fix_view, view))
-                if full:
-                    meta = await asyncio.to_thread(write_full, view, tmp)
-                    chain, parent, start, lsn, epoch = (
-                        str(uuid.uuid4()),
-                        None,
-                        0,
-                        meta.lsn,
-                        meta.epoch,
-                    )
-                else:
-                    header = await asyncio.to_thread(
-                        _write_incremental_file, view, tmp, self.partition
-                    )
-                    chain, parent, start = header.chain_id, header.parent, header.from_lsn
-                    lsn, epoch = header.to_lsn, header.epoch
-            finally:
-                await asyncio.to_thread(view.close)
-            _files.failpoint("backup-written")
-            name = f"state.full.{lsn}.sqlite" if full else f"state.incremental.{start}-{lsn}.jsonl"
-            smeta = SnapshotMeta(
-                tags=(STATE_TAG, *tags),
-                partition=self.partition_ref,
-                backup_type=option.value,
-                parent=parent,
-                chain_id=chain,
-                epoch=epoch,
-                lsn=lsn,
-                time=time,
-            )
-            snap = await asyncio.to_thread(_store_file, target, tmp, name, smeta)
-            _files.failpoint("backup-stored")
-            size = (await asyncio.to_thread(tmp.stat)).st_size
-            info = BackupInfo(
-                backup_id=snap.id,
-                option=option,
-                partition=self.partition,
-                chain_id=chain,
-                parent_id=parent,
-                epoch=epoch,
-                lsn=lsn,
-                start_lsn=start,
-                time=time,
-                size=size,
-                path=tmp,
-                location=target.location,
-                snapshot=snap,
-            )
-            await self._run_callback(target, callback, info)
-            if not await self._call(partial(self._accept, gen, info)):
-                log.warning(
-                    "partition %s was restored or lost while backup %s ran: it is stored, "
-                    "but incrementals will not follow it",
-                    self.partition,
-                    snap.short_id,
-                )
-            return info
-        finally:
-            await asyncio.to_thread(tmp.unlink, missing_ok=True)
-
-    async def _run_callback(
-        self, target: BackupTarget, callback: BackupCallback | None, info: BackupInfo
-    ) -> None:
-        if callback is None:
-            return
-        try:
-            accepted = await callback(info)
-        except BaseException as exc:
-            await self._forget(target, info.backup_id)
-            raise BackupVetoed(
-                f"the post-backup callback failed: {exc!r}; backup "
-                f"{info.snapshot.short_id} was forgotten",
-                info,
-            ) from exc
-        if not accepted:
-            await self._forget(target, info.backup_id)
-            raise BackupVetoed(
-                f"the post-backup callback vetoed backup {info.snapshot.short_id}; "
-                "it was forgotten",
-                info,
-            )
-
-    async def _forget(self, target: BackupTarget, snapshot_id: str) -> None:
-        try:
-            await asyncio.to_thread(target.forget, snapshot_id)
-        except Exception:
-            # Not fatal: an unforgotten vetoed backup is a valid backup nothing follows.
-            log.exception("could not forget vetoed backup %s", snapshot_id[:8])
-
-    def _accept(self, gen: int, info: BackupInfo) -> bool:
-        """Make *info* the base of the next incremental, on the writer thread."""
-        meta = self._live_meta()
-        if gen != self._generation or meta.epoch != info.epoch or self._conn is None:
-            return False
-        new = replace(
-            meta,
-            base_id=info.backup_id,
-            base_lsn=info.lsn,
-            base_chain=info.chain_id,
-            base_epoch=info.epoch,
-        )
-        floor = max(meta.log_floor, info.lsn) if self._truncate else meta.log_floor
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if floor > meta.log_floor:
-                conn.execute("DELETE FROM log WHERE lsn <= ?", (floor,))
-            conn.execute(
-                "UPDATE meta SET base_id = ?, base_lsn = ?, base_chain = ?, base_dl = ?, "
-                "base_cfg = ?, log_floor = ? WHERE id = 1",
-                (
-                    info.backup_id,
-                    info.lsn,
-                    info.chain_id,
-                    info.epoch.data_loss_number,
-                    info.epoch.configuration_number,
-                    floor,
-                ),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        self._meta = replace(new, log_floor=floor)
-        return True
+            callback = on_backup or self._on_backup
+            return await take_backup(self._w(), target, self.partition_ref, option, callback, tags)
 
     async def backups(self, source: BackupSource | None = None) -> list[Snapshot]:
         """This partition's backups in *source* (by default the target), oldest first."""
@@ -594,16 +387,17 @@ class StateStore:
         plan = plan_restore(backups, backup_id=backup_id, lsn=lsn, time=time, epoch=epoch)
         before = self._live_meta()
         if policy is RestorePolicy.SAFE and plan.alternative is None and not plan.conditional:
-            _check_safe(before, plan.epoch, plan.max_lsn)  # refuse before downloading anything
+            check_safe(before, plan.epoch, plan.max_lsn)  # refuse before downloading anything
         top = max(p.epoch.data_loss_number for p in (plan, plan.alternative) if p is not None)
         new_epoch = Epoch(
             max(before.epoch.data_loss_number, top) + 1, before.epoch.configuration_number
         )
-        gen = self._generation + 1
-        dest = self.path / f"state-{gen}.db"
+        w = self._w()
+        gen = w.generation + 1
+        dest = w.db_path(gen)
         staging = await asyncio.to_thread(_files.staging_dir, self.path)
         try:
-            await asyncio.to_thread(_remove_db_files, self.path, gen)
+            await asyncio.to_thread(remove_db_files, self.path, gen)
             plan, built = await asyncio.to_thread(
                 build_first,
                 plan,
@@ -619,11 +413,11 @@ class StateStore:
                     await stack.enter_async_context(self._write_lock)
                 live = self._live_meta()
                 if policy is RestorePolicy.SAFE:
-                    _check_safe(live, plan.epoch, built.lsn)
-                await self._call(partial(self._swap, gen, new_epoch))
+                    check_safe(live, plan.epoch, built.lsn)
+                await w.call(partial(w.swap, gen, new_epoch))
         except BaseException:
-            if self._generation != gen:
-                await asyncio.to_thread(_remove_db_files, self.path, gen)
+            if w.generation != gen:
+                await asyncio.to_thread(remove_db_files, self.path, gen)
             raise
         last = plan.chain[-1].id
         return RestoreResult(
@@ -637,40 +431,6 @@ class StateStore:
             warnings=plan.warnings,
         )
 
-    async def _restore_in_hook(
-        self,
-        *,
-        backup_id: str | None,
-        lsn: int | None,
-        time: datetime | None,
-        epoch: Epoch | None,
-        policy: RestorePolicy,
-        source: BackupSource | None,
-    ) -> RestoreResult:
-        return await self._restore(
-            backup_id=backup_id,
-            lsn=lsn,
-            time=time,
-            epoch=epoch,
-            policy=policy,
-            source=source,
-            locked=True,
-        )
-
-    def _swap(self, gen: int, epoch: Epoch) -> None:
-        """Make generation *gen* the live database, on the writer thread."""
-        self._close_conn()
-        try:
-            _files.failpoint("restore-before-swap")
-            _files.write_current(self.path, _files.Current(gen, self.partition, epoch))
-        except BaseException:
-            self._open_conn(self._generation)
-            raise
-        _files.failpoint("restore-after-swap")
-        old = self._generation
-        self._open_conn(gen)
-        _remove_db_files(self.path, old)
-
     # -- data loss ----------------------------------------------------------------------
 
     async def induce_data_loss(self, mode: DataLossMode = DataLossMode.FULL) -> DataLossReport:
@@ -683,8 +443,9 @@ class StateStore:
         """
         self._not_inside("induce a data loss")
         async with self._maintenance, self._write_lock:
-            current = _files.Current(self._generation, self.partition, self._live_meta().epoch)
-            await self._call(self._close_conn)
+            w = self._w()
+            current = _files.Current(w.generation, self.partition, self._live_meta().epoch)
+            await w.call(w.close_conn)
             await asyncio.to_thread(damage, self.path, current, mode)
             await self._attach(mode)
             if self._pending is None or self.last_data_loss is None:
@@ -696,36 +457,17 @@ class StateStore:
 
     async def _attach(self, mode: DataLossMode | None) -> None:
         """Inspect the directory, start again after a loss, and open the live database."""
-        insp = await asyncio.to_thread(inspect, self.path, self.partition, verify=self._verify)
-        if insp.state == "absent" and self.target is not None:
-            backups = await self.backups()
-            if backups:
-                insp = Inspection(
-                    "lost",
-                    f"the store's files are missing, but the partition has {len(backups)} backups",
-                    epochs=[s.epoch for s in backups if s.epoch],
-                )
-        if insp.state == "absent":
-            current = _files.Current(1, self.partition, Epoch())
-            await asyncio.to_thread(create_database, self.path, current, self._durability)
-        elif insp.state == "lost":
-            current = await self._start_again(insp)
-            lost = await asyncio.to_thread(_files.move_aside, self.path, insp.reason)
-            await asyncio.to_thread(create_database, self.path, current, self._durability)
-            log.error(
-                "partition %s: data loss: %s; starting again in epoch %s (remains in %s)",
-                self.partition,
-                insp.reason,
-                current.epoch.key(),
-                lost,
-            )
-            self._pending = (insp.reason, mode, lost)
-        else:
-            assert insp.current is not None  # "ok" and "pending" have read it
-            current = insp.current
-            if insp.state == "pending":
-                self._pending = (insp.reason, mode, None)
-        await self._call(partial(self._open_conn, current.generation))
+        current, loss = await attach(
+            self.path,
+            self.partition,
+            backups=self.backups if self.target is not None else None,
+            verify=self._verify,
+            durability=self._durability,
+        )
+        if loss is not None:
+            self._pending = (loss[0], mode, loss[1])
+        w = self._w()
+        await w.call(partial(w.open_conn, current.generation))
         if self._pending is not None:
             reason, _, lost = self._pending
             self.last_data_loss = DataLossReport(
@@ -737,21 +479,6 @@ class StateStore:
                 state_changed=False,
                 restore=None,
             )
-
-    async def _start_again(self, insp: Inspection) -> _files.Current:
-        epochs = list(insp.epochs)
-        if self.target is not None:
-            try:
-                epochs += [s.epoch for s in await self.backups() if s.epoch is not None]
-            except Exception:
-                log.exception(
-                    "partition %s: cannot list backups to choose the new epoch", self.partition
-                )
-        top = max((e.data_loss_number for e in epochs), default=0)
-        cfg = max((e.configuration_number for e in epochs), default=0)
-        return _files.Current(
-            insp.generation + 1, self.partition, Epoch(top + 1, cfg), pending_loss=insp.reason
-        )
 
     async def _ready(self) -> None:
         """Before a transaction or backup: run a pending data-loss hook, or accept the loss."""
@@ -777,7 +504,11 @@ class StateStore:
         reason, mode, lost = self._pending
         epoch = self._live_meta().epoch
         ctx = RestoreContext(
-            reason=reason, mode=mode, lost_files=lost, epoch=epoch, restorer=self._restore_in_hook
+            reason=reason,
+            mode=mode,
+            lost_files=lost,
+            epoch=epoch,
+            restorer=partial(self._restore, locked=True),
         )
         token = self._in_hook.set(True)
         try:
@@ -808,48 +539,19 @@ class StateStore:
         return self.last_data_loss
 
     async def _clear_pending(self) -> None:
-        current = _files.Current(self._generation, self.partition, self._live_meta().epoch)
+        current = _files.Current(self._w().generation, self.partition, self._live_meta().epoch)
         await asyncio.to_thread(_files.write_current, self.path, current)
         self._pending = None
 
-    # -- the writer thread ---------------------------------------------------------------
+    # -- helpers ----------------------------------------------------------------------
 
-    def _db_path(self, gen: int | None = None) -> Path:
-        return self.path / f"state-{self._generation if gen is None else gen}.db"
-
-    async def _call(self, fn: Callable[[], T]) -> T:
-        """Run *fn* on the writer thread; SQLite errors become ``StateError``."""
+    def _w(self) -> Writer:
         if self._writer is None:
-            raise StoreClosed(f"the state store of partition {self.partition} is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._writer, _translated, fn)
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run *fn* with the writer connection on the writer thread (a ``Runner``)."""
-        return await self._call(lambda: fn(self._require_conn()))
-
-    def _open_conn(self, gen: int) -> None:
-        conn = connect(self._db_path(gen), durability=self._durability)
-        try:
-            self._meta = read_meta(conn)
-        except BaseException:
-            conn.close()
-            raise
-        self._conn, self._generation = conn, gen
-
-    def _close_conn(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _require_conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StoreClosed(f"the state store of partition {self.partition} is closed")
-        return self._conn
+            raise StoreClosed(f"the state store of partition {self.partition} is not open")
+        return self._writer
 
     def _live_meta(self) -> Meta:
-        if self._meta is None or self._writer is None:
-            raise StoreClosed(f"the state store of partition {self.partition} is not open")
-        return self._meta
+        return self._w().live_meta()
 
     def _require_target(self) -> BackupTarget:
         if self.target is None:
@@ -883,47 +585,3 @@ class _Opening:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._store.close()
-
-
-def _translated(fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except sqlite3.Error as exc:
-        raise StateError(f"the state database failed: {exc}") from exc
-
-
-def _fix_view(view: sqlite3.Connection) -> datetime:
-    begin_view(view)
-    return datetime.now(UTC)
-
-
-def _write_incremental_file(view: sqlite3.Connection, path: Path, partition: str) -> Any:
-    with path.open("x", encoding="utf-8") as out:
-        return write_incremental(view, out, partition=partition)
-
-
-def _store_file(target: BackupTarget, path: Path, name: str, meta: SnapshotMeta) -> Snapshot:
-    with path.open("rb") as f:
-        return target.store(f, name=name, meta=meta)
-
-
-def _remove_db_files(root: Path, gen: int) -> None:
-    for p in _files.database_files(root).get(gen, []):
-        p.unlink(missing_ok=True)
-
-
-def _check_safe(live: Meta, backup_epoch: Epoch, backup_lsn: int) -> None:
-    """``RestorePolicy.SAFE``: refuse if the store holds state newer than the backup's."""
-    if live.lsn == 0:
-        return  # nothing to lose
-    tail = live.tail_epoch or live.epoch
-    if tail.key() > backup_epoch.key():
-        raise RestoreSafetyCheckFailed(
-            f"the store's last transaction is in epoch {tail}, newer than the backup's "
-            f"{backup_epoch}; use RestorePolicy.FORCE to overwrite it"
-        )
-    if live.lsn >= backup_lsn:
-        raise RestoreSafetyCheckFailed(
-            f"the store is at LSN {live.lsn}, at or past the backup's {backup_lsn}; "
-            "use RestorePolicy.FORCE to overwrite it"
-        )
