@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["HealthPublic", "PartitionCreate", "PartitionPublic"]
+__all__ = ["HealthPublic", "PagedPartitionList", "PartitionCreate", "PartitionPublic"]
 
 
 class PartitionCreate(BaseModel):
@@ -49,8 +47,3 @@ class PagedPartitionList(BaseModel):
 
     ContinuationToken: str
     Items: list[PartitionPublic]
-
-
-def dump(model: BaseModel) -> dict[str, Any]:
-    """Return a schema as JSON-ready data."""
-    return model.model_dump()

@@ -17,7 +17,6 @@ from safehold.core.policy import FrequencySchedule, Schedule, effective_config, 
 from safehold.core.snapshot import format_time
 from safehold.service.context import ServiceContext
 from safehold.service.protection import load_policy
-from safehold.service.scheduler import _chain
 
 __all__ = ["PartitionHealth", "partition_health"]
 
@@ -58,7 +57,7 @@ def partition_health(ctx: ServiceContext) -> list[PartitionHealth]:
         mappings = uow.mappings.all()
         suspended = uow.mappings.suspensions()
         for p in uow.partitions.list():
-            eff = effective_config(_chain(p), mappings, suspended)
+            eff = effective_config(p.chain(), mappings, suspended)
             backups = uow.backups.list(partition_id=p.partition_id)
             last_good = backups[-1].created_at if backups else None
             last_job = uow.jobs.latest(p.partition_id, ["backup"])
@@ -80,7 +79,7 @@ def partition_health(ctx: ServiceContext) -> list[PartitionHealth]:
                 )
                 continue
             schedule = load_policy(ctx, uow, eff.policy_name).schedule
-            entity = next(e for e in _chain(p) if e.kind == eff.policy_from)
+            entity = next(e for e in p.chain() if e.kind == eff.policy_from)
             since = last_good or uow.mappings.enabled_at(entity) or p.created_at
             period = _period(schedule, since)
             late = now - next_due(schedule, since)

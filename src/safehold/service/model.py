@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from safehold.core.policy import EntityRef
 from safehold.core.snapshot import Epoch
 
 __all__ = [
@@ -42,6 +43,14 @@ class PartitionRecord:
     lsn: int
     last_scheduled_at: datetime | None
     created_at: datetime
+
+    def chain(self) -> list[EntityRef]:
+        """The entities from the application down to this partition."""
+        return [
+            EntityRef("Application", self.application),
+            EntityRef("Service", self.service),
+            EntityRef("Partition", self.partition_id),
+        ]
 
 
 @dataclass

@@ -23,7 +23,6 @@ from safehold.core.policy import (
     check_service_name,
     effective_config,
     parse_policy,
-    parse_storage,
 )
 from safehold.core.snapshot import Epoch
 from safehold.service.context import ServiceContext
@@ -413,11 +412,6 @@ def config_info(ctx: ServiceContext, entity: EntityRef) -> list[dict[str, Any]]:
         if not out:
             raise BackupNotEnabled(f"backup is not enabled for {entity.kind.lower()} {entity.key}")
         return out
-
-
-def storage_from_json(doc: object) -> Any:
-    """Parse a request's ``BackupStorage`` (re-exported for the jobs module)."""
-    return parse_storage(doc, "BackupStorage")
 
 
 def list_partitions(ctx: ServiceContext) -> list[PartitionRecord]:

@@ -15,7 +15,7 @@ import logging
 from datetime import datetime
 
 from safehold.core.errors import ConflictError, SafeholdError
-from safehold.core.policy import EntityRef, FrequencySchedule, effective_config, next_due
+from safehold.core.policy import FrequencySchedule, effective_config, next_due
 from safehold.service.context import ServiceContext
 from safehold.service.jobs import request_backup
 from safehold.service.model import JobRecord, PartitionRecord
@@ -27,16 +27,8 @@ __all__ = ["due_partitions", "tick"]
 log = logging.getLogger("safehold.scheduler")
 
 
-def _chain(p: PartitionRecord) -> list[EntityRef]:
-    return [
-        EntityRef("Application", p.application),
-        EntityRef("Service", p.service),
-        EntityRef("Partition", p.partition_id),
-    ]
-
-
 def _enabled_at(uow: SqlUnitOfWork, p: PartitionRecord, scope: str) -> datetime | None:
-    entity = next(e for e in _chain(p) if e.kind == scope)
+    entity = next(e for e in p.chain() if e.kind == scope)
     return uow.mappings.enabled_at(entity)
 
 
@@ -47,7 +39,7 @@ def due_partitions(ctx: ServiceContext, now: datetime) -> list[str]:
         mappings = uow.mappings.all()
         suspended = uow.mappings.suspensions()
         for p in uow.partitions.list():
-            eff = effective_config(_chain(p), mappings, suspended)
+            eff = effective_config(p.chain(), mappings, suspended)
             if eff.policy_name is None or eff.suspended:
                 continue
             schedule = load_policy(ctx, uow, eff.policy_name).schedule

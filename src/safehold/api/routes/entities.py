@@ -33,11 +33,11 @@ LatestQ = Annotated[bool, Query(alias="Latest")]
 StartQ = Annotated[str | None, Query(alias="StartDateTimeFilter")]
 EndQ = Annotated[str | None, Query(alias="EndDateTimeFilter")]
 
-KINDS: dict[str, tuple[str, str, str]] = {
-    # kind: (path prefix, path parameter, operation-id noun)
-    "Application": ("/Applications/{entity_id}", "applicationId", "application"),
-    "Service": ("/Services/{entity_id}", "serviceId", "service"),
-    "Partition": ("/Partitions/{entity_id}", "partitionId", "partition"),
+KINDS: dict[str, tuple[str, str]] = {
+    # kind: (path prefix, operation-id noun)
+    "Application": ("/Applications/{entity_id}", "application"),
+    "Service": ("/Services/{entity_id}", "service"),
+    "Partition": ("/Partitions/{entity_id}", "partition"),
 }
 
 
@@ -51,7 +51,7 @@ def _entity_parser(kind: str) -> Callable[[str], EntityRef]:
 
 
 def _add_routes(kind: str) -> None:
-    prefix, _param, noun = KINDS[kind]
+    prefix, noun = KINDS[kind]
     entity_of = _entity_parser(kind)
 
     @router.post(f"{prefix}/$/EnableBackup", status_code=202, name=f"enable_{noun}_backup")

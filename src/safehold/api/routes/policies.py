@@ -15,6 +15,7 @@ from safehold.api.deps import (
     parse_filter_time,
 )
 from safehold.api.paging import page
+from safehold.core.policy import PolicyError
 from safehold.service import jobs, protection
 
 router = APIRouter(prefix="/BackupRestore", tags=["BackupPolicies"])
@@ -86,8 +87,6 @@ def get_backups_from_backup_location(
 ) -> dict[str, Any]:
     """List backups straight from a storage, with no catalog (for rebuilding a controller)."""
     if not isinstance(body, dict):
-        from safehold.core.policy import PolicyError
-
         raise PolicyError("the body must be an object with Storage and BackupEntity")
     items = jobs.storage_backups(
         ctx,
