@@ -355,3 +355,28 @@ def test_auto_restore_on_data_loss(ctx: ServiceContext, enabled: Path, store_dir
     assert (enabled / "p1" / "data.txt").read_text() == f"data of {P1}"
     with pytest.raises(BackupNotFound):
         jobs.report_data_loss(ctx, P2)
+
+
+def test_restore_from_storage_alone(ctx: ServiceContext, enabled: Path, store_dir: Path) -> None:
+    """With the catalog's backups gone (a rebuilt controller), BackupStorage finds the backup."""
+    jobs.request_backup(ctx, P1)
+    run_agent_once(ctx)
+    [b] = jobs.list_backups(ctx, PART, start=None, end=None, latest=False)
+    with ctx.uow() as uow:
+        uow.backups.delete([b.backup_id])
+        uow.commit()
+    storage = {"StorageKind": "FileShare", "Path": str(store_dir)}
+    (enabled / "p1" / "data.txt").write_text("lost")
+    jobs.request_restore(
+        ctx, P1, {"BackupId": b.backup_id, "BackupLocation": b.location, "BackupStorage": storage}
+    )
+    run_agent_once(ctx)
+    assert (enabled / "p1" / "data.txt").read_text() == f"data of {P1}"
+    (enabled / "p1" / "data.txt").write_text("lost again")
+    jobs.request_restore(ctx, P1, {"BackupStorage": storage}, latest=True)
+    run_agent_once(ctx)
+    assert (enabled / "p1" / "data.txt").read_text() == f"data of {P1}"
+    # Without BackupStorage, the policy's storage is searched.
+    jobs.request_restore(ctx, P1, {"BackupId": b.backup_id, "BackupLocation": b.location})
+    assert run_agent_once(ctx)
+    assert jobs.restore_progress(ctx, P1)["RestoreState"] == "Success"
