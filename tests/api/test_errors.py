@@ -329,3 +329,26 @@ def test_concurrent_http_requests_for_one_partition(client: httpx.Client, ready:
     with ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(ask, range(8)))
     assert sorted(codes) == [202] + [409] * 7
+
+
+def test_validate_connection(client: httpx.Client, tmp_path: Path) -> None:
+    """ValidateConnection=true tries the storage: a usable path passes, an unusable one is a 400."""
+    h = auth()
+    ok = policy(tmp_path / "fine", Name="ok")
+    r = client.post(
+        "/BackupRestore/BackupPolicies/$/Create",
+        params={**V, "ValidateConnection": "true"},
+        json=ok,
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+    (tmp_path / "a-file").write_text("not a directory")
+    bad = policy(tmp_path / "a-file" / "below", Name="bad")
+    r = client.post(
+        "/BackupRestore/BackupPolicies/$/Create",
+        params={**V, "ValidateConnection": "true"},
+        json=bad,
+        headers=h,
+    )
+    check(r, 400, "SAFEHOLD_E_STORAGE_UNREACHABLE")
+    assert client.get("/BackupRestore/BackupPolicies/bad", params=V, headers=h).status_code == 404

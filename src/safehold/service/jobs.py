@@ -12,20 +12,16 @@ One backup or restore runs per partition at a time.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 from safehold.core.policy import BackupPolicy, EntityRef, PolicyError, StorageSpec, parse_storage
 from safehold.core.snapshot import Epoch, format_time, parse_time
-from safehold.repo.errors import WrongPassword
 from safehold.service.context import ServiceContext
 from safehold.service.errors import (
     BackupInProgress,
     BackupNotEnabled,
     BackupNotFound,
-    ForeignRepository,
     JobNotRunning,
     PartitionMismatch,
     RestoreInProgress,
@@ -40,6 +36,11 @@ from safehold.service.model import (
     backup_location,
 )
 from safehold.service.protection import effective_for, get_partition, load_policy
+from safehold.service.storages import (
+    ensure_repository,
+    foreign_repository_is_bad_input,
+    storage_key,
+)
 from safehold.service.uow import SqlUnitOfWork
 
 __all__ = [
@@ -55,15 +56,6 @@ __all__ = [
 
 RUNNING = {"backup": "BackupInProgress", "restore": "RestoreInProgress", "clean": "InProgress"}
 MAX_TIMEOUT_MINUTES = 7 * 24 * 60
-
-
-def storage_key(spec: StorageSpec | dict[str, Any]) -> str:
-    """Identify a storage location (not its credentials), to group chains by storage."""
-    doc = spec if isinstance(spec, dict) else spec.to_json()
-    parts = [
-        doc.get(k) or "" for k in ("StorageKind", "Path", "ContainerName", "BucketName", "Prefix")
-    ]
-    return "|".join(parts)
 
 
 def _check_timeout(minutes: int, name: str) -> timedelta:
@@ -134,7 +126,7 @@ def request_backup(
                 f"partition {p.partition_id} has no backup policy: enable one or give BackupStorage"
             )
         _refuse_if_busy(uow, p.partition_id)
-        _ensure_repository(ctx, storage)
+        ensure_repository(ctx, storage)
         kind, parent = "Full", None
         if scheduled and policy is not None:
             kind, parent = _next_in_chain(uow, p, storage, policy.max_incremental_backups)
@@ -172,37 +164,6 @@ def request_backup(
         uow.jobs.save(job)
         uow.commit()
     return job
-
-
-def _ensure_repository(ctx: ServiceContext, storage: StorageSpec) -> None:
-    """
-    Create the storage's repository once, here, before any agent writes to it.
-
-    Two agents starting the first backups of two partitions at once would
-    otherwise both create a repository in the same storage. Called under
-    ``ctx.job_lock``.
-    """
-    key = storage_key(storage)
-    if key in ctx.ready_storages:
-        return
-    store = ctx.open_storage(storage)
-    try:
-        with _foreign_repository_is_bad_input(ctx, storage):
-            ctx.engine.ensure_repository(store)
-    finally:
-        store.close()
-    ctx.ready_storages.add(key)
-
-
-@contextmanager
-def _foreign_repository_is_bad_input(ctx: ServiceContext, storage: StorageSpec) -> Iterator[None]:
-    try:
-        yield
-    except WrongPassword as exc:
-        raise ForeignRepository(
-            f"the repository in storage {ctx.storage_label(storage)} was not created with "
-            "this controller's password"
-        ) from exc
 
 
 def _find_in_storage(ctx: ServiceContext, storage: StorageSpec, backup_id: str) -> BackupRecord:
@@ -689,7 +650,7 @@ def backups_in_storage(ctx: ServiceContext, storage: StorageSpec) -> list[Backup
     """Read every backup's metadata straight from a storage, with no catalog."""
     store = ctx.open_storage(storage)
     try:
-        with _foreign_repository_is_bad_input(ctx, storage):
+        with foreign_repository_is_bad_input(ctx, storage):
             snaps = ctx.engine.snapshots(store)
     finally:
         store.close()

@@ -25,6 +25,7 @@ from safehold.core.policy import (
     parse_policy,
 )
 from safehold.core.snapshot import Epoch
+from safehold.service import storages
 from safehold.service.context import ServiceContext
 from safehold.service.errors import (
     BackupIsEnabled,
@@ -71,10 +72,14 @@ def load_policy(ctx: ServiceContext, uow: SqlUnitOfWork, name: str) -> BackupPol
     return parse_policy(doc)
 
 
-def create_policy(ctx: ServiceContext, doc: object) -> BackupPolicy:
-    """Validate and store a new policy."""
+def create_policy(
+    ctx: ServiceContext, doc: object, *, validate_connection: bool = False
+) -> BackupPolicy:
+    """Validate and store a new policy (with *validate_connection*, try its storage first)."""
     policy = parse_policy(doc)
     _refuse_redacted(policy)
+    if validate_connection:
+        storages.validate_connection(ctx, policy.storage)
     with ctx.uow() as uow:
         if uow.policies.get(policy.name) is not None:
             raise PolicyExists(f"backup policy {policy.name!r} already exists")
@@ -83,7 +88,9 @@ def create_policy(ctx: ServiceContext, doc: object) -> BackupPolicy:
     return policy
 
 
-def update_policy(ctx: ServiceContext, name: str, doc: object) -> BackupPolicy:
+def update_policy(
+    ctx: ServiceContext, name: str, doc: object, *, validate_connection: bool = False
+) -> BackupPolicy:
     """
     Replace policy *name*.
 
@@ -104,6 +111,8 @@ def update_policy(ctx: ServiceContext, name: str, doc: object) -> BackupPolicy:
                 f"the policy's Name {policy.name!r} differs from {name!r} in the path"
             )
         _refuse_redacted(policy)
+        if validate_connection:
+            storages.validate_connection(ctx, policy.storage)
         uow.policies.update(name, _sealed(ctx, policy))
         uow.commit()
     return policy

@@ -22,21 +22,29 @@ router = APIRouter(prefix="/BackupRestore", tags=["BackupPolicies"])
 
 TokenQ = Annotated[str | None, Query(alias="ContinuationToken")]
 MaxQ = Annotated[int | None, Query(alias="MaxResults")]
+ValidateQ = Annotated[bool, Query(alias="ValidateConnection")]
 
 
 @router.post("/BackupPolicies/$/Create", status_code=201)
-def create_backup_policy(ctx: CtxDep, _v: ApiVersionDep, _p: AdminDep, body: JsonBody) -> Response:
-    """Create a backup policy (201); 409 if the name exists."""
-    protection.create_policy(ctx, body)
+def create_backup_policy(
+    ctx: CtxDep, _v: ApiVersionDep, _p: AdminDep, body: JsonBody, validate: ValidateQ = False
+) -> Response:
+    """Create a backup policy (201); 409 if the name exists; ValidateConnection tries it."""
+    protection.create_policy(ctx, body, validate_connection=validate)
     return Response(status_code=201)
 
 
 @router.post("/BackupPolicies/{name}/$/Update")
 def update_backup_policy(
-    ctx: CtxDep, _v: ApiVersionDep, _p: AdminDep, name: str, body: JsonBody
+    ctx: CtxDep,
+    _v: ApiVersionDep,
+    _p: AdminDep,
+    name: str,
+    body: JsonBody,
+    validate: ValidateQ = False,
 ) -> Response:
     """Replace a backup policy; secrets sent as ``****`` keep their stored value."""
-    protection.update_policy(ctx, name, body)
+    protection.update_policy(ctx, name, body, validate_connection=validate)
     return Response(status_code=200)
 
 
