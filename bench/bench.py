@@ -194,6 +194,65 @@ def bench_tool(tool: str, out: Path, data_src: Path, size_mb: int) -> Result:
     return result
 
 
+def bench_object_stores(out: Path, data_src: Path, size_mb: int, file_result: Result) -> str:
+    """Back up and restore the data set on Azurite and on moto's S3 server, for MB/s figures."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.storage import servers  # the same real servers the test suite starts
+
+    work = out / "object-stores"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    azurite = servers.azurite(work)
+    moto = servers.moto(work)
+    rows = [
+        f"| file | {size_mb / file_result.seconds['first backup']:.0f} MB/s | "
+        f"{size_mb / file_result.seconds['full restore']:.0f} MB/s |"
+    ]
+    env = {**os.environ, "SAFEHOLD_PASSWORD": PASSWORD}
+    try:
+        azurite.start()
+        moto.start()
+        stores = {
+            "azure (Azurite)": (
+                "azure://bench",
+                {"AZURE_STORAGE_CONNECTION_STRING": servers.azurite_connection_string(azurite)},
+            ),
+            "s3 (moto server)": (
+                "s3://bench",
+                {
+                    "AWS_ACCESS_KEY_ID": "bench",
+                    "AWS_SECRET_ACCESS_KEY": "bench",
+                    "AWS_ENDPOINT_URL": f"http://{servers.HOST}:{moto.port}",
+                },
+            ),
+        }
+        for label, (url, extra) in stores.items():
+            e = {**env, **extra}
+            cmd = [sys.executable, "-m", "safehold"]
+            run([*cmd, "init", "--repo", url], e)
+            backup, _ = run([*cmd, "backup", "--repo", url, str(data_src)], e)
+            target = work / "restore"
+            restore_s, _ = run(
+                [*cmd, "restore", "latest", "--repo", url, "--target", str(target)], e
+            )
+            shutil.rmtree(target, ignore_errors=True)
+            rows.append(
+                f"| {label} | {size_mb / backup:.0f} MB/s | {size_mb / restore_s:.0f} MB/s |"
+            )
+    finally:
+        azurite.stop()
+        moto.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    head = [
+        "",
+        "## safehold on each storage",
+        "",
+        "| storage | backup | restore |",
+        "| --- | --- | --- |",
+    ]
+    return "\n".join(head + rows)
+
+
 def report(results: list[Result], size_mb: int) -> str:
     base = next(r for r in results if r.tool == "safehold")
     others = [r for r in results if r.tool != "safehold"]
@@ -233,6 +292,7 @@ def main() -> None:
     ap.add_argument("--size-mb", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=Path("bench/out"))
     ap.add_argument("--tools", default="safehold,restic,borg")
+    ap.add_argument("--no-object-stores", action="store_true", help="Skip Azurite and moto.")
     args = ap.parse_args()
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -240,6 +300,9 @@ def main() -> None:
     make_data(data, args.size_mb)
     results = [bench_tool(t, args.out, data, args.size_mb) for t in args.tools.split(",")]
     text = report(results, args.size_mb)
+    ours = next((r for r in results if r.tool == "safehold"), None)
+    if ours is not None and not args.no_object_stores:
+        text += "\n" + bench_object_stores(args.out, data, args.size_mb, ours)
     print(text)
     (args.out / "results.md").write_text(text + "\n")
     (args.out / "results.json").write_text(json.dumps([r.__dict__ for r in results], indent=2))
