@@ -146,3 +146,16 @@ def test_unknown_entities_and_bad_registrations(
     for req in bad:
         with pytest.raises(PolicyError):
             protection.register_partition(ctx, req)
+
+
+def test_partition_ids_are_normalised(ctx: ServiceContext, store_dir: Path, tmp_path: Path) -> None:
+    """Upper case or braced GUIDs name the same partition everywhere."""
+    add_partition(ctx, P1, tmp_path / "p1")
+    protection.create_policy(ctx, policy_doc("p", store_dir))
+    protection.enable_backup(ctx, EntityRef("Partition", "{" + P1.upper() + "}"), "p")
+    assert protection.config_info(ctx, PART)[0]["PolicyName"] == "p"
+    protection.suspend_backup(ctx, EntityRef("Partition", P1.upper()))
+    assert protection.config_info(ctx, PART)[0]["SuspensionInfo"]["IsSuspended"]
+    protection.resume_backup(ctx, EntityRef("Partition", "{" + P1 + "}"))
+    assert not protection.config_info(ctx, PART)[0]["SuspensionInfo"]["IsSuspended"]
+    protection.disable_backup(ctx, EntityRef("Partition", P1.upper()), clean=False)

@@ -309,7 +309,7 @@ def enable_backup(ctx: ServiceContext, entity: EntityRef, policy_name: object) -
     if not isinstance(policy_name, str) or not policy_name:
         raise PolicyError("BackupPolicyName is required")
     with ctx.uow() as uow:
-        chain_of(uow, entity)
+        entity = chain_of(uow, entity)[-1]
         if uow.policies.get(policy_name) is None:
             raise PolicyNotFound(f"backup policy {policy_name!r} does not exist")
         uow.mappings.assign(entity, policy_name, ctx.clock())
@@ -327,7 +327,7 @@ def disable_backup(
         storage of the policy that was enabled; else ``([], None)``.
     """
     with ctx.uow() as uow:
-        chain_of(uow, entity)
+        entity = chain_of(uow, entity)[-1]
         policy_name = uow.mappings.all().get(entity)
         if policy_name is None:
             raise BackupNotEnabled(
@@ -351,6 +351,7 @@ def disable_backup(
 def suspend_backup(ctx: ServiceContext, entity: EntityRef) -> None:
     """Suspend periodic backup of *entity*'s subtree; backup must be enabled there."""
     with ctx.uow() as uow:
+        entity = chain_of(uow, entity)[-1]
         if effective_for(uow, entity).policy_name is None:
             raise BackupNotEnabled(f"backup is not enabled for {entity.kind.lower()} {entity.key}")
         uow.mappings.suspend(entity)
@@ -360,7 +361,7 @@ def suspend_backup(ctx: ServiceContext, entity: EntityRef) -> None:
 def resume_backup(ctx: ServiceContext, entity: EntityRef) -> None:
     """Resume what was suspended at this very level (idempotent)."""
     with ctx.uow() as uow:
-        chain_of(uow, entity)
+        entity = chain_of(uow, entity)[-1]
         uow.mappings.resume(entity)
         uow.commit()
 
@@ -396,6 +397,7 @@ def config_info(ctx: ServiceContext, entity: EntityRef) -> list[dict[str, Any]]:
     below it that has its own mapping or suspension.
     """
     with ctx.uow() as uow:
+        entity = chain_of(uow, entity)[-1]
         eff = effective_for(uow, entity)
         if entity.kind == "Partition":
             p = get_partition(uow, entity.key)
