@@ -91,3 +91,45 @@ def test_client_commands_and_exit_codes(url: str, tmp_path: Path) -> None:
         url, "policy", "suspend", "--service", "fabric:/Cli/Svc", "--application", "fabric:/Cli"
     )
     assert both.returncode == 2
+
+
+def test_config_backup_and_restore_commands(url: str, tmp_path: Path) -> None:
+    """safehold config backup/restore --wait round-trip through the API."""
+    src = tmp_path / "src"
+    src.mkdir()
+    assert (
+        run(
+            url,
+            "partition",
+            "add",
+            "--application",
+            "fabric:/Cfg",
+            "--service",
+            "fabric:/Cfg/S",
+            "--partition-id",
+            PID,
+            "--source",
+            f"dir:{src}",
+        ).returncode
+        == 0
+    )
+    r = run(
+        url, "config", "backup", "--storage-path", str(tmp_path / "cfg"), "--name", "n1", "--wait"
+    )
+    assert r.returncode == 0, r.stderr
+    r = run(
+        url, "config", "restore", "--storage-path", str(tmp_path / "cfg"), "--name", "n1", "--wait"
+    )
+    assert r.returncode == 0, r.stderr
+    missing = run(
+        url,
+        "config",
+        "restore",
+        "--storage-path",
+        str(tmp_path / "cfg"),
+        "--name",
+        "nope",
+        "--wait",
+    )
+    assert missing.returncode == 1
+    assert "nope" in missing.stderr

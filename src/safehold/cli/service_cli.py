@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from safehold.cli.service_client import partition_app, policy_app
+from safehold.cli.service_client import config_app, partition_app, policy_app
 from safehold.cli.service_server import agent, serve
 
 __all__ = ["register"]
@@ -16,3 +16,4 @@ def register(app: typer.Typer) -> None:
     app.command("agent")(agent)
     app.add_typer(policy_app, name="policy")
     app.add_typer(partition_app, name="partition")
+    app.add_typer(config_app, name="config")

@@ -26,7 +26,7 @@ from rich.table import Table
 from safehold.core.errors import ExitCode, SafeholdError, UsageError
 from safehold.core.policy import id_from_name
 
-__all__ = ["ApiClient", "partition_app", "policy_app"]
+__all__ = ["ApiClient", "config_app", "partition_app", "policy_app"]
 
 console = Console()
 V = {"api-version": "6.4"}
@@ -62,6 +62,12 @@ class ApiError(SafeholdError):
             404: ExitCode.NOT_FOUND,
             409: ExitCode.LOCKED,
         }.get(status, ExitCode.FAILURE)
+
+
+class OperationFailed(SafeholdError):
+    """A backup, restore or configuration operation ended without success (exit 1)."""
+
+    exit_code = ExitCode.FAILURE
 
 
 class ApiClient:
@@ -382,8 +388,9 @@ def _finish(info: dict[str, Any], kind: str) -> None:
     state = info[f"{kind}State"]
     if state != "Success":
         err = info.get("FailureError") or {}
-        console.print(f"{kind.lower()} {state}: {err.get('Code', '')} {err.get('Message', '')}")
-        raise typer.Exit(ExitCode.FAILURE)
+        raise OperationFailed(
+            f"{kind.lower()} {state}: {err.get('Code', '')} {err.get('Message', '')}"
+        )
 
 
 @partition_app.command("backup")
@@ -489,3 +496,60 @@ def partition_restore(
     info = _wait(api, partition_id, "Restore")
     _finish(info, "Restore")
     console.print(f"restored epoch {info['RestoredEpoch']} LSN {info['RestoredLsn']}")
+
+
+config_app = typer.Typer(
+    help="Back up and restore the service's own configuration.", no_args_is_help=True
+)
+
+
+def _config_operation(
+    action: str, storage_path: Path, name: str, wait: bool, api: ApiClient
+) -> None:
+    body = {
+        "Storage": {"StorageKind": "FileShare", "Path": str(storage_path.absolute())},
+        "BackupName": name,
+    }
+    accepted = api.request("POST", f"/safehold/config/$/{action}", sf=False, json=body)
+    location = f"/safehold/config/operations/{accepted['Id']}"
+    if not wait:
+        console.print(f"{action.lower()} accepted: follow {location}")
+        return
+    while True:
+        status = api.request("GET", location, sf=False)
+        if status["Status"] != "InProgress":
+            break
+        time.sleep(0.3)
+    if status["Status"] != "Succeeded":
+        raise OperationFailed(
+            f"{action.lower()} failed: {status.get('Error', {}).get('Message', '')}"
+        )
+    console.print(f"configuration {action.lower()} {name}: done")
+
+
+@config_app.command("backup")
+def config_backup(
+    storage_path: Annotated[Path, typer.Option("--storage-path", help="A FileShare directory.")],
+    name: Annotated[str, typer.Option("--name", help="The backup's name.")],
+    wait: Annotated[bool, typer.Option("--wait")] = False,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    ca_cert: CaOpt = None,
+) -> None:
+    """Save policies, registrations, mappings and suspensions as a named backup."""
+    _config_operation("Backup", storage_path, name, wait, client(url, token, token_file, ca_cert))
+
+
+@config_app.command("restore")
+def config_restore(
+    storage_path: Annotated[Path, typer.Option("--storage-path", help="A FileShare directory.")],
+    name: Annotated[str, typer.Option("--name", help="The backup's name.")],
+    wait: Annotated[bool, typer.Option("--wait")] = False,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    ca_cert: CaOpt = None,
+) -> None:
+    """Replace the configuration with the newest backup of that name."""
+    _config_operation("Restore", storage_path, name, wait, client(url, token, token_file, ca_cert))
