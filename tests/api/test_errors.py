@@ -352,3 +352,14 @@ def test_validate_connection(client: httpx.Client, tmp_path: Path) -> None:
     )
     check(r, 400, "SAFEHOLD_E_STORAGE_UNREACHABLE")
     assert client.get("/BackupRestore/BackupPolicies/bad", params=V, headers=h).status_code == 404
+
+
+def test_unregister_route(client: httpx.Client, ready: Path) -> None:
+    """DELETE of a registration: readers are refused, unknown ids are 404, then it is gone."""
+    check(client.delete(f"/safehold/partitions/{PID2}", headers=auth(READER)), 403)
+    check(
+        client.delete("/safehold/partitions/dddddddd-0000-4000-8000-000000000000", headers=auth()),
+        404,
+    )
+    assert client.delete(f"/safehold/partitions/{PID2}", headers=auth()).status_code == 204
+    check(client.get(f"/safehold/partitions/{PID2}", headers=auth()), 404)

@@ -159,3 +159,23 @@ def test_partition_ids_are_normalised(ctx: ServiceContext, store_dir: Path, tmp_
     protection.resume_backup(ctx, EntityRef("Partition", "{" + P1 + "}"))
     assert not protection.config_info(ctx, PART)[0]["SuspensionInfo"]["IsSuspended"]
     protection.disable_backup(ctx, EntityRef("Partition", P1.upper()), clean=False)
+
+
+def test_unregister_partition(ctx: ServiceContext, store_dir: Path, tmp_path: Path) -> None:
+    """A partition can be removed when idle; its mapping goes, the policy can then be deleted."""
+    from safehold.core.errors import ConflictError
+    from safehold.service import jobs
+
+    add_partition(ctx, P1, tmp_path / "p1")
+    protection.create_policy(ctx, policy_doc("p", store_dir))
+    protection.enable_backup(ctx, PART, "p")
+    jobs.request_backup(ctx, P1)
+    with pytest.raises(ConflictError):
+        protection.unregister_partition(ctx, P1)
+    jobs.recover_after_restart(ctx)
+    protection.unregister_partition(ctx, P1)
+    with pytest.raises(EntityNotFound):
+        protection.find_partition(ctx, P1)
+    protection.delete_policy(ctx, "p")
+    with pytest.raises(EntityNotFound):
+        protection.unregister_partition(ctx, P1)

@@ -314,6 +314,21 @@ def partition_add(
     console.print(f"registered partition {out['PartitionId']} of {out['ServiceName']}")
 
 
+@partition_app.command("remove")
+def partition_remove(
+    partition_id: str,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    ca_cert: CaOpt = None,
+) -> None:
+    """Forget a partition's registration (its backups stay)."""
+    client(url, token, token_file, ca_cert).request(
+        "DELETE", f"/safehold/partitions/{partition_id}", sf=False
+    )
+    console.print(f"removed partition {partition_id}")
+
+
 @partition_app.command("list")
 def partition_list(
     url: UrlOpt = DEFAULT_URL,

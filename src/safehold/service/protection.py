@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from safehold.core.errors import ConflictError
 from safehold.core.policy import (
     REDACTED,
     BackupPolicy,
@@ -435,3 +436,25 @@ def find_partition(ctx: ServiceContext, partition_id: str) -> PartitionRecord:
     """Return one registered partition; 404 if unknown."""
     with ctx.uow() as uow:
         return get_partition(uow, partition_id)
+
+
+def unregister_partition(ctx: ServiceContext, partition_id: str) -> None:
+    """
+    Forget a partition's registration and its own mapping and suspension.
+
+    Its backups stay in storage and in the catalog (restore them elsewhere, or
+    delete them first with DisableBackup and CleanBackup).
+
+    Raises:
+        EntityNotFound: no such partition.
+        ConflictError: a job of the partition is accepted or running.
+    """
+    with ctx.job_lock, ctx.uow() as uow:
+        p = get_partition(uow, partition_id)
+        if uow.jobs.active(p.partition_id):
+            raise ConflictError(f"partition {p.partition_id} has a job running; wait for it to end")
+        entity = EntityRef("Partition", p.partition_id)
+        uow.mappings.remove(entity)
+        uow.mappings.resume(entity)
+        uow.partitions.delete(p.partition_id)
+        uow.commit()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from safehold.api.deps import AdminDep, CtxDep, ReaderDep
 from safehold.api.paging import page
@@ -51,6 +51,13 @@ def get_partition(ctx: CtxDep, _p: ReaderDep, partition_id: str) -> PartitionPub
     return PartitionPublic(
         **protection.partition_json(protection.find_partition(ctx, partition_id))
     )
+
+
+@router.delete("/partitions/{partition_id}", status_code=204)
+def unregister_partition(ctx: CtxDep, _p: AdminDep, partition_id: str) -> Response:
+    """Forget a registration (its backups stay); 409 while one of its jobs runs."""
+    protection.unregister_partition(ctx, partition_id)
+    return Response(status_code=204)
 
 
 @router.get("/health")
