@@ -21,7 +21,14 @@ from alembic.script import ScriptDirectory
 
 from safehold.core.errors import SafeholdError, UsageError
 
-__all__ = ["CatalogError", "metadata", "open_catalog", "schema_revision", "upgrade_catalog"]
+__all__ = [
+    "CatalogError",
+    "CatalogUnavailable",
+    "metadata",
+    "open_catalog",
+    "schema_revision",
+    "upgrade_catalog",
+]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -30,6 +37,13 @@ class CatalogError(SafeholdError):
     """The catalog database cannot be used as it is."""
 
     code = "SAFEHOLD_E_CATALOG"
+
+
+class CatalogUnavailable(SafeholdError):
+    """The catalog database did not answer (busy, restarting, unreachable): retry."""
+
+    http_status = 503
+    code = "FABRIC_E_NOT_READY"
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -207,6 +221,7 @@ def open_catalog(url: str) -> sa.Engine:
         if url.startswith("sqlite"):
             engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
             sa.event.listen(engine, "connect", _sqlite_pragmas)
+            sa.event.listen(engine, "begin", _sqlite_begin_immediate)
         else:
             engine = sa.create_engine(url, pool_pre_ping=True)
     except (sa.exc.ArgumentError, ImportError) as exc:
@@ -219,8 +234,17 @@ def open_catalog(url: str) -> sa.Engine:
     return engine
 
 
+def _sqlite_begin_immediate(conn: sa.Connection) -> None:
+    # Take the write lock when a transaction starts: a transaction that read and
+    # then writes could otherwise fail at once with SQLITE_BUSY when another
+    # connection committed in between (WAL snapshots cannot be upgraded).
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def _sqlite_pragmas(dbapi_connection: Any, record: Any) -> None:
     del record
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (see _sqlite_begin_immediate).
+    dbapi_connection.isolation_level = None
     cur = dbapi_connection.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")

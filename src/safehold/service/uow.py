@@ -390,8 +390,11 @@ class SqlUnitOfWork:
         self._engine = engine
 
     def __enter__(self) -> SqlUnitOfWork:
-        self._conn = self._engine.connect()
-        self._tx = self._conn.begin()
+        try:
+            self._conn = self._engine.connect()
+            self._tx = self._conn.begin()
+        except sa.exc.OperationalError as exc:
+            raise t.CatalogUnavailable(f"the catalog is not available: {exc.orig}") from exc
         self.policies = PolicyRepo(self._conn)
         self.partitions = PartitionRepo(self._conn)
         self.mappings = MappingRepo(self._conn)
@@ -409,6 +412,8 @@ class SqlUnitOfWork:
                 self._tx.rollback()
         finally:
             self._conn.close()
+        if isinstance(e, sa.exc.OperationalError):
+            raise t.CatalogUnavailable(f"the catalog is not available: {e.orig}") from e
 
     def commit(self) -> None:
         """Make the changes durable."""
