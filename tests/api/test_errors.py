@@ -297,6 +297,11 @@ def test_openapi_and_secrets_never_returned(client: httpx.Client, ready: Path) -
     """The OpenAPI document is served; no response carries a policy secret."""
     doc = client.get("/openapi.json").json()
     assert "/Partitions/{partition_id}/$/Backup" in doc["paths"]
+    create = doc["paths"]["/BackupRestore/BackupPolicies/$/Create"]["post"]
+    ref = create["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert ref == "#/components/schemas/BackupPolicyCreate"
+    props = doc["components"]["schemas"]["BackupPolicyCreate"]["properties"]
+    assert props["MaxIncrementalBackups"]["maximum"] == 255
     h = auth()
     body = policy(ready, Name="secretive")
     body["Storage"] = {

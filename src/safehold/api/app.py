@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import safehold
+from safehold.api import sf_schemas
 from safehold.api.deps import ReaderDep, TokenStore
 from safehold.api.metrics import CatalogCollector
 from safehold.api.routes import agents, config, entities, partition_jobs, partitions, policies
@@ -106,6 +107,7 @@ def create_app(ctx: ServiceContext, tokens: TokenStore) -> FastAPI:
 
     for module in (policies, entities, partition_jobs, partitions, agents, config):
         app.include_router(module.router)
+    sf_schemas.install(app)
 
     @app.get("/healthz", tags=["Service"])
     def healthz() -> dict[str, Any]:
