@@ -126,6 +126,9 @@ def test_two_agents_pull_their_partitions_and_a_lost_agent_fails_its_job(tmp_pat
         info = wait_state(url, P3, "Backup", limit=30)
         assert info["BackupState"] == "Failure", info
         assert "agent east disappeared" in info["FailureError"]["Message"]
+        agents_seen = {a["AgentId"]: a for a in api(url, "GET", "/safehold/agents")}
+        assert not agents_seen["east"]["Alive"]
+        assert agents_seen["west"]["Alive"]
         # West still works.
         r = cli("partition", "backup", P2, "--wait", "--url", url)
         assert "stored at" in r.stdout

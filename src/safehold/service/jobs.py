@@ -746,3 +746,24 @@ def report_data_loss(ctx: ServiceContext, partition_id: str) -> JobRecord:
             "restore it explicitly"
         )
     return request_restore(ctx, p.partition_id, {}, latest=True)
+
+
+def list_agents(ctx: ServiceContext) -> list[dict[str, Any]]:
+    """Return each known agent, when it was last heard from, and the jobs it runs."""
+    with ctx.uow() as uow:
+        seen = uow.agents.all()
+        running = [j for j in uow.jobs.active() if j.agent_id is not None]
+    now = ctx.clock()
+    return [
+        {
+            "AgentId": agent,
+            "LastSeenUtc": format_time(last),
+            "Alive": now - last <= ctx.agent_timeout,
+            "RunningJobs": [
+                {"JobId": j.id, "Kind": j.kind, "PartitionId": j.partition_id}
+                for j in running
+                if j.agent_id == agent
+            ],
+        }
+        for agent, last in sorted(seen.items())
+    ]
