@@ -52,7 +52,7 @@ class Settings:
     password_file: Path | None = None
     secret_key_file: Path | None = None
     tokens_file: Path | None = None
-    tokens: dict[str, str] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict, repr=False)  # secrets: never shown
     embedded_agent: bool = True
     agent_slots: int = 2
     max_running_jobs: int = 4
