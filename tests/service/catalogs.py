@@ -42,7 +42,8 @@ def pg_database() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _reset_pg(url: str) -> None:
+def reset_pg(url: str) -> None:
+    """Empty the test database: drop and recreate its public schema."""
     engine = sa.create_engine("postgresql+psycopg://" + url.split("://", 1)[1])
     with engine.begin() as conn:
         conn.execute(sa.text("DROP SCHEMA public CASCADE"))
@@ -56,5 +57,5 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "catalog.sqlite")
     url: str = request.getfixturevalue("pg_database")
-    _reset_pg(url)
+    reset_pg(url)
     return url

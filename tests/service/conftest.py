@@ -13,8 +13,8 @@ from safehold.service.catalog import open_catalog
 from safehold.service.context import ServiceContext
 from safehold.service.secrets import SecretBox
 from safehold.service.uow import SqlUnitOfWork
-from safehold.testing import FakeClock, FakeEngine
-from tests.service.catalogs import catalog_url, pg_database
+from safehold.testing import FakeCatalog, FakeClock, FakeEngine, FakeUnitOfWork
+from tests.service.catalogs import catalog_url, pg_database, reset_pg
 
 __all__ = ["catalog_url", "pg_database"]
 
@@ -33,18 +33,29 @@ def engine() -> FakeEngine:
     return FakeEngine()
 
 
-@pytest.fixture
-def ctx(catalog_url: str, clock: FakeClock, engine: FakeEngine) -> Iterator[ServiceContext]:
-    """A service context over a fresh catalog (SQLite and PostgreSQL)."""
-    db = open_catalog(catalog_url)
-    yield ServiceContext(
-        uow=lambda: SqlUnitOfWork(db),
-        secrets=SecretBox(KEY),
-        open_storage=open_policy_storage,
-        engine=engine,
-        clock=clock,
-        max_running_jobs=2,
-    )
+@pytest.fixture(params=["sqlite", "postgresql", "fake"])
+def ctx(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock, engine: FakeEngine
+) -> Iterator[ServiceContext]:
+    """A service context over a fresh catalog: SQLite, PostgreSQL, or the in-memory fake."""
+    common = {
+        "secrets": SecretBox(KEY),
+        "open_storage": open_policy_storage,
+        "engine": engine,
+        "clock": clock,
+        "max_running_jobs": 2,
+    }
+    if request.param == "fake":
+        catalog = FakeCatalog()
+        yield ServiceContext(uow=lambda: FakeUnitOfWork(catalog), **common)  # type: ignore[arg-type]
+        return
+    if request.param == "sqlite":
+        url = str(tmp_path / "catalog.sqlite")
+    else:
+        url = request.getfixturevalue("pg_database")
+        reset_pg(url)
+    db = open_catalog(url)
+    yield ServiceContext(uow=lambda: SqlUnitOfWork(db), **common)  # type: ignore[arg-type]
     db.dispose()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from safehold.service.errors import (
     PolicyExists,
     PolicyNotFound,
 )
+from safehold.service.uow import SqlUnitOfWork
 from tests.service.helpers import P1, P2, add_partition, policy_doc
 
 APP = EntityRef("Application", "fabric:/Shop")
@@ -31,7 +33,10 @@ def test_policy_secrets_are_encrypted_at_rest_and_redacted(
     protection.create_policy(ctx, policy_doc("p", store_dir))
     assert protection.get_policy(ctx, "p")["Storage"]["PrimaryPassword"] == "****"
     with ctx.uow() as uow:
-        raw = uow._conn.execute(sa.text("SELECT doc FROM policies")).scalar_one()
+        if isinstance(uow, SqlUnitOfWork):
+            raw = uow._conn.execute(sa.text("SELECT doc FROM policies")).scalar_one()
+        else:
+            raw = json.dumps(uow.policies.get("p"))
     assert "pw-very-secret" not in raw
     assert "sealed:v1:" in raw
     with ctx.uow() as uow:

@@ -41,7 +41,7 @@ from safehold.service.storages import (
     foreign_repository_is_bad_input,
     storage_key,
 )
-from safehold.service.uow import SqlUnitOfWork
+from safehold.service.uow import UnitOfWork
 
 __all__ = [
     "backup_progress",
@@ -67,13 +67,13 @@ def _check_timeout(minutes: int, name: str) -> timedelta:
 
 
 def _effective_policy(
-    ctx: ServiceContext, uow: SqlUnitOfWork, p: PartitionRecord
+    ctx: ServiceContext, uow: UnitOfWork, p: PartitionRecord
 ) -> BackupPolicy | None:
     eff = effective_for(uow, EntityRef("Partition", p.partition_id))
     return None if eff.policy_name is None else load_policy(ctx, uow, eff.policy_name)
 
 
-def _refuse_if_busy(uow: SqlUnitOfWork, partition_id: str) -> None:
+def _refuse_if_busy(uow: UnitOfWork, partition_id: str) -> None:
     for job in uow.jobs.active(partition_id):
         if job.kind == "restore":
             raise RestoreInProgress(f"a restore of partition {partition_id} is already {job.state}")
@@ -81,7 +81,7 @@ def _refuse_if_busy(uow: SqlUnitOfWork, partition_id: str) -> None:
 
 
 def _next_in_chain(
-    uow: SqlUnitOfWork, p: PartitionRecord, storage: StorageSpec, max_incremental: int
+    uow: UnitOfWork, p: PartitionRecord, storage: StorageSpec, max_incremental: int
 ) -> tuple[str, BackupRecord | None]:
     """Return ("Full", None) or ("Incremental", parent) for the next periodic backup."""
     key = storage_key(storage)
@@ -237,7 +237,7 @@ def request_restore(
 
 def _choose_backup(
     ctx: ServiceContext,
-    uow: SqlUnitOfWork,
+    uow: UnitOfWork,
     p: PartitionRecord,
     body: dict[str, Any],
     explicit: StorageSpec | None,
@@ -401,7 +401,7 @@ def _work_item(ctx: ServiceContext, job: JobRecord, p: PartitionRecord) -> dict[
     }
 
 
-def _running_job(uow: SqlUnitOfWork, agent_id: str, job_id: str) -> JobRecord:
+def _running_job(uow: UnitOfWork, agent_id: str, job_id: str) -> JobRecord:
     job = uow.jobs.get(job_id)
     if job is None or job.agent_id != agent_id or not job.active or job.state == "Accepted":
         raise JobNotRunning(f"job {job_id} is not running on agent {agent_id}")
@@ -470,7 +470,7 @@ def complete(ctx: ServiceContext, agent_id: str, job_id: str, outcome: dict[str,
 
 
 def _record_backup(
-    uow: SqlUnitOfWork, job: JobRecord, p: PartitionRecord, outcome: dict[str, Any]
+    uow: UnitOfWork, job: JobRecord, p: PartitionRecord, outcome: dict[str, Any]
 ) -> dict[str, Any]:
     snap = outcome["Snapshot"]
     params = job.params

@@ -37,7 +37,7 @@ from safehold.service.errors import (
 )
 from safehold.service.model import PartitionRecord
 from safehold.service.secrets import SECRET_KEYS
-from safehold.service.uow import SqlUnitOfWork
+from safehold.service.uow import UnitOfWork
 
 __all__ = [
     "PartitionCreate",
@@ -64,7 +64,7 @@ def _sealed(ctx: ServiceContext, policy: BackupPolicy) -> dict[str, Any]:
     return doc
 
 
-def load_policy(ctx: ServiceContext, uow: SqlUnitOfWork, name: str) -> BackupPolicy:
+def load_policy(ctx: ServiceContext, uow: UnitOfWork, name: str) -> BackupPolicy:
     """Return policy *name* with its secrets opened (for the service's own use only)."""
     doc = uow.policies.get(name)
     if doc is None:
@@ -164,7 +164,7 @@ def enabled_entities(ctx: ServiceContext, name: str) -> list[dict[str, Any]]:
         return out
 
 
-def _entity_json(uow: SqlUnitOfWork, e: EntityRef) -> dict[str, Any]:
+def _entity_json(uow: UnitOfWork, e: EntityRef) -> dict[str, Any]:
     if e.kind == "Application":
         return {"EntityKind": "Application", "ApplicationName": e.key}
     if e.kind == "Service":
@@ -241,7 +241,7 @@ def register_partition(ctx: ServiceContext, req: PartitionCreate) -> PartitionRe
     return rec
 
 
-def get_partition(uow: SqlUnitOfWork, partition_id: str) -> PartitionRecord:
+def get_partition(uow: UnitOfWork, partition_id: str) -> PartitionRecord:
     """Return a partition or raise ``EntityNotFound``."""
     try:
         pid = str(uuid.UUID(partition_id))
@@ -268,7 +268,7 @@ def partition_json(p: PartitionRecord) -> dict[str, Any]:
 # --- Enable, disable, suspend, resume ----------------------------------------------
 
 
-def _exists(uow: SqlUnitOfWork, entity: EntityRef) -> bool:
+def _exists(uow: UnitOfWork, entity: EntityRef) -> bool:
     if entity.kind == "Application":
         return bool(uow.partitions.list(application=entity.key))
     if entity.kind == "Service":
@@ -276,7 +276,7 @@ def _exists(uow: SqlUnitOfWork, entity: EntityRef) -> bool:
     return uow.partitions.get(entity.key) is not None
 
 
-def chain_of(uow: SqlUnitOfWork, entity: EntityRef) -> list[EntityRef]:
+def chain_of(uow: UnitOfWork, entity: EntityRef) -> list[EntityRef]:
     """Return the chain from the application down to *entity*; 404 if it is not registered."""
     if entity.kind == "Partition":
         p = get_partition(uow, entity.key)
@@ -300,7 +300,7 @@ def chain_of(uow: SqlUnitOfWork, entity: EntityRef) -> list[EntityRef]:
     return [EntityRef("Application", parts[0].application), entity]
 
 
-def effective_for(uow: SqlUnitOfWork, entity: EntityRef) -> EffectiveConfig:
+def effective_for(uow: UnitOfWork, entity: EntityRef) -> EffectiveConfig:
     """Resolve the policy and suspension that apply to *entity*."""
     return effective_config(chain_of(uow, entity), uow.mappings.all(), uow.mappings.suspensions())
 

@@ -20,14 +20,14 @@ from safehold.service.context import ServiceContext
 from safehold.service.jobs import request_backup
 from safehold.service.model import JobRecord, PartitionRecord
 from safehold.service.protection import load_policy
-from safehold.service.uow import SqlUnitOfWork
+from safehold.service.uow import UnitOfWork
 
 __all__ = ["due_partitions", "tick"]
 
 log = logging.getLogger("safehold.scheduler")
 
 
-def _enabled_at(uow: SqlUnitOfWork, p: PartitionRecord, scope: str) -> datetime | None:
+def _enabled_at(uow: UnitOfWork, p: PartitionRecord, scope: str) -> datetime | None:
     entity = next(e for e in p.chain() if e.kind == scope)
     return uow.mappings.enabled_at(entity)
 
