@@ -192,6 +192,7 @@ class Controller:
                 open_storage=self.ctx.open_storage,
                 slots=self.settings.agent_slots,
                 poll_interval=min(1.0, self.settings.tick_seconds),
+                heartbeat_interval=1.0,  # local and cheap: smoother progress for --wait
                 clock=self.ctx.clock,
             )
             self.agent.start()
