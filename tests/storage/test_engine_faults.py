@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from safehold.core.progress import NullProgress
 from safehold.repo import KdfParams, Repository, backup_paths, check, restore
 from safehold.storage import Storage, StorageError
 from safehold.storage.retry import RetryingStorage
@@ -26,22 +25,27 @@ pytestmark = pytest.mark.slow
 PASSWORD = "fault test password"
 
 
-class _StopAfter(NullProgress):
-    """Calls *action* once, after *limit* bytes were backed up."""
+class _BreakAfterIndex:
+    """
+    A storage that breaks its server right after the first index file is stored.
 
-    def __init__(self, limit: int, action: Callable[[], None]) -> None:
-        self.limit, self.action, self.done = limit, action, 0
+    Breaking there, rather than at some byte count, makes "data was uploaded and
+    indexed before the outage" certain, so the retry must reuse it.
+    """
+
+    def __init__(self, inner: Storage, brk: Callable[[], None]) -> None:
+        self._inner = inner
+        self._brk = brk
         self.fired = threading.Event()
-        self._lock = threading.Lock()
 
-    def advance(self, *, done_bytes: int = 0, items: int = 0, new_bytes: int = 0) -> None:
-        with self._lock:
-            self.done += done_bytes
-            fire = self.done >= self.limit and not self.fired.is_set()
-            if fire:
-                self.fired.set()
-        if fire:
-            self.action()
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def put(self, name: str, data: bytes) -> None:
+        self._inner.put(name, data)
+        if name.startswith("index/") and not self.fired.is_set():
+            self.fired.set()
+            self._brk()
 
 
 def _azure(server: servers.Server, container: str) -> Storage:
@@ -120,10 +124,10 @@ def test_backup_survives_a_storage_outage(
     first = backup_paths(repo, [first_src]).snapshot
 
     src = _data(tmp_path / "second" / "data", 24, 1_000_000)
-    breaker = _StopAfter(12_000_000, brk)
+    breaking = _BreakAfterIndex(make(), brk)
     with pytest.raises(StorageError) as err:
-        backup_paths(Repository.open(make(), PASSWORD), [src], progress=breaker)
-    assert breaker.fired.is_set()
+        backup_paths(Repository.open(breaking, PASSWORD), [src])  # type: ignore[arg-type]
+    assert breaking.fired.is_set()
     assert PASSWORD not in str(err.value)
 
     mend()
