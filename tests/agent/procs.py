@@ -19,6 +19,7 @@ from safehold.testing import free_port
 SAFEHOLD = str(Path(sys.executable).with_name("safehold"))
 ADMIN = "proc-admin-token"
 OPERATOR = "proc-operator-token"
+AGENT = "proc-agent-token"
 PASSWORD = "process tests password"
 
 
@@ -76,7 +77,7 @@ def start_controller(
     port = port or free_port()
     data.mkdir(parents=True, exist_ok=True)
     tokens = data / "tokens"
-    tokens.write_text(f"admin {ADMIN}\noperator {OPERATOR}\n")
+    tokens.write_text(f"admin {ADMIN}\noperator {OPERATOR}\nagent {AGENT}\n")
     proc = start(
         [
             "serve",

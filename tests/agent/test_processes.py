@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from tests.agent.procs import (
-    OPERATOR,
+    AGENT,
     PASSWORD,
     api,
     cli,
@@ -66,7 +66,7 @@ def test_two_agents_pull_their_partitions_and_a_lost_agent_fails_its_job(tmp_pat
                         "--controller",
                         url,
                         "--token",
-                        OPERATOR,
+                        AGENT,
                         "--id",
                         name,
                         "--poll",

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.agent.procs import ADMIN, OPERATOR, cli, start, start_controller
+from tests.agent.procs import ADMIN, AGENT, cli, start, start_controller
 
 
 def self_signed(tmp: Path) -> tuple[Path, Path]:
@@ -64,7 +64,7 @@ def test_https_controller_with_a_remote_agent(tmp_path: Path) -> None:
                 "--controller",
                 url,
                 "--token",
-                OPERATOR,
+                AGENT,
                 "--id",
                 "tls-agent",
                 "--ca-cert",

@@ -15,7 +15,8 @@ from safehold.testing import serve_in_thread
 ADMIN = "admin-token-for-tests"
 OPERATOR = "operator-token-for-tests"
 READER = "reader-token-for-tests"
-TOKENS = {ADMIN: "admin", OPERATOR: "operator", READER: "reader"}
+AGENT = "agent-token-for-tests"
+TOKENS = {ADMIN: "admin", OPERATOR: "operator", READER: "reader", AGENT: "agent"}
 
 
 @pytest.fixture

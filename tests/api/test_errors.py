@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import ADMIN, OPERATOR, READER, auth
+from tests.api.conftest import ADMIN, AGENT, OPERATOR, READER, auth
 
 V = {"api-version": "6.4"}
 PID = "cccccccc-0000-4000-8000-000000000001"
@@ -368,3 +368,12 @@ def test_unregister_route(client: httpx.Client, ready: Path) -> None:
     )
     assert client.delete(f"/safehold/partitions/{PID2}", headers=auth()).status_code == 204
     check(client.get(f"/safehold/partitions/{PID2}", headers=auth()), 404)
+
+
+def test_agent_role_is_apart(client: httpx.Client, ready: Path) -> None:
+    """Only agent (and admin) tokens claim work, which carries storage credentials."""
+    check(client.post("/safehold/agents/a/$/Claim", headers=auth(OPERATOR)), 403)
+    check(client.post("/safehold/agents/a/$/Claim", headers=auth(READER)), 403)
+    assert client.post("/safehold/agents/a/$/Claim", headers=auth(AGENT)).status_code == 204
+    check(client.post(f"/Partitions/{PID}/$/Backup", params=V, headers=auth(AGENT)), 403)
+    check(client.get("/BackupRestore/BackupPolicies", params=V, headers=auth(AGENT)), 403)

@@ -3,7 +3,7 @@ How an agent talks to its controller.
 
 ``ControllerLink`` is the contract; ``LocalLink`` calls the service in-process
 (the agent embedded in ``safehold serve``), ``HttpLink`` calls the controller's
-agent routes over HTTP(S) with an operator token (``safehold agent``).
+agent routes over HTTP(S) with an agent token (``safehold agent``).
 """
 
 from __future__ import annotations

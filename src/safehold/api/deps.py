@@ -2,8 +2,10 @@
 Dependencies of the routes, as ``Annotated`` aliases.
 
 Authentication: ``Authorization: Bearer <token>``; each token carries one role,
-and roles are ordered ``reader < operator < admin``. Failures raise the
-service's ``AuthError``/``Forbidden``, which the one exception handler maps.
+and roles are ordered ``reader < operator < admin``. The ``agent`` role stands
+apart: it may only call the agent routes (whose work items carry storage
+credentials), which admins may call too. Failures raise the service's
+``AuthError``/``Forbidden``, which the one exception handler maps.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from safehold.service.errors import AuthError, Forbidden
 
 __all__ = [
     "AdminDep",
+    "AgentDep",
     "ApiVersionDep",
     "CtxDep",
     "JsonBody",
@@ -35,6 +38,7 @@ __all__ = [
 ]
 
 ROLES = ("reader", "operator", "admin")
+AGENT = "agent"
 MIN_API_VERSION = (6, 4)
 
 
@@ -51,8 +55,8 @@ class TokenStore:
 
     def __init__(self, tokens: Mapping[str, str]) -> None:
         for role in tokens.values():
-            if role not in ROLES:
-                raise PolicyError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+            if role not in (*ROLES, AGENT):
+                raise PolicyError(f"unknown role {role!r}: use one of {', '.join(ROLES)}, {AGENT}")
         self._digests = {hashlib.sha256(t.encode()).digest(): r for t, r in tokens.items()}
 
     def check(self, token: str) -> Principal | None:
@@ -85,7 +89,11 @@ def require(role: str) -> Callable[[Request], Principal]:
         principal = store.check(token.strip())
         if principal is None:
             raise AuthError("the API token is not valid")
-        if ROLES.index(principal.role) < ROLES.index(role):
+        if role == AGENT:
+            allowed = principal.role in (AGENT, "admin")
+        else:
+            allowed = principal.role in ROLES and ROLES.index(principal.role) >= ROLES.index(role)
+        if not allowed:
             raise Forbidden(f"this needs the {role} role; the token has {principal.role}")
         return principal
 
@@ -95,6 +103,7 @@ def require(role: str) -> Callable[[Request], Principal]:
 ReaderDep = Annotated[Principal, Depends(require("reader"))]
 OperatorDep = Annotated[Principal, Depends(require("operator"))]
 AdminDep = Annotated[Principal, Depends(require("admin"))]
+AgentDep = Annotated[Principal, Depends(require(AGENT))]
 
 
 def api_version(version: Annotated[str | None, Query(alias="api-version")] = None) -> str:

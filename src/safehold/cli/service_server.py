@@ -48,7 +48,9 @@ def serve(
     ] = None,
     tokens_file: Annotated[
         Path | None,
-        typer.Option("--tokens-file", help="Lines of '<role> <token>' (reader/operator/admin)."),
+        typer.Option(
+            "--tokens-file", help="Lines of '<role> <token>' (reader/operator/admin/agent)."
+        ),
     ] = None,
     password_file: Annotated[
         Path | None,
@@ -110,7 +112,7 @@ def agent(
     token: Annotated[
         str | None,
         typer.Option(
-            "--token", envvar="SAFEHOLD_TOKEN", help="An operator token.", show_default=False
+            "--token", envvar="SAFEHOLD_TOKEN", help="An agent token.", show_default=False
         ),
     ] = None,
     token_file: Annotated[Path | None, typer.Option("--token-file")] = None,
@@ -134,7 +136,7 @@ def agent(
     if token is None and token_file is not None:
         token = token_file.read_text().strip()
     if not token:
-        raise UsageError("an operator token is needed: --token, SAFEHOLD_TOKEN or --token-file")
+        raise UsageError("an agent token is needed: --token, SAFEHOLD_TOKEN or --token-file")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     runner = _composition_root().build_agent(
         controller,

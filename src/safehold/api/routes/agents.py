@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from safehold.api.deps import CtxDep, JsonBody, OperatorDep, ReaderDep
+from safehold.api.deps import AgentDep, CtxDep, JsonBody, ReaderDep
 from safehold.core.policy import PolicyError
 from safehold.service import jobs
 
@@ -31,21 +31,21 @@ def _check_agent_id(agent_id: str) -> str:
 
 
 @router.post("/{agent_id}/$/Claim", response_model=None)
-def claim_work(ctx: CtxDep, _p: OperatorDep, agent_id: str) -> dict[str, Any] | Response:
+def claim_work(ctx: CtxDep, _p: AgentDep, agent_id: str) -> dict[str, Any] | Response:
     """Hand the agent its next job (200 with a work item) or nothing (204)."""
     item = jobs.claim(ctx, _check_agent_id(agent_id))
     return Response(status_code=204) if item is None else item
 
 
 @router.post("/{agent_id}/jobs/{job_id}/$/Heartbeat", status_code=204)
-def heartbeat(ctx: CtxDep, _p: OperatorDep, agent_id: str, job_id: str, body: JsonBody) -> Response:
+def heartbeat(ctx: CtxDep, _p: AgentDep, agent_id: str, job_id: str, body: JsonBody) -> Response:
     """The agent is alive; *body* holds its job's progress counters."""
     jobs.heartbeat(ctx, _check_agent_id(agent_id), job_id, body if isinstance(body, dict) else {})
     return Response(status_code=204)
 
 
 @router.post("/{agent_id}/jobs/{job_id}/$/Complete", status_code=204)
-def complete(ctx: CtxDep, _p: OperatorDep, agent_id: str, job_id: str, body: JsonBody) -> Response:
+def complete(ctx: CtxDep, _p: AgentDep, agent_id: str, job_id: str, body: JsonBody) -> Response:
     """The agent finished the job, with its outcome."""
     if not isinstance(body, dict) or body.get("State") not in ("Success", "Failure"):
         raise PolicyError("the outcome must be an object with State Success or Failure")
