@@ -31,9 +31,15 @@ __all__ = ["ApiClient", "config_app", "partition_app", "policy_app"]
 console = Console()
 V = {"api-version": "6.4"}
 
-policy_app = typer.Typer(help="Backup policies and where they are enabled.", no_args_is_help=True)
+EXIT_CODES = (
+    "Exit codes: 0 ok; 1 failure (the job failed); 2 bad input (HTTP 400); "
+    "11 conflict (HTTP 409); 16 not found (HTTP 404)."
+)
+policy_app = typer.Typer(
+    help=f"Backup policies and where they are enabled. {EXIT_CODES}", no_args_is_help=True
+)
 partition_app = typer.Typer(
-    help="Partitions: register, back up, restore, list.", no_args_is_help=True
+    help=f"Partitions: register, back up, restore, list. {EXIT_CODES}", no_args_is_help=True
 )
 
 UrlOpt = Annotated[str, typer.Option("--url", envvar="SAFEHOLD_URL", help="The controller's URL.")]
@@ -514,7 +520,8 @@ def partition_restore(
 
 
 config_app = typer.Typer(
-    help="Back up and restore the service's own configuration.", no_args_is_help=True
+    help=f"Back up and restore the service's own configuration. {EXIT_CODES}",
+    no_args_is_help=True,
 )
 
 
