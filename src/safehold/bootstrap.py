@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -156,6 +157,7 @@ class Controller:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.agent: Agent | None = None
+        self.on_close: list[Callable[[], None]] = []
         self.app = create_app(ctx, tokens)
         self.app.router.lifespan_context = self._lifespan
 
@@ -206,6 +208,12 @@ class Controller:
             t.join(10)
         self._threads.clear()
 
+    def close(self) -> None:
+        """Stop, then release the catalog's connections."""
+        self.stop()
+        for release in self.on_close:
+            release()
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
@@ -240,6 +248,7 @@ def build_controller(
         agent_timeout=timedelta(seconds=settings.agent_timeout_seconds),
     )
     controller = Controller(settings, ctx, TokenStore(load_tokens(settings)), engine)
+    controller.on_close.append(db.dispose)
     controller.recover()
     return controller
 

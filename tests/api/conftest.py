@@ -38,7 +38,7 @@ def controller(settings: Settings) -> Iterator[Controller]:
     """A controller; its background loops run only inside a live server."""
     c = build_controller(settings)
     yield c
-    c.stop()
+    c.close()
 
 
 @pytest.fixture

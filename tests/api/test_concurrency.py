@@ -28,7 +28,7 @@ def busy_controller(settings: Settings, catalog_url: str) -> Iterator[Controller
     settings.catalog = catalog_url
     c = build_controller(settings)
     yield c
-    c.stop()
+    c.close()
 
 
 def test_parallel_clients_never_see_a_server_error(

@@ -102,7 +102,7 @@ def test_backup_then_restore_into_a_new_controller(
 
             assert load_policy(fresh.ctx, uow, "cfg").storage.primary_password == "keep-me"  # type: ignore[union-attr]
     finally:
-        fresh.stop()
+        fresh.close()
 
 
 @pytest.mark.parametrize(
