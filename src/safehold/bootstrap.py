@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import threading
 from collections.abc import Callable
@@ -66,16 +67,15 @@ def open_policy_storage(spec: StorageSpec) -> Storage:
     """
     Open the storage a policy or request describes.
 
-    FileShare maps to the file backend (a local or mounted path); AzureBlobStore
-    and S3 map to their backends, with the policy's credentials (never the
-    environment's), wrapped in the retry wrapper.
+    FileShare maps to the file backend (a local or mounted path), or to the SMB
+    backend for a UNC path; AzureBlobStore and S3 map to their backends. Remote
+    backends get the policy's credentials (never the environment's) and the
+    retry wrapper.
     """
     if isinstance(spec, FileShareStorage):
         path = spec.path
-        if path.startswith("\\\\"):
-            raise UsageError(
-                f"FileShare path {path!r} is a UNC path: mount the share and give the mount path"
-            )
+        if path.startswith(("\\\\", "//")):
+            return _smb_share(spec)
         if not path.startswith("/"):
             raise UsageError(f"FileShare path {path!r} must be absolute")
         return registry.open_storage(path)
@@ -99,6 +99,35 @@ def open_policy_storage(spec: StorageSpec) -> Storage:
             )
         )
     raise UsageError(f"unsupported storage kind {spec!r}")  # pragma: no cover
+
+
+def _smb_share(spec: FileShareStorage) -> Storage:
+    """
+    Open a UNC FileShare path (``\\\\HOST\\SHARE\\dir``) with the SMB backend.
+
+    ``HOST:PORT`` is accepted for a server on another port than 445. The primary
+    credentials are used (the secondary ones are not tried).
+    """
+    from safehold.storage.smb import SMBStorage
+
+    parts = [x for x in re.split(r"[\\/]+", spec.path) if x]
+    if len(parts) < 2:
+        raise UsageError(
+            f"FileShare path {spec.path!r} needs a server and a share: \\\\HOST\\SHARE"
+        )
+    host, _, port = parts[0].partition(":")
+    if port and not port.isdigit():
+        raise UsageError(f"FileShare path {spec.path!r}: the port is not a number")
+    return RetryingStorage(
+        SMBStorage(
+            host,
+            parts[1],
+            "/".join(parts[2:]),
+            port=int(port or 445),
+            username=spec.primary_user_name,
+            password=spec.primary_password,
+        )
+    )
 
 
 def load_password(password_file: Path | None, *, create: bool) -> str:

@@ -317,7 +317,7 @@ def test_a_broken_storage_does_not_stop_other_schedules(
     add_partition(ctx, P2, tmp_path / "p2", svc="Billing")
     protection.create_policy(ctx, policy_doc("good", store_dir))
     bad = policy_doc("bad", store_dir)
-    bad["Storage"] = {"StorageKind": "FileShare", "Path": "\\\\server\\share"}
+    bad["Storage"] = {"StorageKind": "FileShare", "Path": "relative/path"}
     protection.create_policy(ctx, bad)
     protection.enable_backup(ctx, EntityRef("Partition", P1), "bad")
     protection.enable_backup(ctx, EntityRef("Partition", P2), "good")
@@ -380,3 +380,16 @@ def test_restore_from_storage_alone(ctx: ServiceContext, enabled: Path, store_di
     jobs.request_restore(ctx, P1, {"BackupId": b.backup_id, "BackupLocation": b.location})
     assert run_agent_once(ctx)
     assert jobs.restore_progress(ctx, P1)["RestoreState"] == "Success"
+
+
+def test_unexpected_engine_errors_fail_the_job_without_details(
+    ctx: ServiceContext, enabled: Path, engine: FakeEngine
+) -> None:
+    """A bug in the engine ends the job as Failure; the agent survives; nothing is quoted."""
+    engine.fail_next = RuntimeError("AccountKey=do-not-show")
+    jobs.request_backup(ctx, P1)
+    assert run_agent_once(ctx)
+    progress = jobs.backup_progress(ctx, P1)
+    assert progress["BackupState"] == "Failure"
+    assert progress["FailureError"]["Code"] == "E_UNEXPECTED"
+    assert "do-not-show" not in progress["FailureError"]["Message"]

@@ -17,6 +17,7 @@ Sources:
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -34,6 +35,8 @@ from safehold.core.snapshot import Epoch, PartitionRef, Snapshot, SnapshotMeta, 
 from safehold.service.engine import BackupEngine, StorageOpener
 
 __all__ = ["execute"]
+
+log = logging.getLogger("safehold.agent")
 
 STREAM_NAME = "dump"
 
@@ -225,3 +228,18 @@ def execute(
                 "Message": f"{exc.strerror}: {exc.filename}",
             },
         }
+    except Exception as exc:
+        return _unexpected(exc)
+
+
+def _unexpected(exc: BaseException) -> dict[str, Any]:
+    # The message of an unexpected exception could quote anything; only its type
+    # goes to the controller, the traceback to the agent's log.
+    log.exception("unexpected error in a job", exc_info=exc)
+    return {
+        "State": "Failure",
+        "Error": {
+            "Code": "E_UNEXPECTED",
+            "Message": f"unexpected {type(exc).__name__} in the agent; see the agent's log",
+        },
+    }
