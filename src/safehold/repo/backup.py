@@ -42,7 +42,7 @@ from safehold.repo.writer import BlobWriter
 __all__ = ["BackupResult", "backup_paths", "backup_stream"]
 
 _READ_TRIES = 3
-_BLOCK = 4 * 1024 * 1024
+_BLOCK = 2 * 1024 * 1024
 _INLINE = 256 * 1024  # files up to this size are read by the walker itself
 _TYPES = {
     stat.S_IFREG: "file",

@@ -37,7 +37,9 @@ class BlobWriter:
         n = uploads or repo.storage.properties.connections
         self._pool = ThreadPoolExecutor(n, thread_name_prefix="safehold-upload")
         # Bounds packs held in memory waiting for upload.
-        self._slots = threading.BoundedSemaphore(n)
+        # Bounds the data packs alive (one open, the rest uploading or queued),
+        # which is most of a backup's memory.
+        self._slots = threading.BoundedSemaphore(n + 1)
         self._lock = threading.Lock()
         self._pending: set[bytes] = set()
         self._open: dict[int, PackBuilder] = {}
@@ -84,7 +86,7 @@ class BlobWriter:
         with lock:
             pack = self._open.get(blob_type)
             if pack is None:
-                pack = self._open[blob_type] = self._new_pack()
+                pack = self._open[blob_type] = self._new_pack(blob_type)
             n = pack.add(blob_id, blob_type, stored, len(data), comp)
             full = pack.size >= self._repo.pack_size
             if full:
@@ -93,23 +95,24 @@ class BlobWriter:
             self.new_bytes += len(data)
             self.stored_bytes += n
         if full:
-            self._upload(pack)
+            self._upload(pack, blob_type)
         return blob_id, True
 
-    def _new_pack(self) -> PackBuilder:
+    def _new_pack(self, blob_type: int) -> PackBuilder:
+        if blob_type == DATA:
+            self._slots.acquire()  # released once the pack is stored
         # Room for a full pack plus the largest chunk, so it rarely has to grow.
         # A fresh map holds no memory until written, and closing it returns it
         # at once; recycling maps was measured to raise peak memory, not speed.
         capacity = self._repo.pack_size + self._repo.chunker.max + 1024 * 1024
         return PackBuilder(self._repo.keys.newest, mmap.mmap(-1, capacity))
 
-    def _upload(self, pack: PackBuilder) -> None:
-        self._slots.acquire()
-        fut = self._pool.submit(self._put, pack)
+    def _upload(self, pack: PackBuilder, blob_type: int) -> None:
+        fut = self._pool.submit(self._put, pack, blob_type)
         with self._lock:
             self._uploads.append(fut)
 
-    def _put(self, pack: PackBuilder) -> None:
+    def _put(self, pack: PackBuilder, blob_type: int) -> None:
         try:
             info, view = pack.finish()
             storage = self._repo.storage
@@ -132,7 +135,8 @@ class BlobWriter:
             self._error = exc
             raise
         finally:
-            self._slots.release()
+            if blob_type == DATA:
+                self._slots.release()
 
     def _write_index(self, packs: list[PackInfo]) -> None:
         name = write_index_file(self._repo.storage, self._repo.keys.index_key, packs)
@@ -146,7 +150,11 @@ class BlobWriter:
             with lock:
                 pack = self._open.pop(blob_type, None)
             if pack is not None and pack.count:
-                self._upload(pack)
+                self._upload(pack, blob_type)
+            elif pack is not None:
+                pack.release().close()
+                if blob_type == DATA:
+                    self._slots.release()
         with self._lock:
             uploads, self._uploads = self._uploads, []
         for fut in uploads:
