@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 
 from tests.cli.conftest import Run
@@ -92,3 +94,44 @@ def test_end_to_end_with_json(run: Run, tmp_path: Path) -> None:
     ).stdout
     assert "would restore /shop.sql" in listing
     assert not (tmp_path / "r2").exists()
+
+
+def test_exit_codes_of_damage_and_partial_backups(run: Run, tmp_path: Path) -> None:
+    """check exits 13 naming the damaged pack; a backup of a file that keeps changing exits 3."""
+    src = tmp_path / "data"
+    src.mkdir()
+    busy = src / "busy.db"
+    busy.write_bytes(os.urandom(24 * 1024 * 1024))
+    run("init", check=True)
+    run("backup", str(src), check=True)
+    pack = max(
+        (p for p in (tmp_path / "repo" / "data").rglob("*") if p.is_file()),
+        key=lambda p: p.stat().st_size,
+    )
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2] ^= 1
+    pack.write_bytes(bytes(data))
+    proc = run("check", "--read-data")
+    assert 13 == proc.returncode
+    assert pack.name in proc.stderr
+
+    stop = threading.Event()
+
+    def scribble() -> None:
+        with busy.open("r+b") as f:
+            while not stop.is_set():
+                f.seek(0)
+                f.write(os.urandom(4096))
+                f.flush()
+                os.utime(busy)
+
+    t = threading.Thread(target=scribble)
+    t.start()
+    try:
+        proc = run("backup", str(src))
+    finally:
+        stop.set()
+        t.join()
+    assert 3 == proc.returncode, proc.stderr
+    assert "busy.db" in proc.stderr
+    assert "changed while it was read" in proc.stderr

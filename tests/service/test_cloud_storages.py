@@ -140,12 +140,6 @@ def samba(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.Samba]:
     smb.server.stop()
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="backup fails with BufferError: the SMB backend keeps the engine writer's "
-    "memoryview exported (a storage/engine bug, not the service's)",
-)
 def test_unc_file_share_policy(samba: servers.Samba, tmp_path: Path) -> None:
     """A UNC FileShare path with PrimaryUserName/PrimaryPassword goes through the SMB backend."""
     sub = servers.unique("sf")

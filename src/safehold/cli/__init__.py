@@ -47,7 +47,10 @@ def main() -> None:
     """Run the CLI with safehold's error handling and exit codes."""
     _register_service_commands(sys.argv)
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, click returns the code of a typer.Exit
+        # instead of exiting with it.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except SafeholdError as exc:
         err_console.print(f"error: {exc.message}", markup=False, highlight=False)
         sys.exit(exc.exit_code)

@@ -11,6 +11,7 @@ order data → index holds and a killed backup leaves reusable data behind.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -120,7 +121,7 @@ class BlobWriter:
                 storage.put(info.name, view if storage.properties.accepts_views else bytes(view))  # type: ignore[arg-type]
             finally:
                 view.release()
-                pack.release().close()
+                _close(pack.release())
             with self._lock:
                 self._repo.index.add_pack(info)
                 for e in info.blobs:
@@ -152,7 +153,7 @@ class BlobWriter:
             if pack is not None and pack.count:
                 self._upload(pack, blob_type)
             elif pack is not None:
-                pack.release().close()
+                _close(pack.release())
                 if blob_type == DATA:
                     self._slots.release()
         with self._lock:
@@ -177,3 +178,10 @@ class BlobWriter:
 
 
 __all__ += ["DATA", "TREE"]
+
+
+def _close(buffer: mmap.mmap) -> None:
+    """Unmap a pack buffer now, or, if a storage client still holds a view of it, when that goes."""
+    # Else the map is unmapped with the client's last reference to it.
+    with contextlib.suppress(BufferError):
+        buffer.close()
