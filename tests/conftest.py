@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -54,3 +57,25 @@ def tree_state(root: Path) -> dict[str, tuple[object, ...]]:
                 first = inodes.setdefault((st.st_dev, st.st_ino), rel) if st.st_nlink > 1 else rel
                 out[rel] = ("file", mode, st.st_mtime_ns, p.read_bytes(), first)
     return out
+
+
+@contextmanager
+def scribbling(path: Path) -> Iterator[None]:
+    """Keep rewriting the start of *path* (and its mtime) until the block ends."""
+    stop = threading.Event()
+
+    def scribble() -> None:
+        with path.open("r+b") as f:
+            while not stop.is_set():
+                f.seek(0)
+                f.write(os.urandom(4096))
+                f.flush()
+                os.utime(path)
+
+    t = threading.Thread(target=scribble)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from pathlib import Path
 
 from tests.cli.conftest import Run
+from tests.conftest import scribbling
 
 
 def _no_traceback(proc: object) -> None:
@@ -115,23 +115,8 @@ def test_exit_codes_of_damage_and_partial_backups(run: Run, tmp_path: Path) -> N
     assert 13 == proc.returncode
     assert pack.name in proc.stderr
 
-    stop = threading.Event()
-
-    def scribble() -> None:
-        with busy.open("r+b") as f:
-            while not stop.is_set():
-                f.seek(0)
-                f.write(os.urandom(4096))
-                f.flush()
-                os.utime(busy)
-
-    t = threading.Thread(target=scribble)
-    t.start()
-    try:
+    with scribbling(busy):
         proc = run("backup", str(src))
-    finally:
-        stop.set()
-        t.join()
     assert 3 == proc.returncode, proc.stderr
     assert "busy.db" in proc.stderr
     assert "changed while it was read" in proc.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from safehold.repo.errors import IntegrityError
 from safehold.repo.pack import TREE
 from safehold.repo.tree import Node, Tree
 from safehold.repo.writer import BlobWriter
-from tests.conftest import reopen
+from tests.conftest import reopen, scribbling
 
 
 def _forged_snapshot(repo: Repository, nodes: list[Node]) -> Snapshot:
@@ -66,23 +65,8 @@ def test_file_changing_during_backup_is_reported(repo: Repository, tmp_path: Pat
     src.mkdir()
     busy = src / "busy.db"
     busy.write_bytes(os.urandom(24 * 1024 * 1024))
-    stop = threading.Event()
-
-    def scribble() -> None:
-        with busy.open("r+b") as f:
-            while not stop.is_set():
-                f.seek(0)
-                f.write(os.urandom(4096))
-                f.flush()
-                os.utime(busy)
-
-    t = threading.Thread(target=scribble)
-    t.start()
-    try:
+    with scribbling(busy):
         result = backup_paths(repo, [src])
-    finally:
-        stop.set()
-        t.join()
     assert any("busy.db" in w and "changed while it was read" in w for w in result.warnings)
     assert result.snapshot.warnings == tuple(result.warnings)
 
