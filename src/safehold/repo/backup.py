@@ -285,13 +285,15 @@ class _Backup:
         except OSError as exc:
             self.warn(f"{path}: cannot list: {exc.strerror}")
             entries = []
+        # A dict, not Tree.get: a directory of N files would cost N² lookups.
+        parent = {n.name: n for n in parent_tree.nodes} if parent_tree is not None else None
         for entry in entries:
             if self.error is not None:
                 return
-            self.add_entry(entry.path, entry.name, d, parent_tree)
+            self.add_entry(entry.path, entry.name, d, parent)
         self._finish_one(d)
 
-    def add_entry(self, path: str, name: str, d: _Dir, parent_tree: Tree | None) -> None:
+    def add_entry(self, path: str, name: str, d: _Dir, parent: dict[str, Node] | None) -> None:
         try:
             st = os.lstat(path)
         except OSError as exc:
@@ -299,7 +301,7 @@ class _Backup:
             return
         node = _meta_node(name, st)
         node.xattrs = _xattrs(path) if node.type in ("file", "dir") else {}
-        prev = parent_tree.get(name) if parent_tree is not None else None
+        prev = parent.get(name) if parent is not None else None
         d.nodes.append(node)
         self.progress.advance(items=1)
         if node.type == "dir":
@@ -459,9 +461,10 @@ def backup_paths(
         scan.start()
         try:
             root = _Dir(None, None)
+            roots = {n.name: n for n in parent_root.nodes} if parent_root is not None else None
             for p, name in zip(abs_paths, names, strict=True):
                 if run.error is None:
-                    run.add_entry(p, name, root, parent_root)
+                    run.add_entry(p, name, root, roots)
             run._finish_one(root)
             run.done.wait()
             run.pool.shutdown(wait=True)

@@ -127,10 +127,3 @@ class Tree:
                 raise ValueError(f"duplicate name {n.name!r} in tree")
             seen.add(n.name)
         return cls(nodes)
-
-    def get(self, name: str) -> Node | None:
-        """The node called *name*, if any."""
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        return None
