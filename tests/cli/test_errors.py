@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.cli.conftest import Run
 from tests.conftest import scribbling
@@ -120,3 +123,29 @@ def test_exit_codes_of_damage_and_partial_backups(run: Run, tmp_path: Path) -> N
     assert 3 == proc.returncode, proc.stderr
     assert "busy.db" in proc.stderr
     assert "changed while it was read" in proc.stderr
+
+
+def test_restore_into_a_full_disk(run: Run, tmp_path: Path) -> None:
+    """A restore target that fills up is a clear error naming the target, not a traceback."""
+    src = tmp_path / "data"
+    src.mkdir()
+    (src / "big").write_bytes(os.urandom(3 * 1024 * 1024))
+    run("init", check=True)
+    run("backup", str(src), check=True)
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(tiny)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        proc = run("restore", "latest", "--target", str(tiny / "out"))
+    finally:
+        subprocess.run(["umount", "-l", str(tiny)], check=False)
+    assert 1 == proc.returncode
+    assert "restore target" in proc.stderr
+    assert "No space left" in proc.stderr
+    assert "Traceback" not in proc.stderr

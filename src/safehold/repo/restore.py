@@ -24,7 +24,7 @@ from typing import IO
 from safehold.core.errors import UsageError
 from safehold.core.progress import NullProgress, ProgressSink
 from safehold.core.snapshot import Snapshot
-from safehold.repo.errors import IntegrityError
+from safehold.repo.errors import IntegrityError, RepoError
 from safehold.repo.index import BlobLocation
 from safehold.repo.pack import pack_name
 from safehold.repo.repository import Repository
@@ -133,7 +133,10 @@ class _Restorer:
                     continue  # the file was truncated to size: the hole reads as zeros
                 fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
                 try:
-                    os.pwrite(fd, plain, offset)
+                    view, at = memoryview(plain), offset
+                    while view:  # a short write is legal; a full disk raises
+                        n = os.pwrite(fd, view, at)
+                        view, at = view[n:], at + n
                 finally:
                     os.close(fd)
             self.progress.advance(done_bytes=len(plain) * len(targets))
@@ -272,9 +275,13 @@ def restore(
     progress.begin("restore", total_bytes=total, total_items=len(entries))
     # 1. Directories and empty files of the right size; 2. their contents.
     plan = _Plan(repo, t, r)
-    for rel, node in entries:
-        plan.add(rel, node, result)
-    plan.write(workers or max(os.cpu_count() or 2, repo.storage.properties.connections))
+    try:
+        for rel, node in entries:
+            plan.add(rel, node, result)
+        plan.write(workers or max(os.cpu_count() or 2, repo.storage.properties.connections))
+    except OSError as exc:
+        where = exc.filename or root
+        raise RepoError(f"cannot write {where} in the restore target: {exc.strerror}") from exc
     # 3. Links and special files, then metadata (directories last, deepest first).
     for rel, node in plan.later:
         _make_special(t.path(rel), node, plan.links, result)
