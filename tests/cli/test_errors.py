@@ -149,3 +149,15 @@ def test_restore_into_a_full_disk(run: Run, tmp_path: Path) -> None:
     assert "restore target" in proc.stderr
     assert "No space left" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_unknown_commands_and_options_are_usage_errors(run: Run) -> None:
+    """A mistyped command or option is exit 2 with click's message; service commands are there."""
+    proc = run("bakup")
+    assert 2 == proc.returncode
+    assert "No such command 'bakup'" in proc.stderr
+    proc = run("backup", "--frobnicate")
+    assert 2 == proc.returncode
+    assert "No such option: --frobnicate" in proc.stderr
+    assert 0 == run("config", "--help").returncode
+    assert "serve" in run("--help", check=True).stdout

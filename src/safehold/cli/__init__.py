@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 
 from safehold.cli import backup, check, forget, init, key, repo_cmd, restore, snapshots
@@ -25,8 +24,18 @@ from safehold.core.errors import ExitCode, SafeholdError
 
 __all__ = ["app", "main"]
 
+try:  # Typer 0.2x vendors its own click; older Typer uses the click package.
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - depends on the installed Typer
+    from click import ClickException  # type: ignore[assignment]
+
 _COMMAND_MODULES = (backup, check, forget, init, key, repo_cmd, restore, snapshots)
-_SERVICE_COMMANDS = {"serve", "agent", "policy", "partition"}
+
+
+def _engine_commands() -> set[str]:
+    """The names registered so far: the engine's commands and groups."""
+    names = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
+    return names | {g.name or "" for g in app.registered_groups}
 
 
 def _register_service_commands(argv: list[str]) -> None:
@@ -37,7 +46,7 @@ def _register_service_commands(argv: list[str]) -> None:
     on a database host) does without them, which saves memory (6.5 MB measured).
     """
     words = [a for a in argv[1:] if not a.startswith("-")]
-    if not words or words[0] in _SERVICE_COMMANDS:
+    if not words or words[0] not in _engine_commands():
         from safehold.cli import service_cli
 
         service_cli.register(app)
@@ -54,14 +63,12 @@ def main() -> None:
     except SafeholdError as exc:
         err_console.print(f"error: {exc.message}", markup=False, highlight=False)
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except ClickException as exc:
         exc.show()
         sys.exit(ExitCode.USAGE)
-    except click.exceptions.Abort:
+    except typer.Abort:
         err_console.print("interrupted")
         sys.exit(ExitCode.INTERRUPTED)
     except KeyboardInterrupt:
