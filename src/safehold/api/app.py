@@ -24,7 +24,15 @@ import safehold
 from safehold.api import sf_schemas
 from safehold.api.deps import ReaderDep, TokenStore
 from safehold.api.metrics import CatalogCollector
-from safehold.api.routes import agents, config, entities, partition_jobs, partitions, policies
+from safehold.api.routes import (
+    agents,
+    config,
+    entities,
+    faults,
+    partition_jobs,
+    partitions,
+    policies,
+)
 from safehold.core.errors import SafeholdError, UsageError
 from safehold.service.context import ServiceContext
 
@@ -105,7 +113,7 @@ def create_app(ctx: ServiceContext, tokens: TokenStore) -> FastAPI:
         log.exception("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(_HttpError(500, "E_UNEXPECTED", "an unexpected error occurred"))
 
-    for module in (policies, entities, partition_jobs, partitions, agents, config):
+    for module in (policies, entities, partition_jobs, partitions, agents, config, faults):
         app.include_router(module.router)
     sf_schemas.install(app)
 

@@ -54,7 +54,12 @@ __all__ = [
     "sweep",
 ]
 
-RUNNING = {"backup": "BackupInProgress", "restore": "RestoreInProgress", "clean": "InProgress"}
+RUNNING = {
+    "backup": "BackupInProgress",
+    "restore": "RestoreInProgress",
+    "clean": "InProgress",
+    "dataloss": "InProgress",
+}
 MAX_TIMEOUT_MINUTES = 7 * 24 * 60
 
 
@@ -73,9 +78,10 @@ def _effective_policy(
     return None if eff.policy_name is None else load_policy(ctx, uow, eff.policy_name)
 
 
-def _refuse_if_busy(uow: UnitOfWork, partition_id: str) -> None:
+def refuse_if_busy(uow: UnitOfWork, partition_id: str) -> None:
+    """Raise if the partition has a job accepted or running (one at a time)."""
     for job in uow.jobs.active(partition_id):
-        if job.kind == "restore":
+        if job.kind in ("restore", "dataloss"):
             raise RestoreInProgress(f"a restore of partition {partition_id} is already {job.state}")
         raise BackupInProgress(f"a backup of partition {partition_id} is already {job.state}")
 
@@ -104,12 +110,14 @@ def request_backup(
     storage_doc: object | None = None,
     timeout_minutes: int = 10,
     scheduled: bool = False,
+    incremental: bool = False,
 ) -> JobRecord:
     """
     Accept a backup of one partition.
 
     The storage is *storage_doc* or the effective policy's. On-demand backups are
-    full; scheduled ones continue the chain until MaxIncrementalBackups.
+    full unless *incremental* (safehold's own ``BackupType=Incremental``); those
+    and scheduled ones continue the chain until MaxIncrementalBackups.
 
     Raises:
         EntityNotFound, BackupNotEnabled, BackupInProgress, RestoreInProgress, PolicyError.
@@ -125,10 +133,10 @@ def request_backup(
             raise BackupNotEnabled(
                 f"partition {p.partition_id} has no backup policy: enable one or give BackupStorage"
             )
-        _refuse_if_busy(uow, p.partition_id)
+        refuse_if_busy(uow, p.partition_id)
         ensure_repository(ctx, storage)
         kind, parent = "Full", None
-        if scheduled and policy is not None:
+        if (scheduled or incremental) and policy is not None:
             kind, parent = _next_in_chain(uow, p, storage, policy.max_incremental_backups)
         retention = None
         if (
@@ -211,7 +219,7 @@ def request_restore(
                 f"backup {backup.backup_id} belongs to partition {backup.partition_id}, not "
                 f"{p.partition_id}; pass AllowRestoreToOtherPartition=true to restore it here"
             )
-        _refuse_if_busy(uow, p.partition_id)
+        refuse_if_busy(uow, p.partition_id)
         storage_doc = ctx.secrets.seal_storage(explicit.to_json()) if explicit else backup.storage
         now = ctx.clock()
         job = JobRecord(
@@ -396,7 +404,11 @@ def _work_item(ctx: ServiceContext, job: JobRecord, p: PartitionRecord) -> dict[
             "Source": p.source,
             "RestoreTo": p.restore_to,
         },
-        "Storage": ctx.secrets.open_storage(job.params["storage"]),
+        "Storage": (
+            None
+            if job.params["storage"] is None
+            else ctx.secrets.open_storage(job.params["storage"])
+        ),
         "Params": {k: v for k, v in job.params.items() if k != "storage"},
     }
 
@@ -449,16 +461,25 @@ def complete(ctx: ServiceContext, agent_id: str, job_id: str, outcome: dict[str,
         p = uow.partitions.get(job.partition_id)
         if outcome.get("State") == "Success" and p is not None:
             job.state = "Success"
+            reported = _reported(p, outcome)
+            if reported is not None and job.kind == "backup":
+                # A state: partition's agent is the store: its epoch and LSN are the truth.
+                job.params = {**job.params, **reported}
             if job.kind == "backup":
                 job.result = _record_backup(uow, job, p, outcome)
-            elif job.kind == "restore":
+            elif job.kind == "restore" and reported is None:
                 # A restore is a data loss: the partition enters a new epoch.
                 p.epoch = Epoch(p.epoch.data_loss_number + 1, p.epoch.configuration_number)
-                uow.partitions.save(p)
-            else:
+            elif job.kind == "dataloss":
+                res = outcome.get("Result")
+                job.result = dict(res) if isinstance(res, dict) else {}
+            elif job.kind == "clean":
                 uow.backups.delete(
                     b.backup_id for b in uow.backups.list(partition_id=p.partition_id)
                 )
+            if reported is not None:
+                p.epoch, p.lsn = Epoch(*reported["epoch"]), reported["lsn"]
+            uow.partitions.save(p)
         else:
             err = outcome.get("Error") or {}
             job.state = "Failure"
@@ -467,6 +488,43 @@ def complete(ctx: ServiceContext, agent_id: str, job_id: str, outcome: dict[str,
         uow.jobs.save(job)
         uow.commit()
         return job
+
+
+def _reported(p: PartitionRecord, outcome: dict[str, Any]) -> dict[str, Any] | None:
+    """
+    The epoch, LSN and chain a ``state:`` partition's agent reported, as job params.
+
+    Other partitions get theirs from the controller, so this is None for them.
+
+    Raises:
+        PolicyError: a state: partition's outcome lacks a valid Epoch or Lsn.
+    """
+    if not p.source.startswith("state:"):
+        return None
+    epoch, lsn = outcome.get("Epoch"), outcome.get("Lsn")
+    if (
+        not isinstance(epoch, list)
+        or len(epoch) != 2
+        or not all(isinstance(n, int) and n >= 0 for n in epoch)
+        or not isinstance(lsn, int)
+        or lsn < 0
+    ):
+        raise PolicyError("a state: partition's agent must report Epoch [dl, cfg] and Lsn")
+    out: dict[str, Any] = {"epoch": list(epoch), "lsn": lsn}
+    if outcome.get("BackupType") in ("Full", "Incremental"):
+        out["backup_type"] = outcome["BackupType"]
+        parent = outcome.get("ParentSnapshot")
+        incremental = out["backup_type"] == "Incremental"
+        out["parent_id"] = (
+            backup_id_for(parent) if incremental and isinstance(parent, str) else None
+        )
+        out["chain_id"] = None  # the parent's, found when the backup is recorded
+    return out
+
+
+def _chain_of_parent(uow: UnitOfWork, parent_id: str | None) -> str | None:
+    parent = uow.backups.get(parent_id) if parent_id else None
+    return parent.chain_id if parent else None
 
 
 def _record_backup(
@@ -484,7 +542,7 @@ def _record_backup(
         application=p.application,
         service=p.service,
         backup_type=params["backup_type"],
-        chain_id=params["chain_id"] or backup_id,
+        chain_id=params["chain_id"] or _chain_of_parent(uow, params["parent_id"]) or backup_id,
         parent_id=params["parent_id"],
         location=location,
         epoch=Epoch(*params["epoch"]),

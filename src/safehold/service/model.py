@@ -23,7 +23,7 @@ __all__ = [
     "backup_location",
 ]
 
-JobKind = Literal["backup", "restore", "clean"]
+JobKind = Literal["backup", "restore", "clean", "dataloss"]
 ACTIVE_STATES = ("Accepted", "BackupInProgress", "RestoreInProgress", "InProgress")
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
@@ -55,7 +55,7 @@ class PartitionRecord:
 
 @dataclass
 class JobRecord:
-    """A backup, restore or clean job for one partition."""
+    """A backup, restore, clean or (induced) data-loss job for one partition."""
 
     id: str
     partition_id: str

@@ -52,7 +52,7 @@ __all__ = [
     "update_policy",
 ]
 
-SOURCE_KINDS = ("dir:", "command:")
+SOURCE_KINDS = ("dir:", "command:", "state:")
 
 
 # --- Policies ----------------------------------------------------------------------
@@ -193,9 +193,14 @@ class PartitionCreate:
 
 
 def check_source(source: str) -> str:
-    """Check a partition source (``dir:PATH`` or ``command:CMD``)."""
+    """
+    Check a partition source: ``dir:PATH``, ``command:CMD`` or ``state:AGENT``.
+
+    ``state:AGENT`` means the partition's own agent *AGENT* (a ``StateStore``
+    running ``StoreAgent``) does the data work and reports epochs and LSNs.
+    """
     if not source.startswith(SOURCE_KINDS) or not source.split(":", 1)[1].strip():
-        raise PolicyError(f"source {source!r} must be 'dir:PATH' or 'command:CMD'")
+        raise PolicyError(f"source {source!r} must be 'dir:PATH', 'command:CMD' or 'state:AGENT'")
     if source.startswith("dir:") and not source[4:].startswith("/"):
         raise PolicyError(f"source {source!r}: the directory must be an absolute path")
     return source
@@ -210,6 +215,16 @@ def check_restore_to(target: str | None) -> str | None:
             f"restore target {target!r} must be 'command:CMD', 'file:PATH' or 'dir:PATH'"
         )
     return target
+
+
+def _agent_of(req: PartitionCreate) -> str | None:
+    # Only the store itself can run a state: partition's jobs, so its agent is fixed.
+    if not req.source.startswith("state:"):
+        return req.agent
+    agent = req.source.split(":", 1)[1].strip()
+    if req.agent is not None and req.agent != agent:
+        raise PolicyError(f"a state:{agent} partition is served by agent {agent}, not {req.agent}")
+    return agent
 
 
 def register_partition(ctx: ServiceContext, req: PartitionCreate) -> PartitionRecord:
@@ -230,7 +245,7 @@ def register_partition(ctx: ServiceContext, req: PartitionCreate) -> PartitionRe
             service=svc,
             source=check_source(req.source),
             restore_to=check_restore_to(req.restore_to),
-            agent=req.agent,
+            agent=_agent_of(req),
             epoch=old.epoch if old else Epoch(0, 0),
             lsn=old.lsn if old else 0,
             last_scheduled_at=old.last_scheduled_at if old else None,

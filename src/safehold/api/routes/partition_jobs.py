@@ -28,14 +28,28 @@ def backup_partition(
     partition_id: str,
     body: JsonBody,
     backup_timeout: Annotated[int, Query(alias="BackupTimeout")] = 10,
+    backup_type: Annotated[str, Query(alias="BackupType")] = "Full",
 ) -> Response:
-    """Accept a full backup; the storage is BackupStorage in the body or the policy's."""
+    """
+    Accept a backup; the storage is BackupStorage in the body or the policy's.
+
+    It is full, as in SF, unless ``BackupType=Incremental`` (ours), which continues
+    the partition's chain as a scheduled backup would.
+    """
+    if backup_type not in ("Full", "Incremental"):
+        raise PolicyError(f"BackupType must be Full or Incremental, not {backup_type!r}")
     storage = None
     if body is not None:
         if not isinstance(body, dict):
             raise PolicyError("the body, when given, must be an object with BackupStorage")
         storage = body.get("BackupStorage")
-    jobs.request_backup(ctx, partition_id, storage_doc=storage, timeout_minutes=backup_timeout)
+    jobs.request_backup(
+        ctx,
+        partition_id,
+        storage_doc=storage,
+        timeout_minutes=backup_timeout,
+        incremental=backup_type == "Incremental",
+    )
     return Response(status_code=202)
 
 

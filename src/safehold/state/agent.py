@@ -1,0 +1,255 @@
+"""
+The store as its partition's agent: it pulls the controller's jobs and runs them in-process.
+
+A partition registered with the source ``state:AGENT`` is served by the agent
+named *AGENT*, and ``StoreAgent`` is that agent: an asyncio task in the
+service's own process that claims work over the controller's agent routes
+(``POST /safehold/agents/{id}/$/Claim``, ``…/jobs/{job}/$/Heartbeat``,
+``…/$/Complete``, the same protocol ``safehold agent`` speaks) and runs it on the
+store, so backups see a consistent state while writers go on:
+
+- ``backup``: ``store.backup`` (full or incremental as the controller asks; an
+  incremental the store cannot take, ``MissingFullBackup``, is taken full);
+- ``restore``: ``store.restore`` of the chosen backup, with ``RestorePolicy.FORCE``
+  (an operator's explicit restore overwrites, as in Service Fabric);
+- ``dataloss``: ``store.induce_data_loss``, whose hook (or the store's
+  auto-restore) runs; with neither, and AutoRestoreOnDataLoss in the partition's
+  policy, the latest backup is restored.
+
+Every outcome carries the store's epoch and LSN, which the controller keeps for
+the partition. The store writes into its own target, so that target must be the
+repository of the partition's policy storage; the work item's storage is not
+opened here. This module speaks HTTP with httpx itself, because ``safehold.state``
+and ``safehold.agent`` are sibling layers that may not import each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from typing import Any
+
+import httpx
+
+from safehold.core.errors import SafeholdError
+from safehold.core.snapshot import Epoch, format_time
+from safehold.state.backup import BackupOption
+from safehold.state.dataloss import DataLossMode
+from safehold.state.errors import MissingFullBackup
+from safehold.state.restore import RestorePolicy
+from safehold.state.store import StateStore
+
+__all__ = ["AgentLinkError", "StoreAgent"]
+
+log = logging.getLogger("safehold.state.agent")
+
+_MODES = {"FullDataLoss": DataLossMode.FULL, "PartialDataLoss": DataLossMode.PARTIAL}
+
+
+class AgentLinkError(SafeholdError):
+    """The controller could not be reached or refused a call."""
+
+    code = "SAFEHOLD_E_CONTROLLER"
+
+
+def _epoch(e: Epoch) -> list[int]:
+    return [e.data_loss_number, e.configuration_number]
+
+
+class StoreAgent:
+    """
+    Pulls *store*'s partition's jobs from the controller at *controller_url* and runs them.
+
+    Args:
+        store: an open store.
+        controller_url: the controller's base URL.
+        token: a token with the ``agent`` (or ``admin``) role; never logged.
+        agent_id: the name in the partition's source ``state:AGENT``.
+        verify: TLS verification (True, False, or a CA bundle path).
+        poll_interval: seconds between claims when there is nothing to do, or after an error.
+        heartbeat_interval: seconds between heartbeats while a job runs.
+
+    Use ``start()`` / ``await stop()``, or ``async with StoreAgent(...)``.
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        controller_url: str,
+        token: str,
+        *,
+        agent_id: str,
+        verify: bool | str = True,
+        poll_interval: float = 1.0,
+        heartbeat_interval: float = 5.0,
+        timeout: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.agent_id = agent_id
+        self._poll = poll_interval
+        self._beat = heartbeat_interval
+        self._client = httpx.AsyncClient(
+            base_url=controller_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
+            verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify,
+            timeout=timeout,
+        )
+        self._task: asyncio.Task[None] | None = None
+        self.jobs_done = 0
+
+    def __repr__(self) -> str:
+        return f"StoreAgent({self._client.base_url!s}, agent={self.agent_id})"
+
+    async def __aenter__(self) -> StoreAgent:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def start(self) -> None:
+        """Start pulling work in a task of the running loop."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name=f"store-agent-{self.agent_id}")
+
+    async def stop(self) -> None:
+        """Stop pulling (a running job is cancelled; the controller times it out) and close."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._client.aclose()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                if await self.run_once():
+                    continue
+            except SafeholdError as exc:
+                log.warning("store agent %s: %s", self.agent_id, exc.message)
+            await asyncio.sleep(self._poll)
+
+    async def _post(self, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        try:
+            resp = await self._client.post(f"/safehold/agents/{self.agent_id}{path}", json=body)
+        except httpx.HTTPError as exc:
+            raise AgentLinkError(f"cannot reach the controller: {exc}") from exc
+        if resp.status_code >= 400:
+            try:
+                message = resp.json()["Error"]["Message"]
+            except (ValueError, KeyError, TypeError):
+                message = resp.text[:200]
+            raise AgentLinkError(f"the controller answered {resp.status_code}: {message}")
+        return resp
+
+    async def run_once(self) -> bool:
+        """Claim and run at most one job; return whether there was one."""
+        resp = await self._post("/$/Claim")
+        if resp.status_code == 204:
+            return False
+        item: dict[str, Any] = resp.json()
+        job_id = str(item["JobId"])
+        beater = asyncio.create_task(self._heartbeats(job_id))
+        try:
+            outcome = await self._execute(item)
+        finally:
+            beater.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beater
+        log.info("job %s (%s) ended: %s", job_id, item.get("Kind"), outcome["State"])
+        await self._post(f"/jobs/{job_id}/$/Complete", outcome)
+        self.jobs_done += 1
+        return True
+
+    async def _heartbeats(self, job_id: str) -> None:
+        while True:
+            await asyncio.sleep(self._beat)
+            try:
+                await self._post(f"/jobs/{job_id}/$/Heartbeat", {"lsn": self.store.lsn})
+            except SafeholdError as exc:
+                log.warning("heartbeat for job %s failed: %s", job_id, exc.message)
+
+    async def _execute(self, item: dict[str, Any]) -> dict[str, Any]:
+        """Run one work item; a job's own failure is an outcome, never an exception."""
+        try:
+            part = item["Partition"]["PartitionId"]
+            if part != self.store.partition:
+                raise SafeholdError(
+                    f"this agent serves partition {self.store.partition}, not {part}"
+                )
+            kind = item["Kind"]
+            params: dict[str, Any] = item["Params"]
+            if kind == "backup":
+                return await self._backup(params)
+            if kind == "restore":
+                return await self._restore(params)
+            if kind == "dataloss":
+                return await self._data_loss(params)
+            raise SafeholdError(f"a StateStore agent does not run {kind} jobs")
+        except SafeholdError as exc:
+            return {"State": "Failure", "Error": {"Code": exc.code, "Message": exc.message}}
+        except Exception:
+            # Do not quote unexpected errors to the controller: they may hold anything.
+            log.exception("job %s failed unexpectedly", item.get("JobId"))
+            return {
+                "State": "Failure",
+                "Error": {
+                    "Code": "FABRIC_E_BACKUPCOPIER_UNEXPECTED_ERROR",
+                    "Message": "the store agent failed unexpectedly; see its log",
+                },
+            }
+
+    def _position(self) -> dict[str, Any]:
+        return {"Epoch": _epoch(self.store.epoch), "Lsn": self.store.lsn}
+
+    async def _backup(self, params: dict[str, Any]) -> dict[str, Any]:
+        option = (
+            BackupOption.INCREMENTAL
+            if params.get("backup_type") == "Incremental"
+            else BackupOption.FULL
+        )
+        try:
+            info = await self.store.backup(option)
+        except MissingFullBackup as exc:
+            log.info("partition %s: %s; taking a full backup", self.store.partition, exc.message)
+            info = await self.store.backup(BackupOption.FULL)
+        incremental = info.option is BackupOption.INCREMENTAL
+        return {
+            "State": "Success",
+            "Snapshot": {
+                "Id": info.snapshot.id,
+                "Time": format_time(info.snapshot.time),
+                "Size": info.size,
+            },
+            "Epoch": _epoch(info.epoch),
+            "Lsn": info.lsn,
+            "BackupType": "Incremental" if incremental else "Full",
+            "ParentSnapshot": info.parent_id if incremental else None,
+        }
+
+    async def _restore(self, params: dict[str, Any]) -> dict[str, Any]:
+        result = await self.store.restore(
+            backup_id=str(params["snapshot_id"]), policy=RestorePolicy.FORCE
+        )
+        return {"State": "Success", **self._position(), "RestoredLsn": result.lsn}
+
+    async def _data_loss(self, params: dict[str, Any]) -> dict[str, Any]:
+        mode = _MODES.get(str(params.get("mode")))
+        if mode is None:
+            raise SafeholdError(f"unknown data-loss mode {params.get('mode')!r}")
+        report = await self.store.induce_data_loss(mode)
+        restored = report.restore
+        if not report.hook_ran and params.get("auto_restore"):
+            # The partition's policy has AutoRestoreOnDataLoss and the store has no hook.
+            restored = await self.store.restore(policy=RestorePolicy.SAFE)
+        result = {
+            "Reason": report.reason,
+            "HookRan": report.hook_ran,
+            "StateChanged": report.state_changed or restored is not None,
+            "RestoredBackupId": restored.backup_id if restored else None,
+            "RestoredLsn": restored.lsn if restored else None,
+        }
+        return {"State": "Success", **self._position(), "Result": result}
