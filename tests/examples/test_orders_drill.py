@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from safehold.testing import free_port
-from tests.agent.procs import ADMIN, AGENT, Proc, api, env, start_controller
+from tests.agent.procs import ADMIN, AGENT, Proc, api, env, start_controller, wait_state
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDERS = ROOT / "examples" / "orders"
@@ -125,3 +125,18 @@ def test_the_drill_brings_back_every_order_up_to_the_last_backup(
     doc = httpx.get(f"{orders_url}/orders", timeout=10).json()
     assert (doc["lsn"], len(doc["orders"])) == (lsns[-1], lsns[-1])
     assert doc["epoch"][0] >= 1
+    # An operator's restore through the controller runs in the service too: back to the full.
+    full = backups[0]
+    api(
+        url,
+        "POST",
+        f"/Partitions/{pid}/$/Restore",
+        json={"BackupId": full["BackupId"], "BackupLocation": full["BackupLocation"]},
+    )
+    info = wait_state(url, pid, "Restore")
+    assert info["RestoreState"] == "Success", info
+    assert info["RestoredLsn"] == "120"
+    after = httpx.get(f"{orders_url}/orders", timeout=10).json()
+    assert (after["lsn"], len(after["orders"])) == (120, 120)
+    assert after["epoch"][0] > doc["epoch"][0]
+    assert all(k.startswith("full-") for k in after["orders"])

@@ -292,7 +292,7 @@ def partition_add(
     application: Annotated[str, typer.Option("--application", help="fabric:/App")],
     service: Annotated[str, typer.Option("--service", help="fabric:/App/Service")],
     partition_id: Annotated[str, typer.Option("--partition-id", help="The partition's GUID.")],
-    source: Annotated[str, typer.Option("--source", help="dir:PATH or command:CMD")],
+    source: Annotated[str, typer.Option("--source", help="dir:PATH, command:CMD or state:AGENT")],
     restore_to: Annotated[
         str | None,
         typer.Option("--restore-to", help="command:CMD or file:PATH (for command sources)"),

@@ -82,7 +82,8 @@ def refuse_if_busy(uow: UnitOfWork, partition_id: str) -> None:
     """Raise if the partition has a job accepted or running (one at a time)."""
     for job in uow.jobs.active(partition_id):
         if job.kind in ("restore", "dataloss"):
-            raise RestoreInProgress(f"a restore of partition {partition_id} is already {job.state}")
+            what = "a restore" if job.kind == "restore" else "an induced data loss"
+            raise RestoreInProgress(f"{what} of partition {partition_id} is already {job.state}")
         raise BackupInProgress(f"a backup of partition {partition_id} is already {job.state}")
 
 

@@ -70,6 +70,7 @@ class StoreAgent:
         verify: TLS verification (True, False, or a CA bundle path).
         poll_interval: seconds between claims when there is nothing to do, or after an error.
         heartbeat_interval: seconds between heartbeats while a job runs.
+        transport: an httpx transport in place of the network (tests).
 
     Use ``start()`` / ``await stop()``, or ``async with StoreAgent(...)``.
     """
@@ -85,6 +86,7 @@ class StoreAgent:
         poll_interval: float = 1.0,
         heartbeat_interval: float = 5.0,
         timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.store = store
         self.agent_id = agent_id
@@ -95,6 +97,7 @@ class StoreAgent:
             headers={"Authorization": f"Bearer {token}"},
             verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify,
             timeout=timeout,
+            transport=transport,
         )
         self._task: asyncio.Task[None] | None = None
         self.jobs_done = 0
