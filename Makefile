@@ -20,6 +20,7 @@ lint: install
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/ruff format --check src tests examples bench
 	$(BIN)/mypy
+	$(BIN)/mypy --strict examples/orders
 	$(BIN)/lint-imports
 
 test: install lint

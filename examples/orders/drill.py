@@ -140,7 +140,9 @@ class Drill:
             "POST", f"{base}/StartDataLoss", params={"OperationId": op, "DataLossMode": a.mode}
         )
         print(f"StartDataLoss {a.mode}, operation {op}")
-        info = self.call("GET", f"{base}/GetDataLossProgress", params={"OperationId": op})
+        info: dict[str, Any] = self.call(
+            "GET", f"{base}/GetDataLossProgress", params={"OperationId": op}
+        )
         deadline = time.monotonic() + a.timeout
         while info["State"] not in ("Completed", "Faulted", "Cancelled"):
             if time.monotonic() > deadline:
