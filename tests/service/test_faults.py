@@ -152,3 +152,38 @@ def test_bad_input_and_unknown_things(
     add_partition(ctx, P2, tmp_path / "p2")
     with pytest.raises(PolicyError, match="state:"):  # a dir: partition has no store to damage
         faults.start_data_loss(ctx, SVC, P2, str(uuid.uuid4()), "FullDataLoss")
+
+
+def _finish_backup(ctx: ServiceContext, snap: str, epoch: list[int], lsn: int, kind: str) -> str:
+    item = jobs.claim(ctx, "orders-1")
+    assert item is not None
+    assert item["Kind"] == "backup"
+    jobs.complete(
+        ctx,
+        "orders-1",
+        item["JobId"],
+        {
+            "State": "Success",
+            "Snapshot": {"Id": snap, "Time": "2026-11-22T05:00:00Z"},
+            "Epoch": epoch,
+            "Lsn": lsn,
+            "BackupType": kind,
+        },
+    )
+    return str(item["Params"]["backup_type"])
+
+
+def test_after_a_drill_the_next_scheduled_backup_is_full(
+    ctx: ServiceContext, state_partition: str
+) -> None:
+    """The store's new epoch (reported by the drill) starts a new chain in the controller."""
+    jobs.request_backup(ctx, P1, scheduled=True)
+    assert _finish_backup(ctx, "a" * 64, [0, 0], 10, "Full") == "Full"
+    jobs.request_backup(ctx, P1, scheduled=True)
+    assert _finish_backup(ctx, "b" * 64, [0, 0], 12, "Incremental") == "Incremental"
+    op = str(uuid.uuid4())
+    faults.start_data_loss(ctx, SVC, P1, op, "FullDataLoss")
+    assert jobs.claim(ctx, "orders-1") is not None
+    jobs.complete(ctx, "orders-1", op, {"State": "Success", "Epoch": [2, 0], "Lsn": 12})
+    jobs.request_backup(ctx, P1, scheduled=True)
+    assert _finish_backup(ctx, "c" * 64, [2, 0], 12, "Full") == "Full"
