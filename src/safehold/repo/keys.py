@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import getpass
 import json
-import os
 import secrets
 import socket
 from collections.abc import Iterator
@@ -324,8 +323,3 @@ class KeyStore:
             if name not in ring.keyring_files:
                 self._storage.delete(name)
         return gen
-
-
-def random_id() -> str:
-    """Return 32 random hex digits."""
-    return os.urandom(16).hex()

@@ -160,12 +160,3 @@ class RepoLock:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
-
-
-def remove_stale_locks(storage: Storage) -> int:
-    """Delete stale lock files; return how many."""
-    now = datetime.now(UTC)
-    stale = [lk for lk in list_locks(storage) if lk.is_stale(now)]
-    for lk in stale:
-        storage.delete(lk.name)
-    return len(stale)
