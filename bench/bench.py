@@ -8,7 +8,19 @@ reads each process's peak memory (max RSS from wait4) and the repository size.
 It prints the figures and their ratios to safehold's. It measures; it asserts
 nothing: the targets are in the README and the issue, the numbers are here.
 
-Usage: python bench/bench.py [--size-mb 1000] [--out bench/out] [--tools safehold,restic,borg]
+Rounds are interleaved (each round runs every tool once, in a rotated order) and
+every step starts after a ``sync``, so that one tool's dirty pages are not written
+back on the next one's clock. Nothing is deleted during a round: ext4 without a
+journal (this machine's) skips, one by one, inodes freed in the last minute when
+it creates a file, which made a restore that followed a big ``rm -rf`` up to three
+times slower (see docs/benchmark.md). A round's files are removed after it, and
+the next round waits ``--settle`` seconds. The data set is made in a child
+process, so that its memory does not count in the tools' peak RSS (a forked
+child's max RSS starts at its parent's). The table shows each step's median over the rounds
+and, per tool, the spread (slowest / fastest round).
+
+Usage: python bench/bench.py [--size-mb 1000] [--rounds 3] [--out bench/out]
+       [--tools safehold,restic,borg] [--steps "full restore"]
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -34,6 +47,32 @@ class Result:
     seconds: dict[str, float] = field(default_factory=dict)
     peak_mb: float = 0.0
     repo_mb: float = 0.0
+    restore_peak_mb: float = 0.0
+
+
+@dataclass
+class Rounds:
+    """Every round's result of one tool, and their medians and spreads."""
+
+    tool: str
+    rounds: list[Result] = field(default_factory=list)
+
+    def median(self, step: str) -> float:
+        return statistics.median(r.seconds[step] for r in self.rounds)
+
+    def spread(self, step: str) -> float:
+        vals = [r.seconds[step] for r in self.rounds]
+        return max(vals) / min(vals)
+
+    def summary(self) -> Result:
+        """The medians of every figure, as one result."""
+        return Result(
+            self.tool,
+            {s: self.median(s) for s in self.rounds[0].seconds},
+            statistics.median(r.peak_mb for r in self.rounds),
+            statistics.median(r.repo_mb for r in self.rounds),
+            statistics.median(r.restore_peak_mb for r in self.rounds),
+        )
 
 
 def make_data(root: Path, size_mb: int) -> None:
@@ -100,7 +139,8 @@ def change_one_percent(root: Path, size_mb: int) -> None:
 
 
 def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, float]:
-    """Run *cmd*; return (seconds, peak RSS in MB). Fails loudly if the tool fails."""
+    """Run *cmd* after a sync; return (seconds, peak RSS in MB). Fails loudly if it fails."""
+    os.sync()  # the previous step's dirty pages are written back on nobody's clock
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -162,11 +202,13 @@ def tool_commands(tool: str, repo: Path, data: Path, target: Path) -> dict[str, 
     raise SystemExit(f"unknown tool {tool}")
 
 
-def bench_tool(tool: str, out: Path, data_src: Path, size_mb: int) -> Result:
+def bench_tool(
+    tool: str, out: Path, data_src: Path, size_mb: int, steps: tuple[str, ...] = STEPS
+) -> Result:
     work = out / tool
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    data = work / "data"
+    data = work / "data"  # removed with the round, not here (see the module docstring)
     # Each tool gets its own copy, so the 1% change starts from the same state.
     shutil.copytree(data_src, data, ignore=shutil.ignore_patterns(".complete"))
     repo, target = work / "repo", work / "restore"
@@ -184,11 +226,17 @@ def bench_tool(tool: str, out: Path, data_src: Path, size_mb: int) -> Result:
     peaks = []
     for step in STEPS:
         if step == "re-backup after 1% change":
+            if step not in steps:
+                continue
             change_one_percent(data, size_mb)
+        if step != "first backup" and step not in steps:
+            continue  # the first backup is always needed; the others only when asked for
         cmd = cmds["restore"] if step == "full restore" else cmds["backup"]
         seconds, peak = run(cmd, env)
         result.seconds[step] = seconds
         peaks.append(peak)
+        if step == "full restore":
+            result.restore_peak_mb = peak
     result.peak_mb = max(peaks)
     result.repo_mb = du(repo)
     return result
@@ -253,10 +301,17 @@ def bench_object_stores(out: Path, data_src: Path, size_mb: int, file_result: Re
     return "\n".join(head + rows)
 
 
-def report(results: list[Result], size_mb: int) -> str:
+def report(all_rounds: list[Rounds], size_mb: int) -> str:
+    results = [r.summary() for r in all_rounds]
+    steps = [s for s in STEPS if s in results[0].seconds]
     base = next(r for r in results if r.tool == "safehold")
     others = [r for r in results if r.tool != "safehold"]
-    lines = [f"# safehold benchmark: {size_mb} MB mixed data, {os.cpu_count()} cores", ""]
+    n = len(all_rounds[0].rounds)
+    lines = [
+        f"# safehold benchmark: {size_mb} MB mixed data, {os.cpu_count()} cores, "
+        f"median of {n} interleaved round{'s' if n > 1 else ''}",
+        "",
+    ]
     head = (
         "| measure | "
         + " | ".join(r.tool for r in results)
@@ -265,7 +320,7 @@ def report(results: list[Result], size_mb: int) -> str:
         + " |"
     )
     lines += [head, "|" + " --- |" * (1 + len(results) + len(others))]
-    for step in STEPS:
+    for step in steps:
         vals = " | ".join(f"{r.seconds[step]:.2f} s" for r in results)
         ratios = " | ".join(f"{r.seconds[step] / base.seconds[step]:.2f}×" for r in others)
         lines.append(f"| {step} | {vals} | {ratios} |")
@@ -275,11 +330,24 @@ def report(results: list[Result], size_mb: int) -> str:
     vals = " | ".join(f"{r.peak_mb:.0f} MB" for r in results)
     ratios = " | ".join(f"{r.peak_mb / base.peak_mb:.2f}×" for r in others)
     lines.append(f"| peak memory | {vals} | {ratios} |")
+    if "full restore" in steps:
+        vals = " | ".join(f"{r.restore_peak_mb:.0f} MB" for r in results)
+        ratios = " | ".join(f"{r.restore_peak_mb / base.restore_peak_mb:.2f}×" for r in others)
+        lines.append(f"| restore peak memory | {vals} | {ratios} |")
+    lines += ["", "Spread across rounds (slowest / fastest; each round's seconds):", ""]
+    lines += ["| step | " + " | ".join(r.tool for r in all_rounds) + " |"]
+    lines += ["|" + " --- |" * (1 + len(all_rounds))]
+    for step in steps:
+        cells = [
+            f"{r.spread(step):.2f} ({', '.join(f'{x.seconds[step]:.2f}' for x in r.rounds)})"
+            for r in all_rounds
+        ]
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
     first = base.seconds["first backup"]
     lines += [
         "",
         f"safehold first backup: {size_mb / first:.0f} MB/s; restore: "
-        f"{size_mb / base.seconds['full restore']:.0f} MB/s",
+        f"{size_mb / base.seconds.get('full restore', float('inf')):.0f} MB/s",
         "Ratios above 1 mean the other tool took longer, used more memory or stored more.",
     ]
     return "\n".join(lines)
@@ -292,22 +360,57 @@ def main() -> None:
     ap.add_argument("--size-mb", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=Path("bench/out"))
     ap.add_argument("--tools", default="safehold,restic,borg")
+    ap.add_argument("--rounds", type=int, default=3, help="Interleaved rounds (median shown).")
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=65.0,
+        help="Seconds to wait after removing a round's files (ext4 avoids reusing "
+        "inodes freed in the last 60 s).",
+    )
+    ap.add_argument("--make-data-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--steps",
+        default=",".join(STEPS),
+        help="Comma-separated steps to time (the first backup always runs).",
+    )
     ap.add_argument("--no-object-stores", action="store_true", help="Skip Azurite and moto.")
     args = ap.parse_args()
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     data = args.out / f"dataset-{args.size_mb}"
-    make_data(data, args.size_mb)
-    results = [bench_tool(t, args.out, data, args.size_mb) for t in args.tools.split(",")]
-    text = report(results, args.size_mb)
+    if args.make_data_only:
+        make_data(data, args.size_mb)
+        return
+    if not (data / ".complete").exists():  # in a child: its memory is not ours
+        argv = [sys.executable, __file__, "--make-data-only", "--size-mb", str(args.size_mb)]
+        subprocess.run([*argv, "--out", str(args.out)], check=True)
+    tools = args.tools.split(",")
+    steps = tuple(s.strip() for s in args.steps.split(","))
+    unknown = set(steps) - set(STEPS)
+    if unknown:
+        raise SystemExit(f"unknown steps {sorted(unknown)}; choose from {list(STEPS)}")
+    all_rounds = [Rounds(t) for t in tools]
+    for i in range(args.rounds):
+        order = all_rounds[i % len(tools) :] + all_rounds[: i % len(tools)]
+        round_dir = args.out / f"round-{i + 1}"
+        for rr in order:
+            res = bench_tool(rr.tool, round_dir, data, args.size_mb, steps)
+            rr.rounds.append(res)
+            print(f"round {i + 1} {rr.tool}: {res.seconds}", file=sys.stderr, flush=True)
+        shutil.rmtree(round_dir, ignore_errors=True)
+        if i + 1 < args.rounds:
+            os.sync()
+            time.sleep(args.settle)
+    text = report(all_rounds, args.size_mb)
+    results = [r.summary() for r in all_rounds]
     ours = next((r for r in results if r.tool == "safehold"), None)
-    if ours is not None and not args.no_object_stores:
+    if ours is not None and not args.no_object_stores and "full restore" in steps:
         text += "\n" + bench_object_stores(args.out, data, args.size_mb, ours)
     print(text)
     (args.out / "results.md").write_text(text + "\n")
-    (args.out / "results.json").write_text(json.dumps([r.__dict__ for r in results], indent=2))
-    for t in args.tools.split(","):
-        shutil.rmtree(args.out / t, ignore_errors=True)
+    rounds_json = [{"tool": r.tool, "rounds": [x.__dict__ for x in r.rounds]} for r in all_rounds]
+    (args.out / "results.json").write_text(json.dumps(rounds_json, indent=2))
 
 
 if __name__ == "__main__":

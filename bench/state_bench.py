@@ -1,31 +1,41 @@
 """
-The state store benchmark: transactions per second with backups running, and the size
-of an incremental backup after 1% of a 1-million-key store changed, against a full one.
+The state store benchmark, against plain ``sqlite3`` in the same run.
 
-Two parts, each on a fresh store and a fresh repository on local disk:
+Two parts:
 
-1. **Throughput.** Writer tasks commit small transactions (one key set in a
-   100,000-key dictionary) for a fixed time, first alone, then while another task
-   takes backups back to back (every fifth full, the others incremental). Run for
-   both durability settings.
-2. **Sizes.** A store of 1,000,000 keys (about 70-byte JSON values) gets a full
-   backup; then 1% of the keys (10,000, chosen at random) get new values in 100
-   transactions, and an incremental backup follows. Both backups' sizes are
-   reported as produced (logical) and as the engine stored them (new bytes, after
-   dedup, compression and encryption).
+1. **Throughput, interleaved with the anchor.** The workload is a bank ledger:
+   100,000 accounts in one dictionary (a JSON object per account); each
+   transaction reads two random accounts and writes both (a transfer). The anchor
+   is plain ``sqlite3`` on the same disk: one connection, WAL, the same table
+   shape, JSON encoded and decoded the same way, ``BEGIN IMMEDIATE``, two
+   ``SELECT``, two ``UPDATE``, ``COMMIT``. For each round and each synchronous
+   level (NORMAL, FULL) it runs, one after another on fresh files: plain
+   SQLite; the store with ``--writers`` tasks; the store with one task; the
+   store with ``--writers`` tasks while another takes backups back to back
+   (every fifth full). Reported: medians over the rounds, and the ratios
+   store/SQLite and with-backups/idle.
+2. **Sizes** (``--keys``, 0 to skip): a store of that many keys gets a full
+   backup; 1% of the keys then change in 100 transactions, and an incremental
+   follows. Both backups' sizes are reported as produced and as stored.
 
-It measures; it asserts nothing. Usage:
+``--profile`` runs the store's workload once under cProfile instead and prints
+where the time goes. It measures; it asserts nothing. Usage:
 
-    python bench/state_bench.py [--seconds 10] [--keys 1000000] [--json bench/out/state.json]
+    python bench/state_bench.py [--seconds 5] [--rounds 3] [--writers 4] [--keys 0]
+                                [--json bench/out/state.json] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
+import pstats
 import random
 import shutil
+import sqlite3
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -36,42 +46,93 @@ from safehold.state import BackupOption, Durability, RepositoryTarget, RestoreCo
 from safehold.storage.file import FileStorage
 
 PASSWORD = "bench-password"
+ACCOUNTS = 100_000
 
 
-def _value(i: int, rev: int = 0) -> dict[str, Any]:
-    return {"sku": f"SKU-{i % 9973:05d}", "qty": i % 17, "rev": rev, "note": "n" * 24}
+def _account(i: int) -> dict[str, Any]:
+    return {"owner": f"customer-{i:06d}", "balance": 1000, "currency": "EUR"}
+
+
+# -- the anchor: plain sqlite3 -------------------------------------------------------------
+
+
+def _plain(path: Path, sync: str, seconds: float) -> float:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {sync}")
+    conn.execute(
+        "CREATE TABLE acct (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
+    )
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO acct VALUES (?, ?)",
+        ((f"acct-{i:06d}", json.dumps(_account(i))) for i in range(ACCOUNTS)),
+    )
+    conn.execute("COMMIT")
+    rng = random.Random(1)
+    n = 0
+    start = time.perf_counter()
+    end = start + seconds
+    while time.perf_counter() < end:
+        a, b = rng.sample(range(ACCOUNTS), 2)
+        ka, kb = f"acct-{a:06d}", f"acct-{b:06d}"
+        conn.execute("BEGIN IMMEDIATE")
+        va = json.loads(conn.execute("SELECT value FROM acct WHERE key = ?", (ka,)).fetchone()[0])
+        vb = json.loads(conn.execute("SELECT value FROM acct WHERE key = ?", (kb,)).fetchone()[0])
+        va["balance"] -= 1
+        vb["balance"] += 1
+        conn.execute("UPDATE acct SET value = ? WHERE key = ?", (json.dumps(va), ka))
+        conn.execute("UPDATE acct SET value = ? WHERE key = ?", (json.dumps(vb), kb))
+        conn.execute("COMMIT")
+        n += 1
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return n / elapsed
+
+
+# -- the store -------------------------------------------------------------------------------
 
 
 async def _load(store: StateStore, keys: int, batch: int = 10_000) -> None:
-    d = store.dictionary("orders")
+    d = store.dictionary("accounts")
     for start in range(0, keys, batch):
         async with store.transaction() as tx:
             for i in range(start, min(keys, start + batch)):
-                await d.set(tx, f"order-{i:07d}", _value(i))
+                await d.set(tx, f"acct-{i:06d}", _account(i))
 
 
-async def _throughput(
-    work: Path, durability: Durability, seconds: float, with_backups: bool
+async def _store(
+    work: Path,
+    durability: Durability,
+    seconds: float,
+    writers: int,
+    backups: bool,
+    profile: cProfile.Profile | None = None,
 ) -> dict[str, Any]:
     repo = Repository.init(FileStorage(work / "repo"), PASSWORD)
-    target = RepositoryTarget(repo)
     async with StateStore.open(
-        work / "store", partition="bench", target=target, durability=durability
+        work / "store", partition="bench", target=RepositoryTarget(repo), durability=durability
     ) as store:
-        await _load(store, 100_000)
+        await _load(store, ACCOUNTS)
         await store.backup(BackupOption.FULL)
-        d = store.dictionary("orders")
+        d = store.dictionary("accounts")
         stop = asyncio.Event()
         commits = 0
-        backups = {"full": 0, "incremental": 0}
+        taken = {"full": 0, "incremental": 0}
         rng = random.Random(1)
 
         async def writer() -> None:
             nonlocal commits
             while not stop.is_set():
-                i = rng.randrange(100_000)
+                a, b = rng.sample(range(ACCOUNTS), 2)
+                ka, kb = f"acct-{a:06d}", f"acct-{b:06d}"
                 async with store.transaction() as tx:
-                    await d.set(tx, f"order-{i:07d}", _value(i, rev=commits))
+                    va = await d.get(tx, ka)
+                    vb = await d.get(tx, kb)
+                    va["balance"] -= 1
+                    vb["balance"] += 1
+                    await d.set(tx, ka, va)
+                    await d.set(tx, kb, vb)
                 commits += 1
 
         async def backer() -> None:
@@ -79,32 +140,61 @@ async def _throughput(
             while not stop.is_set():
                 option = BackupOption.FULL if n % 5 == 4 else BackupOption.INCREMENTAL
                 await store.backup(option)
-                backups[option.value] += 1
+                taken[option.value] += 1
                 n += 1
 
-        tasks = [asyncio.create_task(writer()) for _ in range(4)]
-        if with_backups:
+        tasks = [asyncio.create_task(writer()) for _ in range(writers)]
+        if backups:
             tasks.append(asyncio.create_task(backer()))
+        if profile is not None:
+            profile.enable()
         start = time.perf_counter()
         await asyncio.sleep(seconds)
         stop.set()
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
+        if profile is not None:
+            profile.disable()
     shutil.rmtree(work / "repo")
     shutil.rmtree(work / "store")
-    return {
-        "durability": durability,
-        "backups_running": with_backups,
-        "tx_per_s": round(commits / elapsed, 1),
-        "commits": commits,
-        "seconds": round(elapsed, 2),
-        "backups": backups,
-    }
+    return {"tx_per_s": commits / elapsed, "backups": taken}
+
+
+async def _throughput(work: Path, seconds: float, rounds: int, writers: int) -> dict[str, Any]:
+    configs = ("sqlite", f"store x{writers}", "store x1", f"store x{writers} + backups")
+    out: dict[str, Any] = {}
+    for sync, durability in (("NORMAL", "normal"), ("FULL", "full")):
+        runs: dict[str, list[float]] = {c: [] for c in configs}
+        backups: list[dict[str, int]] = []
+        for r in range(rounds):
+            order = configs if r % 2 == 0 else tuple(reversed(configs))
+            for c in order:
+                if c == "sqlite":
+                    runs[c].append(_plain(work / f"plain-{r}.db", sync, seconds))
+                    for p in work.glob(f"plain-{r}.db*"):
+                        p.unlink()
+                else:
+                    n = writers if c != "store x1" else 1
+                    res = await _store(work, durability, seconds, n, "backups" in c)  # type: ignore[arg-type]
+                    runs[c].append(res["tx_per_s"])
+                    if "backups" in c:
+                        backups.append(res["backups"])
+                print(f"  {sync:6} round {r + 1} {c:22} {runs[c][-1]:>9.0f} tx/s", flush=True)
+        med = {c: statistics.median(v) for c, v in runs.items()}
+        base = med["sqlite"]
+        idle = med[f"store x{writers}"]
+        out[sync] = {
+            "median_tx_per_s": {c: round(v, 1) for c, v in med.items()},
+            "runs": {c: [round(x, 1) for x in v] for c, v in runs.items()},
+            "ratio_to_sqlite": {c: round(v / base, 3) for c, v in med.items()},
+            "backup_cost": round(1 - med[f"store x{writers} + backups"] / idle, 3),
+            "backups_taken": backups,
+        }
+    return out
 
 
 async def _sizes(work: Path, keys: int) -> dict[str, Any]:
     repo = Repository.init(FileStorage(work / "repo"), PASSWORD)
-    target = RepositoryTarget(repo)
     out: dict[str, Any] = {"keys": keys}
 
     async def hook(ctx: RestoreContext) -> bool:
@@ -112,96 +202,74 @@ async def _sizes(work: Path, keys: int) -> dict[str, Any]:
         return True
 
     async with StateStore.open(
-        work / "store", partition="bench", target=target, durability="normal", on_data_loss=hook
+        work / "store",
+        partition="bench",
+        target=RepositoryTarget(repo),
+        durability="normal",
+        on_data_loss=hook,
     ) as store:
-        t = time.perf_counter()
         await _load(store, keys)
-        out["load_seconds"] = round(time.perf_counter() - t, 1)
-        out["database_bytes"] = (work / "store" / "state-1.db").stat().st_size
         t = time.perf_counter()
         full = await store.backup(BackupOption.FULL)
         out["full_seconds"] = round(time.perf_counter() - t, 2)
         rng = random.Random(2)
         changed = rng.sample(range(keys), keys // 100)
-        d = store.dictionary("orders")
+        d = store.dictionary("accounts")
         for start in range(0, len(changed), 100):
             async with store.transaction() as tx:
                 for i in changed[start : start + 100]:
-                    await d.set(tx, f"order-{i:07d}", _value(i, rev=1))
+                    await d.set(tx, f"acct-{i:06d}", {**_account(i), "balance": 7})
         t = time.perf_counter()
         inc = await store.backup(BackupOption.INCREMENTAL)
         out["incremental_seconds"] = round(time.perf_counter() - t, 2)
         t = time.perf_counter()
-        report = await store.induce_data_loss()
+        await store.induce_data_loss()
         out["drill_seconds"] = round(time.perf_counter() - t, 2)
-        assert report.restore is not None  # the hook restored the chain
-        out["restored_lsn"] = report.restore.lsn
     for name, info in (("full", full), ("incremental", inc)):
-        out[name] = {
-            "logical_bytes": info.size,
-            "new_bytes": info.snapshot.sizes.new,
-            "stored_bytes": info.snapshot.sizes.stored,
-            "lsn": info.lsn,
-        }
-    out["incremental_over_full_logical"] = round(inc.size / full.size, 5)
-    out["incremental_over_full_stored"] = round(
-        inc.snapshot.sizes.stored / full.snapshot.sizes.stored, 5
-    )
+        out[name] = {"logical_bytes": info.size, "stored_bytes": info.snapshot.sizes.stored}
     shutil.rmtree(work / "repo")
     shutil.rmtree(work / "store")
     return out
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+async def _profile(work: Path, seconds: float, writers: int) -> None:
+    prof = cProfile.Profile()
+    res = await _store(work, "normal", seconds, writers, False, prof)
+    print(f"store x{writers} at NORMAL under cProfile: {res['tx_per_s']:.0f} tx/s")
+    pstats.Stats(prof).sort_stats("ncalls").print_stats(60)
 
 
 async def main() -> None:
-    """Run both parts and print the figures."""
+    """Run the parts asked for and print the figures."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--keys", type=int, default=1_000_000)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--writers", type=int, default=4)
+    ap.add_argument("--keys", type=int, default=0, help="size part: store size (0: skip)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--profile", action="store_true")
     ap.add_argument("--dir", type=Path, help="where to work (default: a temp dir on local disk)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="state-bench-", dir=args.dir))
     try:
-        results: dict[str, Any] = {"throughput": []}
-        modes: tuple[Durability, ...] = ("full", "normal")
-        for durability in modes:
-            for with_backups in (False, True):
-                r = await _throughput(work, durability, args.seconds, with_backups)
-                results["throughput"].append(r)
-                print(
-                    f"durability={durability:6} backups={'on ' if with_backups else 'off'} "
-                    f"{r['tx_per_s']:>9.1f} tx/s  ({r['commits']} commits in {r['seconds']} s; "
-                    f"backups {r['backups']})",
-                    flush=True,
-                )
-        s = await _sizes(work, args.keys)
-        results["sizes"] = s
-        f, i = s["full"], s["incremental"]
-        db, secs = _mb(s["database_bytes"]), s["load_seconds"]
-        print(f"\n{s['keys']} keys: database {db}, loaded in {secs} s")
-        for label, b, secs in (
-            ("full backup", f, s["full_seconds"]),
-            ("incremental (1%)", i, s["incremental_seconds"]),
-        ):
-            print(
-                f"{label:17} {_mb(b['logical_bytes'])} logical, {_mb(b['new_bytes'])} new, "
-                f"{_mb(b['stored_bytes'])} stored (compressed, encrypted), {secs} s"
-            )
-        print(
-            f"incremental / full: {s['incremental_over_full_logical']:.2%} logical, "
-            f"{s['incremental_over_full_stored']:.2%} stored"
-        )
-        print(
-            f"drill (induce a loss, hook restores the chain): {s['drill_seconds']} s, "
-            f"back to LSN {s['restored_lsn']}"
-        )
+        if args.profile:
+            await _profile(work, args.seconds, args.writers)
+            return
+        results: dict[str, Any] = {"throughput": await _throughput(
+            work, args.seconds, args.rounds, args.writers
+        )}
+        print("\nmedians (ratio to plain sqlite3 at the same synchronous level):")
+        for sync, r in results["throughput"].items():
+            for c, v in r["median_tx_per_s"].items():
+                print(f"  {sync:6} {c:22} {v:>9.0f} tx/s  {r['ratio_to_sqlite'][c]:.2f}x")
+            print(f"  {sync:6} back-to-back backups cost {r['backup_cost']:.0%} of throughput")
+        if args.keys:
+            s = await _sizes(work, args.keys)
+            results["sizes"] = s
+            print(f"\n{args.keys} keys, 1% changed: {s}")
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(results, indent=1))
+            args.json.write_text(json.dumps(results, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -26,3 +26,29 @@ if [ ! -x node_modules/.bin/azurite-blob ]; then
         echo "test-deps: npm is missing; the Azure tests will be skipped" >&2
     fi
 fi
+
+# The operator console's browser tests: Debian's chromium and chromedriver, and
+# the console's assets built from the npm packages (scripts/build-console.sh).
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "test-deps: installing chromium and chromium-driver"
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
+    else
+        echo "test-deps: chromium is missing and cannot be installed here; the console's" \
+             "browser tests will be skipped" >&2
+    fi
+fi
+bash scripts/build-console.sh
+
+# systemd-analyze, to verify the units in deploy/systemd (Debian: systemd; no
+# service is started). Without it, that test is skipped.
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "test-deps: installing systemd (for systemd-analyze verify)"
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends systemd
+    else
+        echo "test-deps: systemd-analyze is missing; the unit verification test will be skipped" >&2
+    fi
+fi

@@ -24,66 +24,27 @@ import asyncio
 import contextlib
 import logging
 import os
-import threading
 from collections.abc import AsyncIterator
-from typing import Any, BinaryIO
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
-from safehold.core.snapshot import PartitionRef, Snapshot, SnapshotMeta
-from safehold.repo import Repository
-from safehold.state import RepositoryTarget, RestoreContext, RestorePolicy, StateStore
-from safehold.state.agent import StoreAgent
-from safehold.storage.file import FileStorage
+from safehold.core.snapshot import PartitionRef
+from safehold.state import Dictionary, RestoreContext, RestorePolicy, StateStore
+from safehold.state.agent import attach
 
 log = logging.getLogger("orders")
 
 
-class LazyRepositoryTarget:
-    """
-    A ``BackupTarget`` that opens the repository at its first use.
+@dataclass
+class Line:
+    """An order as the store keeps it (a typed value: a dataclass)."""
 
-    The controller creates a storage's repository before the first job that
-    writes to it, which may be after this service starts.
-    """
-
-    def __init__(self, path: str, password: str) -> None:
-        self._path = path
-        self._password = password
-        self._target: RepositoryTarget | None = None
-        self._lock = threading.Lock()  # the store calls targets from worker threads
-
-    def _open(self) -> RepositoryTarget:
-        with self._lock:
-            if self._target is None:
-                repo = Repository.open(FileStorage(self._path), self._password)
-                self._target = RepositoryTarget(repo)
-            return self._target
-
-    @property
-    def location(self) -> str:
-        """The storage path."""
-        return self._path
-
-    def store(self, stream: BinaryIO, *, name: str, meta: SnapshotMeta) -> Snapshot:
-        """Store a backup."""
-        return self._open().store(stream, name=name, meta=meta)
-
-    def forget(self, snapshot_id: str) -> None:
-        """Forget a vetoed backup."""
-        self._open().forget(snapshot_id)
-
-    def snapshots(self) -> list[Snapshot]:
-        """List the snapshots; none while the repository does not exist yet."""
-        if self._target is None and not os.path.exists(os.path.join(self._path, "config")):
-            return []
-        return self._open().snapshots()
-
-    def fetch(self, snapshot: Snapshot, out: BinaryIO) -> int:
-        """Read a backup back."""
-        return self._open().fetch(snapshot, out)
+    sku: str
+    qty: int
 
 
 class Order(BaseModel):
@@ -100,67 +61,62 @@ def build_app(args: argparse.Namespace, token: str, password: str) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        ref = PartitionRef(args.application, args.service, args.partition)
-        target = LazyRepositoryTarget(args.backup_path, password)
-        store = await StateStore.open(args.data, partition=ref, target=target)
-        if args.restore == "hook":
-
-            @store.on_data_loss
-            async def restore(ctx: RestoreContext) -> bool:
-                # The drill's point: bring back the latest backup when state is lost.
-                log.warning("orders: data lost (%s); restoring the latest backup", ctx.reason)
-                await ctx.restore_latest(policy=RestorePolicy.SAFE)
-                return True
-
-        agent = StoreAgent(
-            store,
-            args.controller,
-            token,
+        async with attach(
+            args.data,
+            partition=PartitionRef(args.application, args.service, args.partition),
+            controller=args.controller,
+            token=token,
             agent_id=args.agent,
+            backup_path=args.backup_path,
+            password=password,
             poll_interval=args.poll,
             heartbeat_interval=2.0,
-        )
-        agent.start()
-        state.update(store=store, agent=agent)
-        try:
+        ) as agent:
+            store = agent.store
+            if args.restore == "hook":
+
+                @store.on_data_loss
+                async def restore(ctx: RestoreContext) -> bool:
+                    # The drill's point: bring back the latest backup when state is lost.
+                    log.warning("orders: data lost (%s); restoring the latest backup", ctx.reason)
+                    await ctx.restore_latest(policy=RestorePolicy.SAFE)
+                    return True
+
+            state.update(store=store, agent=agent, orders=store.dictionary("orders", value=Line))
             yield
-        finally:
-            await agent.stop()
-            await store.close()
 
     app = FastAPI(title="orders", lifespan=lifespan)
 
     @app.post("/orders")
     async def put_order(order: Order) -> dict[str, Any]:
         store: StateStore = state["store"]
-        orders = store.dictionary("orders")
+        orders: Dictionary[str, Line] = state["orders"]
         async with store.transaction() as tx:
-            await orders.set(tx, order.id, {"sku": order.sku, "qty": order.qty})
+            await orders.set(tx, order.id, Line(order.sku, order.qty))
         return {"id": order.id, "lsn": tx.lsn}
 
     @app.get("/orders")
     async def list_orders() -> dict[str, Any]:
         store: StateStore = state["store"]
-        orders = store.dictionary("orders")
-        out: dict[str, Any] = {}
-        async with store.transaction() as tx:
-            async for key, value in orders.items(tx):
-                out[key] = value
-        e = store.epoch
+        orders: Dictionary[str, Line] = state["orders"]
+        async with store.snapshot() as snap:  # reads a fixed state; blocks no writer
+            out = {key: asdict(line) async for key, line in orders.items(snap)}
+        e = snap.epoch
         return {
             "orders": out,
-            "lsn": store.lsn,
+            "lsn": snap.lsn,
             "epoch": [e.data_loss_number, e.configuration_number],
         }
 
     @app.get("/orders/{order_id}")
     async def get_order(order_id: str) -> dict[str, Any]:
         store: StateStore = state["store"]
-        async with store.transaction() as tx:
-            value = await store.dictionary("orders").get(tx, order_id)
-        if value is None:
+        orders: Dictionary[str, Line] = state["orders"]
+        async with store.snapshot() as snap:
+            got = await orders.try_get(snap, order_id)
+        if not got or got.value is None:
             raise HTTPException(404, f"no order {order_id}")
-        return {"id": order_id, **value}
+        return {"id": order_id, **asdict(got.value)}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

@@ -12,37 +12,56 @@ from __future__ import annotations
 import logging
 import os
 import re
-import secrets
+import socket
 import threading
-from collections.abc import Callable
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector
 
-from safehold.agent.link import LocalLink
 from safehold.agent.runner import Agent
 from safehold.api.app import create_app
 from safehold.api.deps import TokenStore
+from safehold.client import AgentLink, ControllerClient
 from safehold.core.errors import SafeholdError, UsageError
 from safehold.core.policy import AzureBlobStorage, FileShareStorage, S3Storage, StorageSpec
 from safehold.repo.keys import KdfParams
+from safehold.repo.password import create_password_file, find_password
 from safehold.service import config_backup, jobs, scheduler
 from safehold.service.catalog import open_catalog
 from safehold.service.context import Clock, ServiceContext, system_clock
 from safehold.service.engine import BackupEngine, RepoEngine
+from safehold.service.leader import Leadership, key_locks_for, leadership_for
+from safehold.service.local_link import LocalLink
 from safehold.service.secrets import SecretBox, load_or_create_key
 from safehold.service.uow import SqlUnitOfWork
 from safehold.storage import registry
 from safehold.storage.base import Storage
-from safehold.storage.retry import RetryingStorage
+from safehold.storage.retry import DEFAULT_BUDGET, RetryingStorage
 
 __all__ = ["Controller", "Settings", "build_controller", "load_password", "open_policy_storage"]
 
 log = logging.getLogger("safehold")
+
+#: Retry budget (seconds) of the controller's own storage checks: short, so a
+#: storage that cannot be reached fails its request instead of holding it.
+CHECK_BUDGET = 10.0
+#: How often the leader purges finished jobs (seconds).
+PURGE_EVERY = 60.0
 
 
 @dataclass
@@ -56,22 +75,40 @@ class Settings:
     tokens_file: Path | None = None
     tokens: dict[str, str] = field(default_factory=dict, repr=False)  # secrets: never shown
     embedded_agent: bool = True
+    embedded_agent_name: str | None = None  # default: embedded@<host>:<port>
+    port: int = 19080
     agent_slots: int = 2
-    max_running_jobs: int = 4
+    max_running_jobs: int = 0  # 0: as many as the agents' slots take
     tick_seconds: float = 5.0
+    schedule_spread: float = 1.0
     agent_timeout_seconds: float = 60.0
+    job_retention_hours: float = 7 * 24
     fast_kdf: bool = False  # tests only: cheap scrypt for new repositories
 
+    @property
+    def embedded_agent_id(self) -> str:
+        """
+        The embedded agent's id: stable across restarts of this controller (so a
+        restart fails its old jobs at once), distinct between replicas.
+        """
+        return self.embedded_agent_name or f"embedded@{socket.gethostname()}:{self.port}"
 
-def open_policy_storage(spec: StorageSpec) -> Storage:
+
+def open_policy_storage(spec: StorageSpec, *, retry_budget: float | None = None) -> Storage:
     """
     Open the storage a policy or request describes.
 
     FileShare maps to the file backend (a local or mounted path), or to the SMB
-    backend for a UNC path; AzureBlobStore and S3 map to their backends. Remote
+    backend for a UNC path; AzureBlobStore and S3 map to their backends, and
+    ManagedIdentityAzureBlobStore to the Azure backend with azure-identity's
+    ``DefaultAzureCredential`` (``ManagedIdentityClientId`` picks a user-assigned
+    identity; ``ManagedIdentityType`` does not matter here). Remote
     backends get the policy's credentials (never the environment's) and the
-    retry wrapper.
+    retry wrapper, with *retry_budget* seconds (the wrapper's default if None).
     """
+    from safehold.core.policy import ManagedIdentityAzureBlobStorage  # (kept in this function)
+
+    budget = DEFAULT_BUDGET if retry_budget is None else retry_budget
     if isinstance(spec, FileShareStorage):
         path = spec.path
         if path.startswith(("\\\\", "//")):
@@ -83,7 +120,24 @@ def open_policy_storage(spec: StorageSpec) -> Storage:
         from safehold.storage.azure import AzureStorage
 
         return RetryingStorage(
-            AzureStorage(spec.container_name, connection_string=spec.connection_string)
+            AzureStorage(spec.container_name, connection_string=spec.connection_string),
+            budget=budget,
+        )
+    if isinstance(spec, ManagedIdentityAzureBlobStorage):
+        # SF's ManagedIdentityAzureBlobStore: the host's identity through azure-identity's
+        # chain (managed identity, workload identity, environment...), never a stored key.
+        from azure.identity import DefaultAzureCredential
+
+        from safehold.storage.azure import AzureStorage
+
+        credential = DefaultAzureCredential(
+            managed_identity_client_id=spec.managed_identity_client_id
+        )
+        return RetryingStorage(
+            AzureStorage(
+                spec.container_name, endpoint=spec.blob_service_uri, credential=credential
+            ),
+            budget=budget,
         )
     if isinstance(spec, S3Storage):
         from safehold.storage.s3 import S3Storage as S3Backend
@@ -96,7 +150,8 @@ def open_policy_storage(spec: StorageSpec) -> Storage:
                 secret_access_key=spec.secret_access_key,
                 region=spec.region,
                 endpoint_url=spec.endpoint_url,
-            )
+            ),
+            budget=budget,
         )
     raise UsageError(f"unsupported storage kind {spec!r}")  # pragma: no cover
 
@@ -130,27 +185,26 @@ def _smb_share(spec: FileShareStorage) -> Storage:
     )
 
 
-def load_password(password_file: Path | None, *, create: bool) -> str:
+def load_password(
+    password_file: Path | None, *, create: bool, default_file: Path | None = None
+) -> str:
     """
-    Return the repository password: ``SAFEHOLD_PASSWORD``, else the password file.
+    Return the repository password, as ``repo.password.find_password`` finds it.
 
-    With *create*, a missing file is created (mode 0600) holding a random password.
+    With *create*, a missing *default_file* is created (mode 0600) holding a
+    random password.
+
+    Raises:
+        UsageError: no password anywhere (and nothing to create).
     """
-    env = os.environ.get("SAFEHOLD_PASSWORD")
-    if env:
-        return env
-    if password_file is None:
-        raise UsageError("no repository password: set SAFEHOLD_PASSWORD or give --password-file")
-    if password_file.exists():
-        return password_file.read_text().strip()
-    if not create:
-        raise UsageError(f"the password file {password_file} does not exist")
-    password_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(32) + "\n")
-    log.warning("created a new repository password in %s: keep a copy of it safe", password_file)
-    return password_file.read_text().strip()
+    found = find_password(password_file, default_file=default_file)
+    if found is not None:
+        return found
+    if create and default_file is not None:
+        password = create_password_file(default_file)
+        log.warning("created a new repository password in %s: keep a copy of it safe", default_file)
+        return password
+    raise UsageError("no repository password: set SAFEHOLD_PASSWORD or give --password-file")
 
 
 def load_tokens(settings: Settings) -> dict[str, str]:
@@ -174,21 +228,73 @@ def load_tokens(settings: Settings) -> dict[str, str]:
     return tokens
 
 
+class TickStats(Collector):
+    """The scheduler's rounds on this replica, for ``/metrics``."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.last = 0.0
+        self.created = 0
+        self.recent: deque[float] = deque(maxlen=200)
+
+    def record(self, seconds: float, report: scheduler.TickReport) -> None:
+        """Count one round that took *seconds*."""
+        self.count += 1
+        self.total += seconds
+        self.last = seconds
+        self.created += report.created
+        self.recent.append(seconds)
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the tick metrics."""
+        yield SummaryMetricFamily(
+            "safehold_scheduler_tick_seconds",
+            "How long this replica's scheduler rounds took (scheduler and sweeps).",
+            count_value=self.count,
+            sum_value=self.total,
+        )
+        yield GaugeMetricFamily(
+            "safehold_scheduler_last_tick_seconds", "The last round's duration.", value=self.last
+        )
+        yield CounterMetricFamily(
+            "safehold_scheduled_backups",
+            "Periodic backups this replica accepted.",
+            value=self.created,
+        )
+
+
 class Controller:
-    """A running controller: the app, its background loops and its embedded agent."""
+    """
+    A running controller: the app, its background loop and its embedded agent.
+
+    Every replica serves the API. The background loop ticks only while this
+    replica leads (``service.leader``): the scheduler, the sweeps and, once a
+    minute, the purge of finished jobs. A restart fails nothing: queued jobs
+    stay queued and running ones report to whichever replica answers.
+    """
 
     def __init__(
-        self, settings: Settings, ctx: ServiceContext, tokens: TokenStore, engine: BackupEngine
+        self,
+        settings: Settings,
+        ctx: ServiceContext,
+        tokens: TokenStore,
+        engine: BackupEngine,
+        leadership: Leadership,
     ):
         self.settings = settings
         self.ctx = ctx
         self.engine = engine
+        self.leadership = leadership
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._last_purge = 0.0
         self.agent: Agent | None = None
         self.on_close: list[Callable[[], None]] = []
         self.app = create_app(ctx, tokens)
         self.app.router.lifespan_context = self._lifespan
+        self.ticks = TickStats()
+        self.app.state.registry.register(self.ticks)
 
     @asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> Any:
@@ -199,26 +305,33 @@ class Controller:
         finally:
             self.stop()
 
-    def recover(self) -> None:
-        """End the jobs a previous controller left running (call before serving)."""
-        for job in jobs.recover_after_restart(self.ctx):
-            log.warning("job %s (%s) ended as Failure: %s", job.id, job.kind, job.failure_message)
-        config_backup.recover_operations(self.ctx)
-
-    def tick(self) -> None:
-        """One round of the background work: schedule due backups, end stuck jobs."""
-        scheduler.tick(self.ctx)
+    def tick(self) -> bool:
+        """One round of the background work if this replica leads; return whether it did."""
+        leading = self.leadership.acquire()
+        self.app.state.leading = leading
+        if not leading:
+            return False
+        started = time.perf_counter()
+        report = scheduler.TickReport()
+        scheduler.tick(self.ctx, report)
         jobs.sweep(self.ctx)
+        self.ticks.record(time.perf_counter() - started, report)
+        if time.monotonic() - self._last_purge > PURGE_EVERY:
+            self._last_purge = time.monotonic()
+            purged = jobs.purge_finished(self.ctx)
+            if purged:
+                log.info("purged %d finished jobs older than %s", purged, self.ctx.job_retention)
+        return True
 
     def start(self) -> None:
-        """Start the scheduler loop and the embedded agent."""
+        """Start the background loop and the embedded agent."""
         self._stop.clear()
         t = threading.Thread(target=self._loop, name="safehold-scheduler", daemon=True)
         t.start()
         self._threads.append(t)
         if self.settings.embedded_agent:
             self.agent = Agent(
-                LocalLink(self.ctx, "embedded"),
+                LocalLink(self.ctx, self.settings.embedded_agent_id),
                 engine=self.engine,
                 open_storage=self.ctx.open_storage,
                 slots=self.settings.agent_slots,
@@ -229,13 +342,14 @@ class Controller:
             self.agent.start()
 
     def stop(self) -> None:
-        """Stop the loops and the embedded agent."""
+        """Stop the loop and the embedded agent, and hand leadership over."""
         self._stop.set()
         if self.agent is not None:
             self.agent.stop()
         for t in self._threads:
             t.join(10)
         self._threads.clear()
+        self.leadership.release()
 
     def close(self) -> None:
         """Stop, then release the catalog's connections."""
@@ -257,48 +371,53 @@ class Controller:
 def build_controller(
     settings: Settings, *, clock: Clock = system_clock, engine: BackupEngine | None = None
 ) -> Controller:
-    """Open everything *settings* names and return a controller, with its jobs recovered."""
+    """Open everything *settings* names and return a controller (not started)."""
     data = settings.data_dir
     catalog_url = settings.catalog or str(data / "catalog.sqlite")
     db = open_catalog(catalog_url)
     box = SecretBox(load_or_create_key(settings.secret_key_file or data / "secret.key"))
     if engine is None:
         password = load_password(
-            settings.password_file or data / "repository.password", create=True
+            settings.password_file, create=True, default_file=data / "repository.password"
         )
         engine = RepoEngine(password, kdf=KdfParams(n=2**10) if settings.fast_kdf else None)
     ctx = ServiceContext(
         uow=lambda: SqlUnitOfWork(db),
         secrets=box,
         open_storage=open_policy_storage,
+        check_storage_opener=partial(open_policy_storage, retry_budget=CHECK_BUDGET),
         engine=engine,
         clock=clock,
         max_running_jobs=settings.max_running_jobs,
         agent_timeout=timedelta(seconds=settings.agent_timeout_seconds),
+        job_retention=timedelta(hours=settings.job_retention_hours),
+        key_locks=key_locks_for(db),
+        schedule_spread=settings.schedule_spread,
     )
-    controller = Controller(settings, ctx, TokenStore(load_tokens(settings)), engine)
+    leadership = leadership_for(db)
+    controller = Controller(settings, ctx, TokenStore(load_tokens(settings)), engine, leadership)
     controller.on_close.append(db.dispose)
-    controller.recover()
+    config_backup.recover_operations(ctx)
     return controller
 
 
 def build_agent(
-    controller_url: str,
-    token: str,
+    controller_urls: str | list[str],
+    token: str | None,
     agent_id: str,
     *,
     password_file: Path | None,
     slots: int = 1,
     verify: bool | str = True,
+    cert: tuple[str, str] | None = None,
     poll_interval: float = 1.0,
     heartbeat_interval: float = 5.0,
 ) -> Agent:
-    """Build a remote agent that pulls work from *controller_url*."""
-    from safehold.agent.link import HttpLink
-
+    """Build a remote agent that pulls work from the controllers at *controller_urls*."""
     engine = RepoEngine(load_password(password_file, create=False))
+    client = ControllerClient(controller_urls, token, verify=verify, cert=cert)
     return Agent(
-        HttpLink(controller_url, token, agent_id, verify=verify),
+        AgentLink(client, agent_id),
         engine=engine,
         open_storage=open_policy_storage,
         slots=slots,

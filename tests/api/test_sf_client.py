@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -252,3 +253,130 @@ def test_sdk_updates_pages_and_cleans(live: Any) -> None:
     admin.disable_partition_backup(PID, clean_backup=True)
     wait_for(lambda: not admin.get_partition_backup_list(PID).items, "the clean job")
     assert len(admin.get_partition_backup_list(PID2).items) == 1
+
+
+# --- SF compatibility, the last mile (issue 10): through the same SDK -------------------
+
+STATE_PID = "aaaaaaaa-0000-4000-8000-0000000000a1"
+
+
+def _state_partition(url: str) -> None:
+    """Register a state: partition (a StateStore named 'orders'; no agent of it runs here)."""
+    resp = httpx.post(
+        f"{url}/safehold/partitions",
+        json={
+            "ApplicationName": "fabric:/Shop",
+            "ServiceName": "fabric:/Shop/Cart",
+            "PartitionId": STATE_PID,
+            "Source": "state:orders",
+        },
+        headers=auth(ADMIN),
+    )
+    assert resp.status_code == 201, resp.text
+
+
+def test_sdk_data_loss_list_and_cancel_at_api_version_6_0(live: Any) -> None:
+    """The SDK sends the Faults calls at api-version 6.0: start, progress, list, cancel all work."""
+    url, _data, _tmp = live
+    _state_partition(url)
+    op = ServiceFabricClientAPIs(Bearer(OPERATOR), base_url=url)
+    reader = ServiceFabricClientAPIs(Bearer(READER), base_url=url)
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    op.start_data_loss("Shop~Cart", STATE_PID, first, "FullDataLoss")
+    progress = reader.get_data_loss_progress("Shop~Cart", STATE_PID, first)
+    assert progress.state == "Running"
+    listed = reader.get_fault_operation_list(type_filter=65535, state_filter=65535)
+    assert [(o.operation_id, o.state, o.type) for o in listed] == [
+        (first, "Running", "PartitionDataLoss")
+    ]
+    assert reader.get_fault_operation_list(type_filter=2, state_filter=65535) == []  # QuorumLoss
+    # SF: Force=true is refused until a Force=false cancel was asked.
+    with pytest.raises(m.FabricErrorException) as forced:
+        op.cancel_operation(first, force=True)
+    assert forced.value.response.status_code == 400
+    op.cancel_operation(first, force=False)
+    assert reader.get_data_loss_progress("Shop~Cart", STATE_PID, first).state == "Cancelled"
+    assert [o.state for o in reader.get_fault_operation_list(65535, 32)] == ["Cancelled"]
+    assert reader.get_fault_operation_list(65535, 1) == []
+    op.cancel_operation(first, force=True)  # finished: nothing left to stop
+    # The partition is free again once the operation is cancelled.
+    op.start_data_loss("Shop~Cart", STATE_PID, second, "PartialDataLoss")
+    with pytest.raises(m.FabricErrorException) as unknown:
+        op.cancel_operation(str(uuid.uuid4()))
+    assert unknown.value.response.status_code == 404
+
+
+def test_sdk_data_loss_of_a_directory_partition_is_a_clear_400(live: Any) -> None:
+    """A dir: partition has no replicas to lose: E_INVALIDARG that says so and names the drill."""
+    url, _data, _tmp = live
+    op = ServiceFabricClientAPIs(Bearer(OPERATOR), base_url=url)
+    with pytest.raises(m.FabricErrorException) as info:
+        op.start_data_loss("Shop~Orders", PID, str(uuid.uuid4()), "FullDataLoss")
+    assert info.value.response.status_code == 400
+    assert fabric_code(info.value) == "E_INVALIDARG"
+    assert "no replicas to lose" in str(info.value.error.error.message)
+    assert "$/Restore" in str(info.value.error.error.message)
+
+
+def test_sdk_minor_codes_as_sf(live: Any, tmp_path: Path) -> None:
+    """Unknown BackupId 400; a partition id that is not a GUID 400; api-version 6.10 refused."""
+    url, _data, _tmp = live
+    admin = ServiceFabricClientAPIs(Bearer(ADMIN), base_url=url)
+    admin.create_backup_policy(
+        m.BackupPolicyDescription(
+            name="minor codes",  # SF allows spaces in a policy name
+            auto_restore_on_data_loss=False,
+            max_incremental_backups=0,
+            schedule=m.FrequencyBasedBackupScheduleDescription(interval=timedelta(hours=1)),
+            storage=m.FileShareBackupStorageDescription(path=str(tmp_path / "store")),
+        )
+    )
+    admin.enable_partition_backup(PID, "minor codes")
+    with pytest.raises(m.FabricErrorException) as unknown:
+        admin.restore_partition(
+            PID,
+            m.RestorePartitionDescription(
+                backup_id=str(uuid.uuid4()), backup_location="Shop/Orders/x/2026-01-01 00.00.00"
+            ),
+        )
+    assert unknown.value.response.status_code == 400
+    assert fabric_code(unknown.value) == "FABRIC_E_RESTORE_SOURCE_TARGET_PARTITION_MISMATCH"
+    with pytest.raises(m.FabricErrorException) as not_guid:
+        admin.get_partition_backup_progress("not-a-guid")
+    assert not_guid.value.response.status_code == 400
+    assert fabric_code(not_guid.value) == "E_INVALIDARG"
+    # Double.TryParse("6.10") is 6.1 < 6.4 in SF's BaseOperation.ValidateApiVersion.
+    resp = httpx.get(
+        f"{url}/BackupRestore/BackupPolicies", params={"api-version": "6.10"}, headers=auth(ADMIN)
+    )
+    assert resp.status_code == 400
+    assert resp.json()["Error"]["Code"] == "E_INVALIDARG"
+    assert admin.get_cluster_version().version.startswith("9.")
+
+
+def test_sdk_managed_identity_storage_round_trips(live: Any) -> None:
+    """A policy with SF's ManagedIdentityAzureBlobStore is created and read back by the SDK."""
+    url, _data, _tmp = live
+    admin = ServiceFabricClientAPIs(Bearer(ADMIN), base_url=url)
+    storage = m.ManagedIdentityAzureBlobBackupStorageDescription(
+        managed_identity_type="Cluster",
+        blob_service_uri="https://acct.blob.core.windows.net",
+        container_name="backups",
+        friendly_name="no key stored",
+    )
+    admin.create_backup_policy(
+        m.BackupPolicyDescription(
+            name="mi",
+            auto_restore_on_data_loss=False,
+            max_incremental_backups=0,
+            schedule=m.FrequencyBasedBackupScheduleDescription(interval=timedelta(hours=1)),
+            storage=storage,
+            retention_policy=m.BasicRetentionPolicyDescription(
+                retention_duration=timedelta(days=30, minutes=30)  # SF keeps whole hours
+            ),
+        )
+    )
+    got = admin.get_backup_policy_by_name("mi")
+    assert isinstance(got.storage, m.ManagedIdentityAzureBlobBackupStorageDescription)
+    assert (got.storage.managed_identity_type, got.storage.container_name) == ("Cluster", "backups")
+    assert got.retention_policy.retention_duration == timedelta(days=30)

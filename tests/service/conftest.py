@@ -43,7 +43,6 @@ def ctx(
         "open_storage": open_policy_storage,
         "engine": engine,
         "clock": clock,
-        "max_running_jobs": 2,
     }
     if request.param == "fake":
         catalog = FakeCatalog()

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from safehold.agent.link import LocalLink
 from safehold.agent.runner import Agent
 from safehold.service.context import ServiceContext
+from safehold.service.local_link import LocalLink
 from safehold.service.protection import PartitionCreate, register_partition
 
 P1 = "11111111-1111-1111-1111-111111111111"

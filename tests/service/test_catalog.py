@@ -30,7 +30,7 @@ def test_an_older_schema_is_upgraded_and_keeps_its_data(catalog_url: str) -> Non
     old.dispose()
     db = open_catalog(catalog_url)
     try:
-        assert schema_revision(db) == "0002"
+        assert schema_revision(db) == "0003"
         with db.connect() as conn:
             assert list(conn.execute(sa.text("SELECT name FROM policies")).scalars()) == ["kept"]
             assert "agents" in sa.inspect(conn).get_table_names()
@@ -42,7 +42,7 @@ def test_open_twice_is_idempotent(catalog_url: str) -> None:
     """Opening a current catalog changes nothing."""
     open_catalog(catalog_url).dispose()
     db = open_catalog(catalog_url)
-    assert schema_revision(db) == "0002"
+    assert schema_revision(db) == "0003"
     db.dispose()
 
 

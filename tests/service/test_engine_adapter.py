@@ -8,15 +8,21 @@ from typing import Any
 
 import pytest
 
+from safehold.agent.worker import execute as execute_item
 from safehold.bootstrap import open_policy_storage
 from safehold.core.progress import CountingProgress
 from safehold.core.snapshot import PartitionRef
+from safehold.core.work import WorkItem
 from safehold.repo.keys import KdfParams
 from safehold.service.engine import RepoEngine
-from safehold.service.worker import execute
 from safehold.testing import tree_bytes
 
 PID = "eeeeeeee-0000-4000-8000-000000000001"
+
+
+def execute(work: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Run a work item given as its wire JSON; return the outcome as its wire JSON."""
+    return execute_item(WorkItem.model_validate(work), **kwargs).model_dump(exclude_none=True)
 
 
 @pytest.fixture
@@ -40,6 +46,7 @@ def item(
     return {
         "JobId": "job",
         "Kind": kind,
+        "Deadline": "2100-01-01T00:00:00Z",
         "Partition": {
             "PartitionId": PID,
             "ApplicationName": "fabric:/Shop",

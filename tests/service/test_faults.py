@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from safehold.core.policy import EntityRef, PolicyError
+from safehold.core.work import Outcome
 from safehold.service import faults, jobs, protection
 from safehold.service.context import ServiceContext
 from safehold.service.errors import EntityNotFound, RestoreInProgress
@@ -54,16 +55,19 @@ def test_data_loss_runs_on_the_partition_agent_and_takes_its_epoch(
     assert jobs.claim(ctx, "someone-else") is None
     item = jobs.claim(ctx, "orders-1")
     assert item is not None
-    assert (item["JobId"], item["Kind"]) == (op, "dataloss")
-    assert item["Params"]["mode"] == "FullDataLoss"
-    assert item["Params"]["auto_restore"] is True
-    assert item["Storage"]["StorageKind"] == "FileShare"
+    assert (item.JobId, item.Kind) == (op, "dataloss")
+    assert item.Params["mode"] == "FullDataLoss"
+    assert item.Params["auto_restore"] is True
+    assert item.Storage["StorageKind"] == "FileShare"
     with pytest.raises(RestoreInProgress):
         jobs.request_backup(ctx, P1)
     with pytest.raises(PolicyError):  # a state: partition must report where it ended
-        jobs.complete(ctx, "orders-1", op, {"State": "Success"})
+        jobs.complete(ctx, "orders-1", op, Outcome.model_validate({"State": "Success"}))
     jobs.complete(
-        ctx, "orders-1", op, {"State": "Success", "Epoch": [2, 0], "Lsn": 7, "Result": {"x": 1}}
+        ctx,
+        "orders-1",
+        op,
+        Outcome.model_validate({"State": "Success", "Epoch": [2, 0], "Lsn": 7, "Result": {"x": 1}}),
     )
     progress = faults.data_loss_progress(ctx, SVC, P1, op)
     assert progress["State"] == "Completed"
@@ -78,7 +82,7 @@ def test_a_failed_drill_is_faulted(ctx: ServiceContext, state_partition: str) ->
     faults.start_data_loss(ctx, SVC, P1, op, "PartialDataLoss")
     assert jobs.claim(ctx, "orders-1") is not None
     err = {"Code": "FABRIC_E_BACKUP_NOT_FOUND", "Message": "nothing to restore"}
-    jobs.complete(ctx, "orders-1", op, {"State": "Failure", "Error": err})
+    jobs.complete(ctx, "orders-1", op, Outcome.model_validate({"State": "Failure", "Error": err}))
     progress = faults.data_loss_progress(ctx, SVC, P1, op)
     assert progress["State"] == "Faulted"
     assert progress["FailureError"]["Code"] == "FABRIC_E_BACKUP_NOT_FOUND"
@@ -95,30 +99,34 @@ def test_state_backup_records_what_the_store_reports(
     jobs.complete(
         ctx,
         "orders-1",
-        item["JobId"],
-        {
-            "State": "Success",
-            "Snapshot": {"Id": full, "Time": "2026-11-22T05:00:00Z"},
-            "Epoch": [3, 0],
-            "Lsn": 40,
-            "BackupType": "Full",
-        },
+        item.JobId,
+        Outcome.model_validate(
+            {
+                "State": "Success",
+                "Snapshot": {"Id": full, "Time": "2026-11-22T05:00:00Z"},
+                "Epoch": [3, 0],
+                "Lsn": 40,
+                "BackupType": "Full",
+            }
+        ),
     )
-    jobs.request_backup(ctx, P1, scheduled=True)
+    jobs.request_backup(ctx, P1, incremental=True)
     item = jobs.claim(ctx, "orders-1")
     assert item is not None
     jobs.complete(
         ctx,
         "orders-1",
-        item["JobId"],
-        {
-            "State": "Success",
-            "Snapshot": {"Id": "b" * 64, "Time": "2026-11-22T05:01:00Z"},
-            "Epoch": [3, 0],
-            "Lsn": 45,
-            "BackupType": "Incremental",
-            "ParentSnapshot": full,
-        },
+        item.JobId,
+        Outcome.model_validate(
+            {
+                "State": "Success",
+                "Snapshot": {"Id": "b" * 64, "Time": "2026-11-22T05:01:00Z"},
+                "Epoch": [3, 0],
+                "Lsn": 45,
+                "BackupType": "Incremental",
+                "ParentSnapshot": full,
+            }
+        ),
     )
     first, second = jobs.list_backups(
         ctx, EntityRef("Partition", P1), start=None, end=None, latest=False
@@ -157,33 +165,40 @@ def test_bad_input_and_unknown_things(
 def _finish_backup(ctx: ServiceContext, snap: str, epoch: list[int], lsn: int, kind: str) -> str:
     item = jobs.claim(ctx, "orders-1")
     assert item is not None
-    assert item["Kind"] == "backup"
+    assert item.Kind == "backup"
     jobs.complete(
         ctx,
         "orders-1",
-        item["JobId"],
-        {
-            "State": "Success",
-            "Snapshot": {"Id": snap, "Time": "2026-11-22T05:00:00Z"},
-            "Epoch": epoch,
-            "Lsn": lsn,
-            "BackupType": kind,
-        },
+        item.JobId,
+        Outcome.model_validate(
+            {
+                "State": "Success",
+                "Snapshot": {"Id": snap, "Time": "2026-11-22T05:00:00Z"},
+                "Epoch": epoch,
+                "Lsn": lsn,
+                "BackupType": kind,
+            }
+        ),
     )
-    return str(item["Params"]["backup_type"])
+    return str(item.Params["backup_type"])
 
 
 def test_after_a_drill_the_next_scheduled_backup_is_full(
     ctx: ServiceContext, state_partition: str
 ) -> None:
     """The store's new epoch (reported by the drill) starts a new chain in the controller."""
-    jobs.request_backup(ctx, P1, scheduled=True)
+    jobs.request_backup(ctx, P1, incremental=True)
     assert _finish_backup(ctx, "a" * 64, [0, 0], 10, "Full") == "Full"
-    jobs.request_backup(ctx, P1, scheduled=True)
+    jobs.request_backup(ctx, P1, incremental=True)
     assert _finish_backup(ctx, "b" * 64, [0, 0], 12, "Incremental") == "Incremental"
     op = str(uuid.uuid4())
     faults.start_data_loss(ctx, SVC, P1, op, "FullDataLoss")
     assert jobs.claim(ctx, "orders-1") is not None
-    jobs.complete(ctx, "orders-1", op, {"State": "Success", "Epoch": [2, 0], "Lsn": 12})
-    jobs.request_backup(ctx, P1, scheduled=True)
+    jobs.complete(
+        ctx,
+        "orders-1",
+        op,
+        Outcome.model_validate({"State": "Success", "Epoch": [2, 0], "Lsn": 12}),
+    )
+    jobs.request_backup(ctx, P1, incremental=True)
     assert _finish_backup(ctx, "c" * 64, [2, 0], 12, "Full") == "Full"

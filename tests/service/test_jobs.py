@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from safehold.api.sf_render import backup_progress as render_backup_progress
+from safehold.api.sf_render import restore_progress as render_restore_progress
 from safehold.core.policy import EntityRef, PolicyError
 from safehold.core.snapshot import format_time
+from safehold.core.work import Heartbeat, Outcome
 from safehold.service import jobs, protection, scheduler
 from safehold.service.context import ServiceContext
 from safehold.service.errors import (
@@ -23,6 +27,22 @@ from safehold.testing import FakeClock, FakeEngine
 from tests.service.helpers import P1, P2, P3, add_partition, policy_doc, run_agent_once
 
 PART = EntityRef("Partition", P1)
+
+
+def backup_progress(ctx: ServiceContext, pid: str) -> dict[str, Any]:
+    """GetBackupProgress, as the API renders it."""
+    return render_backup_progress(jobs.latest_job(ctx, pid, ["backup"]))
+
+
+def restore_progress(ctx: ServiceContext, pid: str) -> dict[str, Any]:
+    """GetRestoreProgress, as the API renders it."""
+    return render_restore_progress(jobs.latest_job(ctx, pid, ["restore"]))
+
+
+def first_slots(ctx: ServiceContext, clock: FakeClock) -> None:
+    """Let the scheduler give every partition its first slot, then move past the interval."""
+    assert scheduler.tick(ctx) == []  # slots are spread over the interval: none at once
+    clock.advance(minutes=10)
 
 
 @pytest.fixture
@@ -40,11 +60,11 @@ def test_on_demand_backup_goes_accepted_in_progress_success(
 ) -> None:
     """Progress shows Accepted, then Success with BackupId, location, epoch and LSN."""
     jobs.request_backup(ctx, P1)
-    progress = jobs.backup_progress(ctx, P1)
+    progress = backup_progress(ctx, P1)
     assert progress["BackupState"] == "Accepted"
     assert progress["BackupId"] == "00000000-0000-0000-0000-000000000000"
     assert run_agent_once(ctx)
-    progress = jobs.backup_progress(ctx, P1)
+    progress = backup_progress(ctx, P1)
     assert progress["BackupState"] == "Success"
     assert progress["BackupLocation"].startswith(f"Shop/Orders/{P1}/")
     assert progress["LsnOfLastBackupRecord"] == "1"
@@ -114,7 +134,7 @@ def test_restore_into_another_partition_with_consent(ctx: ServiceContext, enable
         ctx, P2, {"BackupId": b.backup_id, "BackupLocation": b.location}, allow_other_partition=True
     )
     assert run_agent_once(ctx)
-    progress = jobs.restore_progress(ctx, P2)
+    progress = restore_progress(ctx, P2)
     assert progress["RestoreState"] == "Success", progress
     assert f"data of {P1}" == (enabled / "p2" / "data.txt").read_text()
     assert progress["RestoredLsn"] == "1"
@@ -146,7 +166,7 @@ def test_engine_failure_is_reported(ctx: ServiceContext, enabled: Path, engine: 
     engine.fail_next = StorageUnavailable("the share is offline")
     jobs.request_backup(ctx, P1)
     run_agent_once(ctx)
-    progress = jobs.backup_progress(ctx, P1)
+    progress = backup_progress(ctx, P1)
     assert progress["BackupState"] == "Failure"
     assert progress["FailureError"]["Message"] == "the share is offline"
 
@@ -157,7 +177,7 @@ def test_timeout_and_lost_agent(ctx: ServiceContext, enabled: Path, clock: FakeC
     clock.advance(minutes=2)
     [ended] = jobs.sweep(ctx)
     assert (ended.state, ended.failure_code) == ("Timeout", "FABRIC_E_TIMEOUT")
-    assert jobs.backup_progress(ctx, P1)["BackupState"] == "Timeout"
+    assert backup_progress(ctx, P1)["BackupState"] == "Timeout"
     jobs.request_backup(ctx, P1, timeout_minutes=60)
     assert jobs.claim(ctx, "agent-a") is not None
     clock.advance(seconds=30)
@@ -168,21 +188,24 @@ def test_timeout_and_lost_agent(ctx: ServiceContext, enabled: Path, clock: FakeC
     assert "agent agent-a disappeared" in (lost.failure_message or "")
 
 
-def test_jobs_left_running_fail_at_restart(ctx: ServiceContext, enabled: Path) -> None:
-    """recover_after_restart ends Accepted and running jobs with a reason."""
+def test_a_controller_restart_fails_nothing(ctx: ServiceContext, enabled: Path) -> None:
+    """Queued jobs stay queued, and a running job keeps running, across a controller restart."""
     jobs.request_backup(ctx, P1)
     jobs.request_backup(ctx, P2)
-    jobs.claim(ctx, "embedded")
-    ended = jobs.recover_after_restart(ctx)
-    assert len(ended) == 2
-    progress = jobs.backup_progress(ctx, P1)
-    assert progress["BackupState"] == "Failure"
-    assert "controller restarted" in progress["FailureError"]["Message"]
-    jobs.request_backup(ctx, P1)  # the partition is free again
+    item = jobs.claim(ctx, "remote")
+    assert item is not None
+    # A new controller over the same catalog (the context is all the service keeps).
+    assert backup_progress(ctx, P1)["BackupState"] in ("Accepted", "BackupInProgress")
+    assert backup_progress(ctx, P2)["BackupState"] in ("Accepted", "BackupInProgress")
+    assert run_agent_once(ctx, "embedded")  # the queued one runs
+    jobs.complete(ctx, "remote", item.JobId, Outcome.failure("X", "boom", attempt=item.Attempt))
+    states = {backup_progress(ctx, p)["BackupState"] for p in (P1, P2)}
+    assert states == {"Success", "Failure"}
 
 
 def test_concurrency_limit_across_partitions(ctx: ServiceContext, enabled: Path) -> None:
-    """No more than max_running_jobs run at once."""
+    """No more than max_running_jobs run at once, when a limit is set."""
+    ctx.max_running_jobs = 2
     add_partition(ctx, P3, enabled / "p3")
     for pid in (P1, P2, P3):
         jobs.request_backup(ctx, pid)
@@ -201,38 +224,49 @@ def test_agent_assignment(ctx: ServiceContext, enabled: Path) -> None:
     )
     jobs.request_backup(ctx, P1)
     assert jobs.claim(ctx, "west") is None
-    assert jobs.claim(ctx, "east")["Partition"]["PartitionId"] == P1  # type: ignore[index]
+    item = jobs.claim(ctx, "east")
+    assert item is not None
+    assert item.Partition.PartitionId == P1
 
 
 def test_scheduler_chains_and_missed_slots(
     ctx: ServiceContext, enabled: Path, clock: FakeClock
 ) -> None:
-    """Periodic backups chain incrementals up to the limit; missed slots run once."""
+    """Periodic backups chain incrementals up to the limit; missed slots run once, spread."""
     types = []
+    first_slots(ctx, clock)
     for _ in range(6):
         new = scheduler.tick(ctx)
         assert {P1, P2} == {j.partition_id for j in new}
         while run_agent_once(ctx):
             pass
+        assert scheduler.tick(ctx) == []  # each slot is taken once
         clock.advance(minutes=10)
     for b in jobs.list_backups(ctx, PART, start=None, end=None, latest=False):
         types.append(b.backup_type)
     # MaxIncrementalBackups=3: full + 3 incrementals, then a new full.
     assert types == ["Full", "Incremental", "Incremental", "Incremental", "Full", "Incremental"]
-    clock.advance(minutes=-5)
-    assert scheduler.tick(ctx) == []  # only 5 minutes since the last slot
-    clock.advance(minutes=5)
-    clock.advance(hours=5)  # 30 slots missed
+    clock.advance(hours=5)  # 30 slots missed: one catch-up each, at its own next slot
+    assert scheduler.tick(ctx) == []
+    clock.advance(minutes=10)
     assert len(scheduler.tick(ctx)) == 2
     while run_agent_once(ctx):
         pass
     assert scheduler.tick(ctx) == []
 
 
-def test_suspended_partitions_are_not_scheduled(ctx: ServiceContext, enabled: Path) -> None:
-    """Suspension at the service stops periodic backups below it."""
+def test_suspended_partitions_are_not_scheduled(
+    ctx: ServiceContext, enabled: Path, clock: FakeClock
+) -> None:
+    """Suspension at the service stops periodic backups below it; resuming starts them again."""
     protection.suspend_backup(ctx, EntityRef("Service", "fabric:/Shop/Orders"))
+    clock.advance(hours=1)
     assert scheduler.tick(ctx) == []
+    clock.advance(hours=1)
+    assert scheduler.tick(ctx) == []
+    protection.resume_backup(ctx, EntityRef("Service", "fabric:/Shop/Orders"))
+    first_slots(ctx, clock)
+    assert {P1, P2} == {j.partition_id for j in scheduler.tick(ctx)}
 
 
 def test_on_demand_needs_a_storage(ctx: ServiceContext, tmp_path: Path, store_dir: Path) -> None:
@@ -242,7 +276,7 @@ def test_on_demand_needs_a_storage(ctx: ServiceContext, tmp_path: Path, store_di
         jobs.request_backup(ctx, P1)
     jobs.request_backup(ctx, P1, storage_doc={"StorageKind": "FileShare", "Path": str(store_dir)})
     assert run_agent_once(ctx)
-    assert jobs.backup_progress(ctx, P1)["BackupState"] == "Success"
+    assert backup_progress(ctx, P1)["BackupState"] == "Success"
     with pytest.raises(PolicyError):
         jobs.request_backup(ctx, P1, timeout_minutes=0)
 
@@ -278,8 +312,12 @@ def test_retention_after_scheduled_backups(
     ctx: ServiceContext, enabled: Path, clock: FakeClock, engine: FakeEngine
 ) -> None:
     """Old backups beyond the retention are forgotten in storage and in the catalog."""
+    every_8h = {"ScheduleKind": "FrequencyBased", "Interval": "PT8H"}
+    protection.update_policy(ctx, "p", {**protection.get_policy(ctx, "p"), "Schedule": every_8h})
+    assert scheduler.tick(ctx) == []
+    clock.advance(hours=8)
     for _ in range(9):
-        scheduler.tick(ctx)
+        assert len(scheduler.tick(ctx)) == 2
         while run_agent_once(ctx):
             pass
         clock.advance(hours=8)
@@ -310,7 +348,7 @@ def test_clean_backup_on_disable(ctx: ServiceContext, enabled: Path, engine: Fak
 
 
 def test_a_broken_storage_does_not_stop_other_schedules(
-    ctx: ServiceContext, tmp_path: Path, store_dir: Path
+    ctx: ServiceContext, tmp_path: Path, store_dir: Path, clock: FakeClock
 ) -> None:
     """A partition whose policy storage cannot be used is skipped; the others are scheduled."""
     add_partition(ctx, P1, tmp_path / "p1")
@@ -321,6 +359,8 @@ def test_a_broken_storage_does_not_stop_other_schedules(
     protection.create_policy(ctx, bad)
     protection.enable_backup(ctx, EntityRef("Partition", P1), "bad")
     protection.enable_backup(ctx, EntityRef("Partition", P2), "good")
+    assert scheduler.tick(ctx) == []
+    clock.advance(minutes=10)
     assert [P2] == [j.partition_id for j in scheduler.tick(ctx)]
 
 
@@ -332,11 +372,11 @@ def test_agents_cannot_report_nonsense(ctx: ServiceContext, enabled: Path) -> No
     item = jobs.claim(ctx, "a")
     assert item is not None
     with pytest.raises(PolicyError):
-        jobs.complete(ctx, "a", item["JobId"], {"State": "Success"})
+        jobs.complete(ctx, "a", item.JobId, Outcome(State="Success"))
     with pytest.raises(JobNotRunning):
-        jobs.complete(ctx, "b", item["JobId"], {"State": "Failure"})
+        jobs.complete(ctx, "b", item.JobId, Outcome(State="Failure"))
     with pytest.raises(JobNotRunning):
-        jobs.heartbeat(ctx, "a", "no-such-job", {})
+        jobs.heartbeat(ctx, "a", "no-such-job", Heartbeat())
 
 
 def test_auto_restore_on_data_loss(ctx: ServiceContext, enabled: Path, store_dir: Path) -> None:
@@ -379,7 +419,7 @@ def test_restore_from_storage_alone(ctx: ServiceContext, enabled: Path, store_di
     # Without BackupStorage, the policy's storage is searched.
     jobs.request_restore(ctx, P1, {"BackupId": b.backup_id, "BackupLocation": b.location})
     assert run_agent_once(ctx)
-    assert jobs.restore_progress(ctx, P1)["RestoreState"] == "Success"
+    assert restore_progress(ctx, P1)["RestoreState"] == "Success"
 
 
 def test_unexpected_engine_errors_fail_the_job_without_details(
@@ -389,7 +429,7 @@ def test_unexpected_engine_errors_fail_the_job_without_details(
     engine.fail_next = RuntimeError("AccountKey=do-not-show")
     jobs.request_backup(ctx, P1)
     assert run_agent_once(ctx)
-    progress = jobs.backup_progress(ctx, P1)
+    progress = backup_progress(ctx, P1)
     assert progress["BackupState"] == "Failure"
     assert progress["FailureError"]["Code"] == "E_UNEXPECTED"
     assert "do-not-show" not in progress["FailureError"]["Message"]

@@ -22,15 +22,15 @@ def test_keeps_the_anchoring_full_and_everything_newer() -> None:
     """Old backups go, except the newest old full that anchors the younger incrementals."""
     items = chain([9, 8, 7, 6, 5, 1], fulls={0, 3})
     decision = apply_basic_retention(items, duration=timedelta(days=2), minimum=0, now=NOW)
-    assert decision.remove == ["b0", "b1", "b2"]
+    assert decision.remove == ["b2", "b1", "b0"]  # SF's deletion order: newest first
     assert decision.keep == ["b3", "b4", "b5"]
 
 
 def test_minimum_number_is_always_kept() -> None:
-    """Deletion stops once only MinimumNumberOfBackups remain."""
+    """Deletion stops once only MinimumNumberOfBackups remain (SF deletes newest first)."""
     items = chain([9, 8, 7, 6], fulls={0, 1, 2, 3})
     decision = apply_basic_retention(items, duration=timedelta(days=1), minimum=3, now=NOW)
-    assert decision.remove == ["b0"]
+    assert decision.remove == ["b2"]
     assert len(decision.keep) == 3
 
 

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from safehold.core.errors import UsageError
-from safehold.storage import ObjectInfo, ObjectNotFound, ReadRangeError, Storage
+from safehold.storage import (
+    LOCK_POLICY_NAME,
+    ImmutabilityUnsupported,
+    ImmutableStorage,
+    LockPolicy,
+    ObjectInfo,
+    ObjectLocked,
+    ObjectNotFound,
+    ReadRangeError,
+    Storage,
+    immutable,
+)
 
 
 def test_put_then_get_returns_the_same_bytes(storage: Storage) -> None:
@@ -115,3 +128,83 @@ def test_put_takes_a_view_when_it_says_so(storage: Storage) -> None:
     expected = bytes(buffer[1000:40_000])
     buffer[:] = bytes(len(buffer))  # the storage must not hold on to the buffer
     assert expected == storage.get("data/00/view")
+
+
+# The object-lock capability (``ImmutableStorage``): every backend that has it.
+
+
+def _locked(storage: Storage) -> ImmutableStorage:
+    """Turn holds on with a mode the backend keeps; skip where the server keeps none."""
+    cap = immutable(storage)
+    assert cap is not None, "every backend offers the object-lock capability"
+    for policy in (LockPolicy("compliance", 1), LockPolicy("append-only")):
+        try:
+            cap.enable_lock(policy)
+        except ImmutabilityUnsupported:
+            continue
+        assert policy == cap.lock_policy()
+        return cap
+    # Only Azurite gets here (it keeps no immutability policy): test_immutability
+    # checks that it is refused rather than faked.
+    pytest.skip(f"{storage.properties.location} keeps no hold (Azurite)")
+
+
+def test_nothing_is_held_without_a_lock_policy(storage: Storage) -> None:
+    """Until a policy is enabled, objects are not held and delete as before."""
+    cap = immutable(storage)
+    assert cap is not None
+    assert cap.lock_policy() is None
+    storage.put("snapshots/s1", b"x")
+    assert cap.hold("snapshots/s1") is None
+    storage.delete("snapshots/s1")
+    with pytest.raises(ObjectNotFound):
+        storage.stat("snapshots/s1")
+
+
+def test_a_held_object_cannot_be_deleted_or_replaced(storage: Storage) -> None:
+    """Delete raises ObjectLocked; a replacement fails or is not seen; the bytes stay."""
+    cap = _locked(storage)
+    data = os.urandom(5000)
+    storage.put("data/ab/ab01", data)
+    hold = cap.hold("data/ab/ab01")
+    assert hold is not None
+    assert hold.until is None or hold.until > datetime.now(UTC) + timedelta(hours=23)
+    with pytest.raises(ObjectLocked, match="data/ab/ab01"):
+        storage.delete("data/ab/ab01")
+    with contextlib.suppress(ObjectLocked):
+        storage.put("data/ab/ab01", b"ransom")
+    storage.put("data/ab/ab01", data)  # a retried write of the same bytes is fine
+    assert data == storage.get("data/ab/ab01")
+    assert data[10:20] == storage.get("data/ab/ab01", offset=10, length=10)
+    assert ObjectInfo("data/ab/ab01", 5000) == storage.stat("data/ab/ab01")
+    assert [ObjectInfo("data/ab/ab01", 5000)] == list(storage.list("data/"))
+    assert cap.hold(LOCK_POLICY_NAME) is not None, "the policy object is held too"
+
+
+def test_lock_files_stay_mutable_under_a_lock_policy(storage: Storage) -> None:
+    """Lock files are written, replaced and deleted as ever; they are never held."""
+    cap = _locked(storage)
+    storage.put("locks/l1", b"one")
+    storage.put("locks/l1", b"two")
+    assert storage.get("locks/l1") == b"two"
+    assert cap.hold("locks/l1") is None
+    storage.delete("locks/l1")
+    assert list(storage.list("locks/")) == []
+
+
+def test_a_hold_can_be_extended_never_shortened(storage: Storage) -> None:
+    """extend_hold moves the end later; an earlier date leaves it as it was."""
+    cap = _locked(storage)
+    storage.put("index/i1", b"idx")
+    before = cap.hold("index/i1")
+    assert before is not None
+    later = datetime.now(UTC) + timedelta(days=3)
+    cap.extend_hold("index/i1", later)
+    cap.extend_hold("index/i1", datetime.now(UTC) + timedelta(hours=1))
+    after = cap.hold("index/i1")
+    assert after is not None
+    if before.until is None:  # append-only: held for good already
+        assert after.until is None
+    else:
+        assert after.until is not None
+        assert abs((after.until - later).total_seconds()) < 2

@@ -304,3 +304,59 @@ def test_bad_settings_are_refused(flaky: FlakyStorage) -> None:
         RetryingStorage(flaky, budget=-1)
     with pytest.raises(ValueError, match="delay"):
         RetryingStorage(flaky, first_delay=2, max_delay=1)
+
+
+def test_the_budget_counts_across_operations(flaky: FlakyStorage, fake_time: FakeTime) -> None:
+    """
+    Once the storage has been unreachable for the budget, the next operation fails at once.
+
+    A backup retries its packs one after another; each must not get a fresh budget.
+    """
+    flaky.errors = transient(1000)
+    store = wrap(flaky, fake_time, budget=60.0, first_delay=1.0, max_delay=16.0)
+    with pytest.raises(StorageUnavailable):
+        store.put("data/aa/pack1", b"x")
+    sleeps_before = len(fake_time.sleeps)
+    with pytest.raises(StorageUnavailable) as caught:
+        store.put("data/bb/pack2", b"y")
+    assert len(fake_time.sleeps) == sleeps_before  # no wait: the outage has spent the budget
+    assert flaky.calls["put"] == 8  # seven for the first, one (the storage may be back) for this
+    assert "unreachable for 47.0s" in str(caught.value)
+
+
+def test_a_success_ends_the_outage(flaky: FlakyStorage, fake_time: FakeTime) -> None:
+    """A storage that comes back gets a whole budget again for its next outage."""
+    flaky.errors = transient(5)  # 1+2+4+8+16 = 31s of a 40s budget, then success
+    store = wrap(flaky, fake_time, budget=40.0, first_delay=1.0, max_delay=16.0)
+    store.put("a", b"x")
+    flaky.errors = transient(5)
+    store.put("b", b"y")  # would give up if the first outage still counted
+    assert flaky.inner.get("b") == b"y"
+
+
+def test_a_later_operation_shares_the_outage(flaky: FlakyStorage, fake_time: FakeTime) -> None:
+    """An operation that starts during an outage only has what is left of the budget."""
+    store = wrap(flaky, fake_time, budget=60.0, first_delay=1.0, max_delay=16.0)
+    flaky.errors = transient(4)
+    # First operation: fails 4 times (1+2+4+8 = 15s of waiting), then gives up on a
+    # permanent error, leaving the storage "down since" its first failure.
+    flaky.errors.append(StoragePermissionDenied("denied"))
+    with pytest.raises(StoragePermissionDenied):
+        store.get("x")
+    flaky.errors = transient(1000)
+    with pytest.raises(StorageUnavailable, match="unreachable for"):
+        store.get("y")
+    # 15s spent already: 1+2+4+8+16 = 31 more makes 46; the next 16 would pass 60.
+    assert fake_time.sleeps == [1.0, 2.0, 4.0, 8.0, 1.0, 2.0, 4.0, 8.0, 16.0]
+
+
+def test_a_retry_line_names_the_object_once(
+    flaky: FlakyStorage, fake_time: FakeTime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A backend message that names the object already is not prefixed with it again."""
+    flaky.errors = [StorageUnavailable("data/6f/6f01: cannot reach the endpoint")]
+    store = wrap(flaky, fake_time)
+    with caplog.at_level("WARNING", logger="safehold.storage.retry"):
+        store.put("data/6f/6f01", b"x")
+    assert len(caplog.messages) == 1
+    assert caplog.messages[0].count("data/6f/6f01") == 1

@@ -1,30 +1,45 @@
 """
 The agent loop: claim a job, run it with heartbeats, report the outcome, repeat.
 
-An agent runs *slots* worker threads, each doing one job at a time. While a job
-runs, a heartbeat with its progress counters goes to the controller every
+An agent runs *slots* worker threads, each doing one job at a time. Each run of
+an agent has its own *incarnation* id, sent with every claim: when an agent
+restarts, the controller fails at once the jobs its earlier run held. While a
+job runs, a heartbeat with its progress counters goes to the controller every
 *heartbeat_interval* seconds; if the agent dies, the heartbeats stop and the
-controller fails the job with the reason.
+controller fails the job with the reason. The outcome is reported with retries
+(exponential backoff, tenacity) until a controller takes it or *report_for*
+seconds pass, so a controller failover loses no result.
+
+Importing this module loads neither FastAPI nor SQLAlchemy.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
 
-from safehold.agent.link import ControllerLink
+import tenacity
+
+from safehold.agent.worker import KINDS, execute
 from safehold.core.errors import SafeholdError
 from safehold.core.progress import CountingProgress
+from safehold.core.work import ClaimRequest, ControllerLink, Heartbeat, Outcome, WorkItem
 from safehold.service.engine import BackupEngine, StorageOpener
-from safehold.service.worker import execute
 
 __all__ = ["Agent"]
 
 log = logging.getLogger("safehold.agent")
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    # 4xx answers are final (the job is not ours any more, or the report is
+    # malformed); no answer, 5xx and a busy catalog are worth another try.
+    status = getattr(exc, "http_status", 500)
+    return isinstance(exc, SafeholdError) and (status >= 500 or status == 0)
 
 
 class Agent:
@@ -39,6 +54,7 @@ class Agent:
         slots: int = 1,
         poll_interval: float = 1.0,
         heartbeat_interval: float = 5.0,
+        report_for: float = 600.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._link = link
@@ -47,12 +63,20 @@ class Agent:
         self._slots = slots
         self._poll = poll_interval
         self._beat = heartbeat_interval
+        self._report_for = report_for
         self._clock = clock
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.incarnation = uuid.uuid4().hex
+
+    @property
+    def agent_id(self) -> str:
+        """The agent's id, as the controller knows it."""
+        return self._link.agent_id
 
     def start(self) -> None:
         """Start the worker threads."""
+        self._stop.clear()
         for i in range(self._slots):
             t = threading.Thread(target=self._loop, name=f"safehold-agent-{i}", daemon=True)
             t.start()
@@ -63,6 +87,7 @@ class Agent:
         self._stop.set()
         for t in self._threads:
             t.join(timeout)
+        self._threads.clear()
 
     def run_forever(self) -> None:
         """Run until ``stop`` is called (from a signal handler, say)."""
@@ -72,7 +97,7 @@ class Agent:
 
     def run_once(self) -> bool:
         """Claim and run at most one job in this thread; return whether there was one."""
-        item = self._link.claim()
+        item = self._link.claim(ClaimRequest(Incarnation=self.incarnation, Kinds=list(KINDS)))
         if item is None:
             return False
         self._run(item)
@@ -86,18 +111,22 @@ class Agent:
             except SafeholdError as exc:
                 log.warning("agent: %s", exc.message)
                 self._stop.wait(self._poll)
+            except Exception:
+                # A slot never dies of one bad round: log it, and pull again.
+                log.exception("agent round failed")
+                self._stop.wait(self._poll)
 
-    def _run(self, item: dict[str, Any]) -> None:
-        job_id = item["JobId"]
+    def _run(self, item: WorkItem) -> None:
+        job_id = item.JobId
         progress = CountingProgress()
         done = threading.Event()
 
         def beat() -> None:
             while not done.wait(self._beat):
+                counters = asdict(progress.snapshot())
+                counters.pop("warnings", None)
                 try:
-                    counters = asdict(progress.snapshot())
-                    counters.pop("warnings", None)
-                    self._link.heartbeat(job_id, counters)
+                    self._link.heartbeat(job_id, Heartbeat(Attempt=item.Attempt, Progress=counters))
                 except SafeholdError as exc:
                     log.warning("heartbeat for job %s failed: %s", job_id, exc.message)
 
@@ -114,5 +143,23 @@ class Agent:
         finally:
             done.set()
             beater.join()
-        log.info("job %s (%s) ended: %s", job_id, item["Kind"], outcome["State"])
-        self._link.complete(job_id, outcome)
+        log.info("job %s (%s) ended: %s", job_id, item.Kind, outcome.State)
+        self._report(job_id, outcome)
+
+    def _report(self, job_id: str, outcome: Outcome) -> None:
+        """Send the outcome until a controller takes it (or refuses it for good)."""
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_worth_retrying),
+            wait=tenacity.wait_random_exponential(multiplier=0.5, max=15),
+            stop=tenacity.stop_after_delay(self._report_for),
+            before_sleep=lambda rs: log.warning(
+                "reporting job %s failed (%s); retrying",
+                job_id,
+                rs.outcome and rs.outcome.exception(),
+            ),
+            reraise=True,
+        )
+        try:
+            retrying(self._link.complete, job_id, outcome)
+        except SafeholdError as exc:
+            log.error("the outcome of job %s could not be reported: %s", job_id, exc.message)

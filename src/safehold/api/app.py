@@ -11,6 +11,7 @@ become a 500 ``E_UNEXPECTED`` whose message reveals nothing.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,11 +22,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import safehold
+from safehold import web
 from safehold.api import sf_schemas
 from safehold.api.deps import ReaderDep, TokenStore
 from safehold.api.metrics import CatalogCollector
 from safehold.api.routes import (
     agents,
+    cluster,
     config,
     entities,
     faults,
@@ -35,6 +38,7 @@ from safehold.api.routes import (
 )
 from safehold.core.errors import SafeholdError, UsageError
 from safehold.service.context import ServiceContext
+from safehold.service.health import FleetView
 
 __all__ = ["create_app", "error_response"]
 
@@ -80,11 +84,16 @@ def create_app(ctx: ServiceContext, tokens: TokenStore) -> FastAPI:
         description="Backup and restore service, compatible with Service Fabric's "
         "Backup Restore REST API (api-version 6.4).",
         generate_unique_id_function=_unique_id,
+        docs_url=None,  # /docs and /redoc come from safehold.web, with local assets
+        redoc_url=None,
     )
     app.state.ctx = ctx
     app.state.tokens = tokens
+    app.state.fleet = FleetView()  # health and metrics: computed at most once a second
     registry = CollectorRegistry()
-    registry.register(CatalogCollector(ctx))
+    registry.register(CatalogCollector(ctx, app.state.fleet))
+    app.state.registry = registry  # the composition root adds the scheduler's collector
+    app.state.leading = None  # set by the controller's loop: whether this replica leads
 
     @app.exception_handler(SafeholdError)
     async def on_safehold_error(request: Request, exc: SafeholdError) -> JSONResponse:
@@ -113,18 +122,25 @@ def create_app(ctx: ServiceContext, tokens: TokenStore) -> FastAPI:
         log.exception("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(_HttpError(500, "E_UNEXPECTED", "an unexpected error occurred"))
 
-    for module in (policies, entities, partition_jobs, partitions, agents, config, faults):
+    for module in (policies, entities, partition_jobs, partitions, agents, config, faults, cluster):
         app.include_router(module.router)
     sf_schemas.install(app)
+    web.install(app)  # the operator console at /console/, and /docs, /redoc
 
     @app.get("/healthz", tags=["Service"])
     def healthz() -> dict[str, Any]:
-        """Liveness: the controller answers."""
-        return {"Status": "Ok", "Version": safehold.__version__}
+        """Liveness: the controller answers; ``Leader`` says whether it runs the scheduler."""
+        return {"Status": "Ok", "Version": safehold.__version__, "Leader": app.state.leading}
+
+    rendered: list[tuple[float, bytes]] = []
 
     @app.get("/metrics", tags=["Service"])
     def metrics(_p: ReaderDep) -> Response:
         """Prometheus metrics: backups by outcome, durations, bytes, age of the last good backup."""
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        # Scrapes within the fleet view's lifetime share one rendering.
+        now = time.monotonic()
+        if not rendered or now - rendered[-1][0] >= app.state.fleet.ttl:
+            rendered[:] = [(now, generate_latest(registry))]
+        return Response(rendered[-1][1], media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -1,11 +1,17 @@
 """
 Dependencies of the routes, as ``Annotated`` aliases.
 
-Authentication: ``Authorization: Bearer <token>``; each token carries one role,
-and roles are ordered ``reader < operator < admin``. The ``agent`` role stands
-apart: it may only call the agent routes (whose work items carry storage
-credentials), which admins may call too. Failures raise the service's
-``AuthError``/``Forbidden``, which the one exception handler maps.
+Authentication: ``Authorization: Bearer <token>``, or else a client certificate
+verified by TLS and known to ``api.certauth`` (as SF clusters admit sfctl); each
+carries one role, and roles are ordered ``reader < operator < admin``. The
+``agent`` role stands apart: it may only call the agent routes (whose work items
+carry storage credentials), which admins may call too. Failures raise the
+service's ``AuthError``/``Forbidden``, which the one exception handler maps.
+
+The api-version dependency authenticates first, so an unauthenticated request is
+401 whatever its api-version (SF's gateway authenticates before anything else),
+and it refuses a partition id that is not a GUID with 400 ``E_INVALIDARG``, as
+SF's gateway does before the request reaches the Backup Restore Service.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +28,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 
+from safehold.api import certauth
 from safehold.core.policy import PolicyError
 from safehold.core.snapshot import parse_time
 from safehold.service.context import ServiceContext
@@ -30,6 +39,7 @@ __all__ = [
     "AgentDep",
     "ApiVersionDep",
     "CtxDep",
+    "FaultsApiVersionDep",
     "JsonBody",
     "OperatorDep",
     "ReaderDep",
@@ -39,7 +49,12 @@ __all__ = [
 
 ROLES = ("reader", "operator", "admin")
 AGENT = "agent"
-MIN_API_VERSION = (6, 4)
+MIN_API_VERSION = 6.4  # the Backup Restore Service's (BaseOperation.MinApiVersion)
+MIN_FAULTS_API_VERSION = 6.0  # the Fault Analysis Service's, which the SDK and sfctl send
+# SF's BaseOperation.ValidateApiVersion: Double.TryParse(api-version) >= minimum, so "6.10"
+# is 6.1 (refused) and "7" or "6.40" pass; anything else is refused.
+_API_VERSION_RE = re.compile(r"^\s*\d+(\.\d+)?\s*$")
+_PRINCIPAL_STATE = "safehold_principal"
 
 
 @dataclass(frozen=True)
@@ -77,11 +92,18 @@ def get_ctx(request: Request) -> ServiceContext:
 CtxDep = Annotated[ServiceContext, Depends(get_ctx)]
 
 
-def require(role: str) -> Callable[[Request], Principal]:
-    """Return a dependency that admits tokens of *role* or higher."""
+def authenticate(request: Request) -> Principal:
+    """
+    Return who is calling: a bearer token's principal, else a client certificate's.
 
-    def check(request: Request) -> Principal:
-        header = request.headers.get("authorization", "")
+    Raises:
+        AuthError: no credential, or one that is not valid.
+    """
+    cached = request.scope.get(_PRINCIPAL_STATE)
+    if isinstance(cached, Principal):
+        return cached
+    header = request.headers.get("authorization", "")
+    if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthError("an API token is required: send 'Authorization: Bearer <token>'")
@@ -89,6 +111,31 @@ def require(role: str) -> Callable[[Request], Principal]:
         principal = store.check(token.strip())
         if principal is None:
             raise AuthError("the API token is not valid")
+    else:
+        principal = _certificate_principal(request)
+    request.scope[_PRINCIPAL_STATE] = principal
+    return principal
+
+
+def _certificate_principal(request: Request) -> Principal:
+    roles: certauth.ClientCertRoles | None = getattr(request.app.state, "client_certs", None)
+    der = certauth.peer_certificate(request.scope.get("state") or {})
+    if der is None or not roles:
+        raise AuthError(
+            "an API token or a client certificate is required: send 'Authorization: Bearer "
+            "<token>', or connect over TLS with a certificate"
+        )
+    identity = roles.check(der)
+    if identity is None:
+        raise AuthError("the client certificate is not allowed on this controller")
+    return Principal(identity.role, identity.fingerprint)
+
+
+def require(role: str) -> Callable[[Request], Principal]:
+    """Return a dependency that admits tokens or certificates of *role* or higher."""
+
+    def check(request: Request) -> Principal:
+        principal = authenticate(request)
         if role == AGENT:
             allowed = principal.role in (AGENT, "admin")
         else:
@@ -106,20 +153,51 @@ AdminDep = Annotated[Principal, Depends(require("admin"))]
 AgentDep = Annotated[Principal, Depends(require(AGENT))]
 
 
-def api_version(version: Annotated[str | None, Query(alias="api-version")] = None) -> str:
-    """Check the ``api-version`` query parameter (6.4 or later)."""
+def check_api_version(version: str | None, minimum: float) -> str:
+    """
+    Check an ``api-version`` as SF does: a number (6.4, 7, 6.40) at least *minimum*.
+
+    Raises:
+        PolicyError: missing, not a number (6.4-preview), or below *minimum* (6.10 is 6.1).
+    """
     if version is None:
-        raise PolicyError("the api-version query parameter is required (use 6.4)")
-    try:
-        major, minor = (int(x) for x in version.split(".")[:2])
-    except ValueError as exc:
-        raise PolicyError(f"api-version {version!r} is not a version such as 6.4") from exc
-    if (major, minor) < MIN_API_VERSION:
-        raise PolicyError(f"api-version {version} is not supported: use 6.4 or later")
+        raise PolicyError(f"the api-version query parameter is required (use {minimum})")
+    if not _API_VERSION_RE.match(version) or float(version) < minimum:
+        raise PolicyError(f"api-version {version!r} is not supported: use {minimum} or later")
     return version
 
 
+def check_path_ids(request: Request) -> None:
+    """Refuse a ``partition_id`` path parameter that is not a GUID (400, as SF's gateway)."""
+    pid = request.path_params.get("partition_id")
+    if pid is None:
+        return
+    try:
+        uuid.UUID(pid)
+    except ValueError as exc:
+        raise PolicyError(f"partition id {pid!r} is not a GUID") from exc
+
+
+def api_version(
+    request: Request, version: Annotated[str | None, Query(alias="api-version")] = None
+) -> str:
+    """Authenticate, then check the partition id and the ``api-version`` (6.4 or later)."""
+    authenticate(request)
+    check_path_ids(request)
+    return check_api_version(version, MIN_API_VERSION)
+
+
+def faults_api_version(
+    request: Request, version: Annotated[str | None, Query(alias="api-version")] = None
+) -> str:
+    """As ``api_version``, for the Fault Analysis Service's routes (6.0 or later)."""
+    authenticate(request)
+    check_path_ids(request)
+    return check_api_version(version, MIN_FAULTS_API_VERSION)
+
+
 ApiVersionDep = Annotated[str, Depends(api_version)]
+FaultsApiVersionDep = Annotated[str, Depends(faults_api_version)]
 
 
 async def json_body(request: Request) -> Any:

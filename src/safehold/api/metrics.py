@@ -1,4 +1,9 @@
-"""Prometheus metrics, read from the catalog at scrape time so they survive restarts."""
+"""
+Prometheus metrics, read from the catalog at scrape time so they survive restarts.
+
+A scrape costs a constant number of queries (the fleet view of ``service.health``,
+shared with the health routes and cached for a second), whatever the fleet's size.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Summa
 from prometheus_client.registry import Collector
 
 from safehold.service.context import ServiceContext
-from safehold.service.health import metrics_snapshot
+from safehold.service.health import FleetView
 
 __all__ = ["CatalogCollector"]
 
@@ -16,35 +21,44 @@ __all__ = ["CatalogCollector"]
 class CatalogCollector(Collector):
     """Exposes safehold's backup metrics."""
 
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, fleet: FleetView) -> None:
         self._ctx = ctx
+        self._fleet = fleet
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | SummaryMetricFamily]:
         """Yield the metric families."""
-        snap = metrics_snapshot(self._ctx)
+        view = self._fleet.get(self._ctx)
         outcomes = CounterMetricFamily(
-            "safehold_backups", "Finished backup jobs by outcome.", labels=["outcome"]
+            "safehold_backups",
+            "Finished backup jobs by outcome (within the job retention window).",
+            labels=["outcome"],
         )
         for outcome in ("Success", "Failure", "Timeout"):
-            outcomes.add_metric([outcome], snap["outcomes"].get(outcome, 0))
+            outcomes.add_metric([outcome], view.outcomes.get(outcome, (0, 0.0))[0])
         yield outcomes
-        durations = snap["durations"]
         yield SummaryMetricFamily(
             "safehold_backup_duration_seconds",
             "How long finished backup jobs ran.",
-            count_value=len(durations),
-            sum_value=sum(durations),
+            count_value=sum(n for n, _ in view.outcomes.values()),
+            sum_value=sum(total for _, total in view.outcomes.values()),
         )
         yield GaugeMetricFamily(
             "safehold_backup_bytes",
             "Logical bytes held by the catalogued backups.",
-            value=snap["bytes"],
+            value=view.backup_bytes,
         )
+        states = GaugeMetricFamily(
+            "safehold_partitions", "Registered partitions by backup health.", labels=["health"]
+        )
+        for state, n in sorted(view.counts().items()):
+            states.add_metric([state], n)
+        yield states
         ages = GaugeMetricFamily(
             "safehold_last_good_backup_age_seconds",
             "Seconds since each partition's newest successful backup.",
             labels=["partition_id"],
         )
-        for pid, age in sorted(snap["ages"].items()):
-            ages.add_metric([pid], age)
+        for h in view.partitions:
+            if h.last_good is not None:
+                ages.add_metric([h.partition_id], (view.at - h.last_good).total_seconds())
         yield ages

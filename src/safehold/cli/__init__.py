@@ -17,7 +17,22 @@ import sys
 
 import typer
 
-from safehold.cli import backup, check, forget, init, key, repo_cmd, restore, snapshots
+from safehold.cli import (
+    backup,
+    check,
+    diff,
+    find,
+    forget,
+    init,
+    key,
+    mount,
+    pg,
+    repo_cmd,
+    restore,
+    snapshots,
+    stats,
+    unlock,
+)
 from safehold.cli.app import app
 from safehold.cli.common import err_console
 from safehold.core.errors import ExitCode, SafeholdError
@@ -29,7 +44,9 @@ try:  # Typer 0.2x vendors its own click; older Typer uses the click package.
 except ImportError:  # pragma: no cover - depends on the installed Typer
     from click import ClickException  # type: ignore[assignment]
 
-_COMMAND_MODULES = (backup, check, forget, init, key, repo_cmd, restore, snapshots)
+_COMMAND_MODULES = (backup, check, forget, init, key, repo_cmd, restore, snapshots, unlock)
+_BROWSE_MODULES = (diff, find, stats, mount)  # issue 14: browsing snapshots
+_DB_MODULES = (pg,)  # issue 11: safehold pg
 
 
 def _engine_commands() -> set[str]:

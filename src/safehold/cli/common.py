@@ -8,6 +8,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,20 +22,31 @@ from rich.console import Console
 
 from safehold.core.errors import UsageError
 from safehold.core.progress import NullProgress, ProgressSink
+from safehold.core.snapshot import Snapshot, SnapshotFilter
 from safehold.repo import Repository
 from safehold.storage import Storage
+from safehold.storage.limiter import LimitedStorage, TokenBucket
 from safehold.storage.registry import open_storage
 
 __all__ = [
+    "HostFilterOpt",
     "JsonOpt",
     "PasswordFileOpt",
+    "PathFilterOpt",
     "RepoOpt",
+    "SkipDamagedOpt",
+    "TagFilterOpt",
     "console",
     "err_console",
     "open_repo",
+    "parse_rate",
+    "parse_size",
     "print_json",
     "progress_sink",
     "read_password",
+    "select_snapshot",
+    "set_limits",
+    "snapshot_filter",
     "storage_for",
 ]
 
@@ -61,6 +73,103 @@ PasswordFileOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+HostFilterOpt = Annotated[
+    list[str] | None,
+    typer.Option("--host", "-H", help="Only snapshots of this host (repeatable: any of them)."),
+]
+TagFilterOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tag", help="Only snapshots with these tags: 'a,b' needs both; repeat for either."
+    ),
+]
+PathFilterOpt = Annotated[
+    list[str] | None,
+    typer.Option("--path", help="Only snapshots that include this path (repeatable: all of them)."),
+]
+SkipDamagedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--skip-damaged",
+        help="With 'latest': if a snapshot file is damaged, warn and use the newest readable "
+        "snapshot (by default 'latest' then fails with exit 13).",
+    ),
+]
+
+_limits: dict[str, int] = {}
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?(?:/s)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str, *, unit: int = 1, what: str = "a size") -> int:
+    """
+    Parse a size such as ``100``, ``500K``, ``2M``, ``1.5GiB`` (binary: K = 1024).
+
+    A bare number counts in *unit* bytes.
+
+    Raises:
+        UsageError: the text is not a positive size.
+    """
+    m = _RATE.match(text)
+    if not m:
+        raise UsageError(f"{text!r} is not {what}: give a number, or e.g. 500K, 2M, 1G")
+    number, suffix, b = float(m.group(1)), m.group(2).lower(), m.group(3)
+    size = int(number * (_UNITS[suffix] if suffix or b else unit))
+    if size <= 0:
+        raise UsageError(f"{text!r}: {what} must be positive")
+    return size
+
+
+def parse_rate(text: str) -> int:
+    """
+    Parse a bandwidth: ``500`` (KiB/s, as restic reads it), ``500K``, ``2M``, ``1.5MiB/s``.
+
+    Returns bytes a second.
+
+    Raises:
+        UsageError: the text is not a positive rate.
+    """
+    return parse_size(text, unit=1024, what="a rate")
+
+
+def set_limits(upload: str | None, download: str | None) -> None:
+    """Set the bandwidth limits for the storage that commands open (global options)."""
+    _limits.clear()
+    if upload:
+        _limits["upload"] = parse_rate(upload)
+    if download:
+        _limits["download"] = parse_rate(download)
+
+
+def snapshot_filter(
+    hosts: list[str] | None, tags: list[str] | None, paths: list[str] | None
+) -> SnapshotFilter:
+    """The ``--host``/``--tag``/``--path`` options as a filter; paths are made absolute."""
+    return SnapshotFilter.parse(hosts, tags, [os.path.abspath(p) for p in paths or ()])
+
+
+def select_snapshot(
+    repo: Repository, ref: str, where: SnapshotFilter, *, skip_damaged: bool = False
+) -> Snapshot:
+    """
+    Resolve a snapshot argument; the filter selects what ``latest`` means.
+
+    With *skip_damaged*, a damaged snapshot file is warned about by name,
+    and so is the snapshot used instead.
+    """
+    snap = repo.find_snapshot(ref, where=where, skip_damaged=skip_damaged)
+    if ref == "latest" and repo.damaged_snapshots:
+        for msg in repo.damaged_snapshots:
+            err_console.print(f"WARNING: {msg}", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(
+            f"WARNING: 'latest' may not be the newest snapshot: using {snap.id} "
+            f"of {snap.time:%Y-%m-%d %H:%M:%S} UTC, the newest readable one",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    return snap
 
 
 def read_password(password_file: Path | None, *, confirm: bool = False) -> str:
@@ -100,7 +209,15 @@ def storage_for(repo_url: str) -> Storage:
     """Open the storage that the repository URL names."""
     if not repo_url:
         raise UsageError("no repository given: pass --repo or set SAFEHOLD_REPO")
-    return open_storage(repo_url)
+    storage = open_storage(repo_url)
+    if not _limits:
+        return storage
+    up, down = _limits.get("upload"), _limits.get("download")
+    return LimitedStorage(
+        storage,
+        upload=TokenBucket(up) if up else None,
+        download=TokenBucket(down) if down else None,
+    )
 
 
 @contextmanager

@@ -10,14 +10,20 @@ import typer
 
 from safehold.cli.app import app
 from safehold.cli.common import (
+    HostFilterOpt,
     JsonOpt,
     PasswordFileOpt,
+    PathFilterOpt,
     RepoOpt,
+    SkipDamagedOpt,
+    TagFilterOpt,
     console,
     err_console,
     open_repo,
     print_json,
     progress_sink,
+    select_snapshot,
+    snapshot_filter,
 )
 from safehold.repo import dump as dump_file
 from safehold.repo import restore as restore_snapshot
@@ -28,11 +34,18 @@ def restore(
     snapshot: Annotated[str, typer.Argument(help="Snapshot id, unique prefix, or 'latest'.")],
     target: Annotated[Path, typer.Option("--target", "-t", help="Directory to restore into.")],
     include: Annotated[
-        list[str] | None, typer.Option("--include", "-i", help="Only this path (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--include", "-i", help="Only this path, as backed up, e.g. /srv/data/sub (repeatable)."
+        ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be written.")] = False,
     repo: RepoOpt = "",
     password_file: PasswordFileOpt = None,
+    host: HostFilterOpt = None,
+    tag: TagFilterOpt = None,
+    path_filter: PathFilterOpt = None,
+    skip_damaged: SkipDamagedOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
     """
@@ -42,12 +55,14 @@ def restore(
     behind); 16 no such snapshot.
     """
     with open_repo(repo, password_file) as r:
-        snap = r.find_snapshot(snapshot)
+        snap = select_snapshot(
+            r, snapshot, snapshot_filter(host, tag, path_filter), skip_damaged=skip_damaged
+        )
         result = restore_snapshot(
             r,
             snap,
             target,
-            include=include or (),
+            include=[snap.tree_path(i) for i in include or ()],
             dry_run=dry_run,
             progress=progress_sink(json_output),
         )
@@ -74,6 +89,10 @@ def dump(
     ] = None,
     repo: RepoOpt = "",
     password_file: PasswordFileOpt = None,
+    host: HostFilterOpt = None,
+    tag: TagFilterOpt = None,
+    path_filter: PathFilterOpt = None,
+    skip_damaged: SkipDamagedOpt = False,
 ) -> None:
     """
     Write one file of a snapshot (such as a --stdin dump) to standard output.
@@ -81,6 +100,8 @@ def dump(
     Exit status: 0; 13 damaged data; 16 no such snapshot or file.
     """
     with open_repo(repo, password_file) as r:
-        snap = r.find_snapshot(snapshot)
-        dump_file(r, snap, sys.stdout.buffer, path)
+        snap = select_snapshot(
+            r, snapshot, snapshot_filter(host, tag, path_filter), skip_damaged=skip_damaged
+        )
+        dump_file(r, snap, sys.stdout.buffer, None if path is None else snap.tree_path(path))
         sys.stdout.buffer.flush()

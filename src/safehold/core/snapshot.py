@@ -8,11 +8,21 @@ partition it belongs to, its place in a backup chain, and its sizes.
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-__all__ = ["Epoch", "PartitionRef", "Snapshot", "SnapshotMeta", "SnapshotSizes", "format_time"]
+__all__ = [
+    "Epoch",
+    "PartitionRef",
+    "Snapshot",
+    "SnapshotFilter",
+    "SnapshotMeta",
+    "SnapshotSizes",
+    "format_time",
+    "root_name",
+]
 
 BackupType = Literal["full", "incremental"]
 SourceKind = Literal["dir", "stdin"]
@@ -26,6 +36,16 @@ def format_time(t: datetime) -> str:
 def parse_time(s: str) -> datetime:
     """Parse a time written by ``format_time`` (or any ISO 8601 string with an offset)."""
     return datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def root_name(source: str) -> str:
+    """
+    The name of the entry that *source* (a backed-up path) gets in a snapshot's root tree.
+
+    It is the last component, or ``root`` for ``/``; ``backup_paths`` names the
+    entries so, and every format version has done so.
+    """
+    return posixpath.basename(source.rstrip("/")) or "root"
 
 
 @dataclass(frozen=True)
@@ -98,6 +118,41 @@ class Snapshot:
     program: str = ""
     original: str | None = None  # the snapshot this one was copied from, in another repository
 
+    def roots(self) -> dict[str, str]:
+        """Map each root entry's name to the absolute source path it was backed up from."""
+        return {root_name(p): p for p in self.paths if p.startswith("/")}
+
+    def tree_path(self, path: str) -> str:
+        """
+        Resolve a path given by a user to a path in the snapshot's tree (no leading ``/``).
+
+        The absolute source path (``/srv/x/data/sub``) is the primary form. The
+        tree's own form (``/data/sub``), the only form before sources were
+        resolved, is still accepted when no source path matches. ``""`` is the
+        whole snapshot.
+        """
+        path = path.rstrip("/")
+        if not path:
+            return ""
+        best: tuple[int, str] | None = None
+        for name, source in self.roots().items():
+            base = source.rstrip("/")
+            if path == base or path.startswith(base + "/"):
+                rest = path[len(base) :]
+                if best is None or len(base) > best[0]:
+                    best = (len(base), name + rest)
+        if best is not None:
+            return best[1]
+        return path.lstrip("/")
+
+    def source_path(self, tree_path: str) -> str:
+        """The absolute source path of a tree path (the inverse of ``tree_path``)."""
+        name, sep, rest = tree_path.partition("/")
+        source = self.roots().get(name)
+        if source is None:
+            return "/" + tree_path
+        return source.rstrip("/") + sep + rest if rest else source
+
     @property
     def short_id(self) -> str:
         """The first 8 hex digits, as listings show it."""
@@ -155,3 +210,55 @@ class Snapshot:
             program=doc.get("program", ""),
             original=doc.get("original"),
         )
+
+
+@dataclass(frozen=True)
+class SnapshotFilter:
+    """
+    Which snapshots a command considers, as restic selects them.
+
+    A snapshot matches when its host is one of ``hosts``, it carries every tag
+    of at least one group in ``tags`` (``--tag a,b --tag c`` is "a and b, or
+    c"), and its paths include every one of ``paths`` (absolute; a stream
+    snapshot's path is ``/NAME``). An empty field matches everything.
+    """
+
+    hosts: tuple[str, ...] = ()
+    tags: tuple[tuple[str, ...], ...] = ()
+    paths: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(
+        cls, hosts: list[str] | None, tags: list[str] | None, paths: list[str] | None
+    ) -> SnapshotFilter:
+        """Build a filter from option values; paths are made absolute by the caller."""
+        groups = tuple(
+            tuple(t.strip() for t in group.split(",") if t.strip()) for group in tags or ()
+        )
+        return cls(
+            hosts=tuple(hosts or ()),
+            tags=tuple(g for g in groups if g),
+            paths=tuple(p.rstrip("/") or "/" for p in paths or ()),
+        )
+
+    def is_empty(self) -> bool:
+        """True when the filter lets every snapshot through."""
+        return not (self.hosts or self.tags or self.paths)
+
+    def matches(self, snap: Snapshot) -> bool:
+        """Whether *snap* is selected."""
+        if self.hosts and snap.host not in self.hosts:
+            return False
+        if self.tags and not any(set(g) <= set(snap.tags) for g in self.tags):
+            return False
+        # A stream snapshot's path is its file name: it matches as "/NAME".
+        have = {("" if p.startswith("/") else "/") + p.rstrip("/") or "/" for p in snap.paths}
+        return all(p in have for p in self.paths)
+
+    def describe(self) -> str:
+        """The filter in words, for messages."""
+        parts = ["host " + " or ".join(repr(h) for h in self.hosts)] if self.hosts else []
+        if self.tags:
+            parts.append("tags " + " or ".join(",".join(g) for g in self.tags))
+        parts += [f"path {p!r}" for p in self.paths]
+        return " and ".join(parts) if parts else "any snapshot"

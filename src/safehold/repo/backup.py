@@ -15,7 +15,6 @@ are taken from it without being read.
 
 from __future__ import annotations
 
-import getpass
 import mmap
 import os
 import socket
@@ -32,7 +31,10 @@ from pyfastcdc import FastCDC
 from safehold.core.errors import UsageError
 from safehold.core.progress import NullProgress, ProgressSink
 from safehold.core.snapshot import Snapshot, SnapshotMeta, SnapshotSizes
+from safehold.repo.backup_support import find_parent, make_snapshot, scan_totals
 from safehold.repo.errors import IntegrityError
+from safehold.repo.exclude import CACHEDIR_TAG, ExcludeOptions, Excluder
+from safehold.repo.filescache import FilesCache
 from safehold.repo.locks import RepoLock
 from safehold.repo.pack import DATA, TREE
 from safehold.repo.repository import Repository
@@ -177,9 +179,16 @@ class _Backup:
     """One run of a directory backup."""
 
     def __init__(
-        self, repo: Repository, writer: BlobWriter, progress: ProgressSink, workers: int
+        self,
+        repo: Repository,
+        writer: BlobWriter,
+        progress: ProgressSink,
+        workers: int,
+        excluder: Excluder | None = None,
     ) -> None:
         self.repo = repo
+        self.excluder = excluder or Excluder(ExcludeOptions(ignore_files=False))
+        self.fs_dev: int | None = None  # the device of the root being walked (one-file-system)
         self.writer = writer
         self.progress = progress
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="safehold-read")
@@ -193,6 +202,7 @@ class _Backup:
         self.bytes_read = 0
         self.logical = 0
         self.local = threading.local()
+        self.files_cache: FilesCache | None = None  # write-only hosts: no parent to read
 
     def warn(self, msg: str) -> None:
         with self.lock:
@@ -208,7 +218,7 @@ class _Backup:
                 d.pending -= 1
                 if d.pending:
                     return
-            nodes = [n for n in d.nodes if n.type != "unreadable"]
+            nodes = [n for n in d.nodes if n.type not in ("unreadable", "excluded")]
             tree_id, _ = self.writer.save(TREE, Tree(nodes).serialize())
             d.nodes = []
             if d.node is not None:
@@ -229,6 +239,8 @@ class _Backup:
             node.content = content
             node.size = st.st_size
             node.mtime_ns, node.ctime_ns = st.st_mtime_ns, st.st_ctime_ns
+            if self.files_cache is not None and not torn:
+                self.files_cache.record(path, node)
         except OSError as exc:
             self.warn(f"{path}: cannot read: {exc.strerror}; not in this snapshot")
             node.type = "unreadable"
@@ -279,26 +291,46 @@ class _Backup:
 
     # -- walking -----------------------------------------------------------------
 
-    def walk_dir(self, path: str, d: _Dir, parent_tree: Tree | None) -> None:
+    def walk_dir(self, path: str, d: _Dir, parent_tree: Tree | None, ex: Excluder) -> None:
         try:
             entries = sorted(os.scandir(path), key=lambda e: e.name)
         except OSError as exc:
             self.warn(f"{path}: cannot list: {exc.strerror}")
             entries = []
+        if ex.active and entries:
+            names = {e.name for e in entries}
+            if ex.marked(path, names) and d.node is not None:
+                d.node.type = "excluded"  # --exclude-if-present: the directory goes
+                self.counts["dirs"] -= 1
+                entries = []
+            elif ex.cache_dir(path, names):
+                entries = [e for e in entries if e.name == CACHEDIR_TAG]
+            try:
+                ex = ex.child(path, names)
+            except UsageError as exc:
+                self.warn(f"{path}: {exc.message}; its ignore file is not used")
         # A dict, not Tree.get: a directory of N files would cost N² lookups.
         parent = {n.name: n for n in parent_tree.nodes} if parent_tree is not None else None
         for entry in entries:
             if self.error is not None:
                 return
-            self.add_entry(entry.path, entry.name, d, parent)
+            self.add_entry(entry.path, entry.name, d, parent, ex)
         self._finish_one(d)
 
-    def add_entry(self, path: str, name: str, d: _Dir, parent: dict[str, Node] | None) -> None:
+    def add_entry(
+        self, path: str, name: str, d: _Dir, parent: dict[str, Node] | None, ex: Excluder
+    ) -> None:
         try:
             st = os.lstat(path)
         except OSError as exc:
             self.warn(f"{path}: cannot stat: {exc.strerror}")
             return
+        if ex.rules and ex.excluded(path, name, stat.S_ISDIR(st.st_mode)):
+            return
+        if stat.S_ISREG(st.st_mode) and ex.too_large(st.st_size):
+            return
+        if d.parent is None and d.node is None:
+            self.fs_dev = st.st_dev  # a root of the backup
         node = _meta_node(name, st)
         node.xattrs = _xattrs(path) if node.type in ("file", "dir") else {}
         prev = parent.get(name) if parent is not None else None
@@ -309,8 +341,11 @@ class _Backup:
             with self.lock:
                 d.pending += 1
             child = _Dir(d, node)
+            if ex.options.one_file_system and st.st_dev != self.fs_dev:
+                self._finish_one(child)  # a mount point: kept, empty
+                return
             sub = self._parent_subtree(prev)
-            self.walk_dir(path, child, sub)
+            self.walk_dir(path, child, sub, ex)
         elif node.type == "symlink":
             try:
                 node.target = os.fsdecode(os.readlink(path))
@@ -329,6 +364,8 @@ class _Backup:
         if st.st_nlink > 1:
             node.hardlink = f"{st.st_dev}:{st.st_ino}"
         node.sparse = st.st_blocks * 512 < st.st_size
+        if prev is None and self.files_cache is not None:
+            prev = self.files_cache.previous(path, node)
         if (
             prev is not None
             and prev.type == "file"
@@ -360,52 +397,6 @@ class _Backup:
             return None
 
 
-def _find_parent(
-    repo: Repository, paths: Sequence[str], host: str, parent: str | None
-) -> Snapshot | None:
-    if not repo.keys.can_read:
-        return None  # a write-only key cannot read the parent; dedup still avoids re-upload
-    if parent is not None:
-        return repo.find_snapshot(parent)
-    candidates = [
-        s
-        for s in repo.snapshots()
-        if s.host == host and s.paths == tuple(paths) and s.source_kind == "dir"
-    ]
-    return candidates[-1] if candidates else None
-
-
-def _make_snapshot(
-    meta: SnapshotMeta,
-    *,
-    paths: Sequence[str],
-    tree: bytes,
-    kind: str,
-    name: str | None,
-    sizes: SnapshotSizes,
-    warnings: Sequence[str],
-) -> Snapshot:
-    return Snapshot(
-        id="",
-        time=meta.time or datetime.now(UTC),
-        host=meta.host or socket.gethostname(),
-        user=getpass.getuser(),
-        paths=tuple(paths),
-        tree=tree.hex(),
-        source_kind="stdin" if kind == "stdin" else "dir",
-        source_name=name,
-        tags=tuple(meta.tags),
-        partition=meta.partition,
-        backup_type=meta.backup_type,
-        parent=meta.parent,
-        chain_id=meta.chain_id,
-        epoch=meta.epoch,
-        lsn=meta.lsn,
-        sizes=sizes,
-        warnings=tuple(warnings),
-    )
-
-
 def backup_paths(
     repo: Repository,
     paths: Sequence[str | os.PathLike[str]],
@@ -414,6 +405,7 @@ def backup_paths(
     progress: ProgressSink | None = None,
     parent: str | None = None,
     workers: int | None = None,
+    excludes: ExcludeOptions | None = None,
 ) -> BackupResult:
     """
     Back up files and directories into a new snapshot.
@@ -425,12 +417,15 @@ def backup_paths(
         parent: the snapshot to compare with; by default the newest with the
             same host and paths.
         workers: reader threads; by default one per core.
+        excludes: what to leave out (see ``repo.exclude``); by default
+            nothing (the CLI reads ``.safeholdignore`` files unless told not to).
 
     Returns:
         The stored snapshot, and the warnings (unreadable or changing files).
 
     Raises:
-        UsageError: a path does not exist, or two paths share a last component.
+        UsageError: a path does not exist, two paths share a last component, or
+            an exclude pattern is invalid.
         RepositoryLocked: an exclusive lock (prune) is held.
     """
     meta = meta or SnapshotMeta()
@@ -444,27 +439,33 @@ def backup_paths(
     for p in abs_paths:
         if not os.path.lexists(p):
             raise UsageError(f"{p} does not exist")
+    # Library callers (the service, the state store) get everything unless they ask.
+    excluder = Excluder.from_options(excludes or ExcludeOptions(ignore_files=False))
     host = meta.host or socket.gethostname()
     with RepoLock(repo.storage, exclusive=False, wait=30.0):
         # A prune may have run since the index was loaded: dedup must not
         # trust blobs in packs it deleted.
         repo.refresh_index()
-        parent_snap = _find_parent(repo, abs_paths, host, parent)
+        parent_snap = find_parent(repo, abs_paths, host, parent)
         parent_root = (
             Tree.parse(repo.read_blob(bytes.fromhex(parent_snap.tree))) if parent_snap else None
         )
         n = workers or os.cpu_count() or 2
         writer = BlobWriter(repo, progress=progress)
-        run = _Backup(repo, writer, progress, n)
+        run = _Backup(repo, writer, progress, n, excluder)
+        if not repo.keys.can_read:
+            run.files_cache = FilesCache.open(
+                repo.cache_dir, repo.keys.index_key, repo.config.get("id")
+            )
         progress.begin("backup", total_bytes=None, total_items=None)
-        scan = threading.Thread(target=_scan_totals, args=(abs_paths, progress), daemon=True)
+        scan = threading.Thread(target=scan_totals, args=(abs_paths, progress), daemon=True)
         scan.start()
         try:
             root = _Dir(None, None)
             roots = {n.name: n for n in parent_root.nodes} if parent_root is not None else None
             for p, name in zip(abs_paths, names, strict=True):
                 if run.error is None:
-                    run.add_entry(p, name, root, roots)
+                    run.add_entry(p, name, root, roots, excluder)
             run._finish_one(root)
             run.done.wait()
             run.pool.shutdown(wait=True)
@@ -484,7 +485,7 @@ def backup_paths(
         )
         meta = replace(meta, parent=meta.parent or (parent_snap.id if parent_snap else None))
         snap = repo.save_snapshot(
-            _make_snapshot(
+            make_snapshot(
                 meta,
                 paths=abs_paths,
                 tree=run.root_id,
@@ -494,6 +495,8 @@ def backup_paths(
                 warnings=run.result_warnings,
             )
         )
+        if run.files_cache is not None:
+            run.files_cache.commit()
     return BackupResult(
         snap,
         run.result_warnings,
@@ -503,27 +506,6 @@ def backup_paths(
         run.counts["dirs"],
         run.bytes_read,
     )
-
-
-def _scan_totals(paths: Sequence[str], progress: ProgressSink) -> None:
-    """Count bytes and entries beside the backup, so progress can show an ETA."""
-    total = items = 0
-    stack = list(paths)
-    while stack:
-        p = stack.pop()
-        try:
-            st = os.lstat(p)
-        except OSError:
-            continue
-        items += 1
-        if stat.S_ISREG(st.st_mode):
-            total += st.st_size
-        elif stat.S_ISDIR(st.st_mode):
-            try:
-                stack.extend(e.path for e in os.scandir(p))
-            except OSError:
-                continue
-    progress.totals(total_bytes=total, total_items=items)
 
 
 def backup_stream(
@@ -580,7 +562,7 @@ def backup_stream(
             logical=size, stored=writer.stored_bytes, new=writer.new_bytes, files=1
         )
         snap = repo.save_snapshot(
-            _make_snapshot(
+            make_snapshot(
                 meta, paths=[name], tree=tree_id, kind="stdin", name=name, sizes=sizes, warnings=()
             )
         )

@@ -1,11 +1,13 @@
 """
 Check: verify a repository's structure and, optionally, its data.
 
-The structural check reads every index file, snapshot and tree, and every
-pack's header, and compares them. ``read_data`` also reads a share of the packs
-(or all of them) whole, checks each against its name and verifies every blob.
-Damage is reported by file: the pack, index or snapshot file, and then every
-snapshot and path whose data is affected.
+The structural check reads every key file, keyring and public keyring file,
+index file, snapshot and tree, and every pack's header, and compares them
+(the config's MAC is checked when the repository is opened). ``read_data``
+also reads a share of the packs (or all of them) whole, checks each against
+its name and verifies every blob. Damage is reported by file: the pack, index,
+snapshot, key or keyring file, and then every snapshot and path whose data is
+affected.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from safehold.core.progress import NullProgress, ProgressSink
 from safehold.repo.crypto import DecryptError, content_hash
 from safehold.repo.errors import IntegrityError
 from safehold.repo.index import BlobLocation, Index, PackRef, read_index_file, write_index_file
+from safehold.repo.keys import CONFIG_MAC_VERSION
+from safehold.repo.locks import list_locks
 from safehold.repo.pack import (
     PREFIX_SIZE,
     PackInfo,
@@ -154,6 +158,7 @@ def check(
     repo.keys.require_read("check")
     progress = progress or NullProgress()
     report = CheckReport()
+    _check_repo_files(repo, report)
     index = load_index_tolerant(repo, report)
     repo.index = index
     c = _Checker(repo, report, progress)
@@ -185,7 +190,13 @@ def check(
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(lambda pid: c.read_pack(refs[pid], by_pack[pid]), chosen))
 
-    # Snapshots and trees: everything they refer to must be indexed and sound.
+    _check_snapshots(repo, index, c, report)
+    progress.end()
+    return report
+
+
+def _check_snapshots(repo: Repository, index: Index, c: _Checker, report: CheckReport) -> None:
+    """Snapshots and trees: everything they refer to must be indexed and sound."""
     snaps = repo.snapshots()
     report.errors.extend(repo.damaged_snapshots)
     report.snapshots = len(snaps)
@@ -212,8 +223,25 @@ def check(
                 f"snapshot {snap.short_id} is damaged: {', '.join(damaged[:10])}"
                 + (f" and {len(damaged) - 10} more" if len(damaged) > 10 else "")
             )
-    progress.end()
-    return report
+
+
+def _check_repo_files(repo: Repository, report: CheckReport) -> None:
+    """The config, key files, keyrings and locks: every file kind but data, index, snapshots."""
+    version = repo.config.get("version")
+    if isinstance(version, int) and version < CONFIG_MAC_VERSION and "mac" not in repo.config:
+        report.warnings.append(
+            f"config is not authenticated (format version {version}): damage to it "
+            "cannot be detected"
+        )
+    store = repo.key_store
+    report.errors.extend(store.damaged_key_files())
+    report.errors.extend(store.verify_rings(repo.keys))
+    for lk in list_locks(repo.storage):
+        if lk.damaged:
+            report.warnings.append(
+                f"lock file {lk.name} is damaged ({lk.damaged}); it is ignored as stale, "
+                "and `safehold unlock` removes it"
+            )
 
 
 def rebuild_index(repo: Repository, progress: ProgressSink | None = None) -> tuple[int, list[str]]:

@@ -9,7 +9,8 @@ Errors of the engine::
     ├── KeyNotAllowed           exit 12  the key cannot do this (a write-only key reading)
     ├── IntegrityError          exit 13  a file is damaged; the message names it
     ├── UnsupportedFormat       exit 14  the repository's format is newer than this program
-    └── SnapshotNotFound        exit 16  no snapshot matches the given id
+    ├── SnapshotNotFound        exit 16  no snapshot matches the given id
+    └── KeyNotFound             exit 16  no key file matches the given id
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from safehold.core.errors import ExitCode, NotFoundError, SafeholdError
 __all__ = [
     "IntegrityError",
     "KeyNotAllowed",
+    "KeyNotFound",
     "RepoError",
     "RepositoryExists",
     "RepositoryLocked",
@@ -96,3 +98,11 @@ class SnapshotNotFound(RepoError, NotFoundError):
     exit_code = ExitCode.NOT_FOUND
     http_status = 404
     code = "FABRIC_E_BACKUP_NOT_FOUND"
+
+
+class KeyNotFound(RepoError, NotFoundError):
+    """No key file matches the given id or prefix."""
+
+    exit_code = ExitCode.NOT_FOUND
+    http_status = 404
+    code = "SAFEHOLD_E_KEY_NOT_FOUND"

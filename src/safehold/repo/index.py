@@ -1,8 +1,12 @@
 """
-The in-memory index: blob id → pack and position (``docs/format.md`` § Index files).
+The index: blob id → pack and position (``docs/format.md`` § Index files, § Local
+index cache).
 
-Entries are packed into 18-byte structs so that a blob costs about 150 bytes of
-memory (id key, value, dict slot), not the ~300 of a tuple of ints.
+An ``Index`` is an optional on-disk ``IndexTable`` (large repositories) plus what
+is held in memory: index files not in the table yet, and packs this process
+stored. In memory, entries are packed into 18-byte structs so that a blob costs
+about 150 bytes (id key, value, dict slot), not the ~300 of a tuple of ints.
+Loading and refreshing are in ``index_load``.
 """
 
 from __future__ import annotations
@@ -11,11 +15,11 @@ import json
 import struct
 import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from safehold.repo.crypto import DecryptError, content_hash, open_envelope, seal_envelope
 from safehold.repo.errors import IntegrityError
+from safehold.repo.index_table import BLOB, PACK, IndexTable
 from safehold.repo.pack import BlobEntry, PackInfo
 from safehold.storage import Storage
 
@@ -43,85 +47,187 @@ class BlobLocation:
 
 
 class Index:
-    """Maps blob ids to their pack; safe for concurrent readers and one adder at a time."""
+    """
+    Maps blob ids to their pack; safe for concurrent readers and one adder at a time.
 
-    def __init__(self) -> None:
+    Attributes:
+        files: the index files held in memory (the table holds the others).
+        damaged: one message per index file that could not be read and was skipped.
+        table: the on-disk table, or None while everything is in memory.
+    """
+
+    def __init__(self, table: IndexTable | None = None) -> None:
         self._blobs: dict[bytes, bytes] = {}
         self._packs: list[PackRef] = []
         self._pack_no: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._unfiled: set[str] = set()
+        self._table_packs: dict[int, PackRef] = {}
+        self._by_id: dict[str, PackRef] | None = None
         self.files: list[str] = []
+        self.damaged: list[str] = []
+        self.table = table
 
     def __len__(self) -> int:
+        return len(self._blobs) + (self.table.blobs if self.table is not None else 0)
+
+    @property
+    def memory_blobs(self) -> int:
+        """How many blobs are held in memory (not in the table)."""
         return len(self._blobs)
+
+    @property
+    def unfiled(self) -> bool:
+        """Whether packs were added that no index file in the repository names yet."""
+        return bool(self._unfiled)
 
     def has(self, blob_id: bytes) -> bool:
         """Whether the blob is stored in an indexed pack."""
-        return blob_id in self._blobs
+        if blob_id in self._blobs:
+            return True
+        return self.table is not None and self.table.find(blob_id) is not None
 
     def lookup(self, blob_id: bytes) -> BlobLocation | None:
         """Return where the blob is, or None."""
         raw = self._blobs.get(blob_id)
-        if raw is None:
+        if raw is not None:
+            pack_no, typ, off, length, raw_len, comp = _ENTRY.unpack(raw)
+            return BlobLocation(
+                self._packs[pack_no], BlobEntry(blob_id, typ, off, length, raw_len, comp)
+            )
+        if self.table is None:
             return None
-        pack_no, typ, off, length, raw_len, comp = _ENTRY.unpack(raw)
+        rec = self.table.find(blob_id)
+        if rec is None:
+            return None
+        _, no, typ, off, length, raw_len, comp = BLOB.unpack(rec)
         return BlobLocation(
-            self._packs[pack_no], BlobEntry(blob_id, typ, off, length, raw_len, comp)
+            self._table_pack(no), BlobEntry(blob_id, typ, off, length, raw_len, comp)
         )
 
-    def add_pack(self, info: PackInfo) -> None:
-        """Make a stored pack's blobs known."""
+    def _table_pack(self, no: int) -> PackRef:
+        ref = self._table_packs.get(no)
+        if ref is None:
+            assert self.table is not None
+            pid, gen, eph, size = PACK.unpack(self.table.pack_record(no))
+            ref = PackRef(pid.hex(), gen, eph, size)
+            if len(self._table_packs) > 65536:  # bounded: restore reads pack by pack
+                self._table_packs.clear()
+            self._table_packs[no] = ref
+        return ref
+
+    def add_pack(self, info: PackInfo, *, filed: bool = False) -> None:
+        """
+        Make a stored pack's blobs known.
+
+        A writer adds its packs as they are stored, before an index file names
+        them (*filed* False), then calls ``filed``; loading passes ``filed=True``.
+        """
         with self._lock:
             no = self._pack_no.get(info.id)
             if no is None:
                 no = len(self._packs)
-                self._packs.append(PackRef(info.id, info.gen, info.eph, info.size))
+                ref = PackRef(info.id, info.gen, info.eph, info.size)
+                self._packs.append(ref)
                 self._pack_no[info.id] = no
+                if self._by_id is not None:
+                    self._by_id[info.id] = ref
+            if not filed:
+                self._unfiled.add(info.id)
             for e in info.blobs:
                 self._blobs[e.id] = _ENTRY.pack(
                     no, e.type, e.offset, e.length, e.raw_length, e.compression
                 )
 
+    def filed(self, name: str, pack_ids: Iterable[str]) -> None:
+        """Record that index file *name* is stored and names these packs."""
+        ids = list(pack_ids)
+        with self._lock:
+            self._unfiled.difference_update(ids)
+            # If a refresh replaced this index since the packs were added, the
+            # file is not held here: the next refresh reads it.
+            if all(p in self._pack_no for p in ids):
+                self.files.append(name)
+
+    def memory_packs(self) -> Iterator[PackInfo]:
+        """The packs held in memory that an index file names, with their blobs."""
+        with self._lock:
+            items = list(self._blobs.items())
+            packs = [None if p.id in self._unfiled else p for p in self._packs]
+        blobs: list[list[BlobEntry]] = [[] for _ in packs]
+        for blob_id, raw in items:
+            no, typ, off, length, raw_len, comp = _ENTRY.unpack(raw)
+            blobs[no].append(BlobEntry(blob_id, typ, off, length, raw_len, comp))
+        for p, entries in zip(packs, blobs, strict=True):
+            if p is not None:
+                yield PackInfo(p.id, p.gen, p.eph, p.size, tuple(entries))
+
+    def file_names(self) -> set[str]:
+        """Every index file this index holds, in memory or in its table."""
+        names = set(self.files)
+        if self.table is not None:
+            names.update(f"index/{h.hex()}" for h in self.table.file_hashes())
+        return names
+
     def pack(self, pack_id: str) -> PackRef | None:
         """The pack with this id, if indexed."""
         no = self._pack_no.get(pack_id)
-        return None if no is None else self._packs[no]
+        if no is not None:
+            return self._packs[no]
+        if self.table is None:
+            return None
+        if self._by_id is None:  # prune and check only: they hold every pack anyway
+            self._by_id = {p.id: p for p in self.packs()}
+        return self._by_id.get(pack_id)
+
+    def _table_pack_ids(self) -> list[str]:
+        assert self.table is not None
+        return [rec[:32].hex() for rec in self.table.pack_records()]
 
     def packs(self) -> list[PackRef]:
         """Every known pack."""
-        return list(self._packs)
+        out = list(self._packs)
+        if self.table is not None:
+            seen = set(self._pack_no)
+            for rec in self.table.pack_records():
+                pid = rec[:32].hex()
+                if pid not in seen:
+                    seen.add(pid)
+                    _, gen, eph, size = PACK.unpack(rec)
+                    out.append(PackRef(pid, gen, eph, size))
+        return out
 
     def blobs_by_pack(self) -> dict[str, list[BlobEntry]]:
         """Group the indexed blobs by pack id (only the copy the index points at)."""
-        out: dict[str, list[BlobEntry]] = {p.id: [] for p in self._packs}
-        for blob_id, raw in self._blobs.items():
+        out: dict[str, list[BlobEntry]] = {p.id: [] for p in self.packs()}
+        for blob_id, raw in list(self._blobs.items()):
             no, typ, off, length, raw_len, comp = _ENTRY.unpack(raw)
             out[self._packs[no].id].append(BlobEntry(blob_id, typ, off, length, raw_len, comp))
+        if self.table is not None:
+            ids = self._table_pack_ids()
+            for chunk in self.table.blob_chunks():
+                for rec in BLOB.iter_unpack(chunk):
+                    blob_id, no, typ, off, length, raw_len, comp = rec
+                    if blob_id not in self._blobs:
+                        out[ids[no]].append(BlobEntry(blob_id, typ, off, length, raw_len, comp))
         return out
 
     def ids(self) -> Iterator[bytes]:
         """Every indexed blob id."""
-        return iter(list(self._blobs))
+        mem = list(self._blobs)
+        yield from mem
+        if self.table is not None:
+            held = set(mem)
+            for chunk in self.table.blob_chunks():
+                for i in range(0, len(chunk), BLOB.size):
+                    blob_id = chunk[i : i + 32]
+                    if blob_id not in held:
+                        yield blob_id
 
-    # -- storage ----------------------------------------------------------------
-
-    def load(self, storage: Storage, index_key: bytes, workers: int = 4) -> None:
-        """
-        Read every index file.
-
-        Raises:
-            IntegrityError: an index file is damaged; the message names it.
-        """
-        names = [i.name for i in storage.list("index/")]
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            for name, packs in zip(
-                names,
-                pool.map(lambda n: read_index_file(storage, n, index_key), names),
-                strict=True,
-            ):
-                for p in packs:
-                    self.add_pack(p)
-                self.files.append(name)
+    def close(self) -> None:
+        """Release the table's file (the index must not be used afterwards)."""
+        if self.table is not None:
+            self.table.close()
 
 
 def read_index_file(storage: Storage, name: str, index_key: bytes) -> list[PackInfo]:

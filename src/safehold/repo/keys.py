@@ -3,12 +3,17 @@ Key files, the keyring and key generations (``docs/format.md`` § Keys).
 
 A passphrase opens a key file; a full key file yields the master key, which
 opens the keyring; a write-only key file yields only what a writer needs.
+
+Key files of version 2 carry a BLAKE3 checksum of their other fields, so that
+damage to one is told apart from a wrong password, and found by ``check``
+without its passphrase. Version 1 key files (no checksum) still open.
 """
 
 from __future__ import annotations
 
 import base64
 import getpass
+import hmac
 import json
 import secrets
 import socket
@@ -17,6 +22,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import blake3
+
+from safehold.core.errors import UsageError
 from safehold.core.snapshot import format_time
 from safehold.repo.crypto import (
     DecryptError,
@@ -29,13 +37,58 @@ from safehold.repo.crypto import (
     scrypt_key,
     seal_envelope,
 )
-from safehold.repo.errors import IntegrityError, KeyNotAllowed, RepoError, WrongPassword
+from safehold.repo.errors import (
+    IntegrityError,
+    KeyNotAllowed,
+    KeyNotFound,
+    RepoError,
+    WrongPassword,
+)
 from safehold.storage import ObjectNotFound, Storage
 
-__all__ = ["KdfParams", "KeyInfo", "KeyStore", "Keyring"]
+__all__ = [
+    "KdfParams",
+    "KeyInfo",
+    "KeyStore",
+    "Keyring",
+    "canonical_json",
+    "config_damage",
+    "sign_config",
+]
 
 KeyKind = Literal["full", "write-only"]
 _KEY_AAD = b"safehold key v1"
+KEY_FILE_VERSION = 2
+
+
+def canonical_json(doc: dict[str, Any]) -> bytes:
+    """The one byte form of *doc* that checksums and MACs are computed over."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _key_checksum(doc: dict[str, Any]) -> str:
+    return content_hash(canonical_json({k: v for k, v in doc.items() if k != "checksum"}))
+
+
+def _key_file_damage(doc: Any) -> str:
+    """Why a parsed key file is damaged, or ``""`` if it looks sound."""
+    if not isinstance(doc, dict):
+        return "it is not a JSON object"
+    version = doc.get("version")
+    checked = "checksum" in doc or not isinstance(version, int) or version >= KEY_FILE_VERSION
+    if checked and doc.get("checksum") != _key_checksum(doc):
+        return "its checksum does not match its content"
+    if version not in (1, KEY_FILE_VERSION):
+        return f"unknown key file version {version!r}"
+    try:
+        kdf = doc["kdf"]
+        _unb64(kdf["salt"])
+        _unb64(doc["data"])
+        if not all(isinstance(kdf[k], int) and kdf[k] > 0 for k in ("n", "r", "p")):
+            return "its kdf parameters are invalid"
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"a field is missing or invalid ({type(exc).__name__}: {exc})"
+    return ""
 
 
 def _b64(b: bytes) -> str:
@@ -152,8 +205,8 @@ class KeyStore:
     ) -> str:
         salt = secrets.token_bytes(16)
         key = scrypt_key(passphrase, salt, kdf.n, kdf.r, kdf.p)
-        doc = {
-            "version": 1,
+        doc: dict[str, Any] = {
+            "version": KEY_FILE_VERSION,
             "kind": kind,
             "created": format_time(datetime.now(UTC)),
             "host": socket.gethostname(),
@@ -161,36 +214,69 @@ class KeyStore:
             "kdf": {"name": "scrypt", "n": kdf.n, "r": kdf.r, "p": kdf.p, "salt": _b64(salt)},
             "data": _b64(encrypt(key, payload, aad=_KEY_AAD)),
         }
+        doc["checksum"] = _key_checksum(doc)
         key_id = secrets.token_hex(16)
         self._storage.put(f"keys/{key_id}", json.dumps(doc, indent=1).encode())
         return key_id
 
     # -- opening ----------------------------------------------------------------
 
-    def _key_files(self) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _all_key_files(self) -> Iterator[tuple[str, dict[str, Any] | None, str]]:
+        """Yield ``(id, document or None, why it is damaged or "")`` for every key file."""
         for info in self._storage.list("keys/"):
             key_id = info.name.removeprefix("keys/")
             try:
                 doc = json.loads(self._storage.get(info.name))
-            except (ObjectNotFound, ValueError):
-                continue  # removed meanwhile, or not a key file: other key files may open
-            yield key_id, doc
+            except ObjectNotFound:
+                continue  # removed meanwhile
+            except ValueError as exc:
+                yield key_id, None, f"it is not valid JSON ({exc})"
+                continue
+            why = _key_file_damage(doc)
+            yield key_id, (None if why else doc), why
+
+    def _key_files(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The sound key files (damaged ones are skipped: others may open)."""
+        for key_id, doc, _ in self._all_key_files():
+            if doc is not None:
+                yield key_id, doc
+
+    def damaged_key_files(self) -> list[str]:
+        """One message for each damaged key file, naming it."""
+        return [
+            f"key file keys/{key_id} is damaged: {why}"
+            for key_id, _, why in self._all_key_files()
+            if why
+        ]
 
     def open(self, passphrase: str) -> Keyring:
         """
         Open the repository's keys with *passphrase*.
 
         Raises:
-            WrongPassword: no key file opens with it.
-            IntegrityError: the keyring files are damaged.
+            WrongPassword: no key file opens with it, and none is damaged.
+            IntegrityError: no key file opens with it and some key file is
+                damaged (it is named: it may be the one the password was for),
+                or the keyring files are damaged.
         """
-        for key_id, doc in self._key_files():
+        damaged: list[str] = []
+        for key_id, doc, why in self._all_key_files():
+            if doc is None:
+                damaged.append(f"keys/{key_id} ({why})")
+                continue
             payload = self._try_key_file(doc, passphrase)
             if payload is None:
                 continue
             if doc.get("kind") == "write-only":
                 return self._open_write_only(key_id, payload)
             return self._open_full(key_id, payload)
+        if damaged:
+            raise IntegrityError(
+                f"no key file opens with this password, and {len(damaged)} key file"
+                f"{'s are' if len(damaged) > 1 else ' is'} damaged: {'; '.join(damaged)}. "
+                "If the password is right, its key file is the damaged one: open the "
+                "repository with another key"
+            )
         raise WrongPassword("wrong password, or no key file of this repository opens with it")
 
     @staticmethod
@@ -246,6 +332,35 @@ class KeyStore:
             key_id=key_id,
         )
 
+    def verify_rings(self, ring: Keyring) -> list[str]:
+        """
+        Read every keyring and public keyring file; one message per damaged file.
+
+        The public keyring is what write-only hosts seal new data to, so each
+        of its public keys must also match the keyring's (a full key checks that).
+        """
+        errors = []
+        files = [(i.name, ring.index_key) for i in self._storage.list("pubring/")]
+        if ring.master is not None:
+            ring_key = self._ring_key(ring.master)
+            files += [(i.name, ring_key) for i in self._storage.list("keyring/")]
+        for name, key in files:
+            try:
+                doc = json.loads(self._read_envelope(name, key=key))
+                for g in doc["generations"]:
+                    known = ring.generations.get(g["gen"])
+                    if known is not None and _unb64(g["public"]) != known.public:
+                        raise IntegrityError(
+                            f"{name} is damaged: generation {g['gen']} has another public key"
+                        )
+            except IntegrityError as exc:
+                errors.append(str(exc))
+            except ObjectNotFound:
+                continue
+            except (ValueError, KeyError, TypeError) as exc:
+                errors.append(f"{name} is damaged: {type(exc).__name__}: {exc}")
+        return errors
+
     def _read_envelope(self, name: str, *, key: bytes) -> bytes:
         blob = self._storage.get(name)
         if content_hash(blob) != name.rsplit("/", 1)[1]:
@@ -290,9 +405,12 @@ class KeyStore:
     def remove(self, ring: Keyring, key_id: str) -> None:
         """Remove a key file; never the one in use, never the last full key."""
         infos = {k.id: k for k in self.list(ring.key_id)}
+        key_id = key_id.lower()
         matches = [k for k in infos if k.startswith(key_id)] if key_id else []
-        if len(matches) != 1:
-            raise RepoError(f"no single key file matches {key_id!r}")
+        if not matches:
+            raise KeyNotFound(f"no key file matches {key_id!r}")
+        if len(matches) > 1:
+            raise UsageError(f"{key_id!r} matches {len(matches)} key files; give more of the id")
         target = matches[0]
         if target == ring.key_id:
             raise RepoError("refusing to remove the key in use; open with another key first")
@@ -323,3 +441,35 @@ class KeyStore:
             if name not in ring.keyring_files:
                 self._storage.delete(name)
         return gen
+
+
+# -- config authentication (docs/format.md § Config) ----------------------------
+
+CONFIG_MAC_VERSION = 2
+"""The repository format version from which ``config`` carries a MAC."""
+
+
+def _config_mac(config: dict[str, Any], index_key: bytes) -> str:
+    key = derive_key(index_key, "safehold config v2")
+    body = canonical_json({k: v for k, v in config.items() if k != "mac"})
+    return blake3.blake3(body, key=key).hexdigest()
+
+
+def sign_config(config: dict[str, Any], index_key: bytes) -> dict[str, Any]:
+    """Return *config* with its ``mac``: keyed by the index key, so writers can check it."""
+    return {**config, "mac": _config_mac(config, index_key)}
+
+
+def config_damage(config: dict[str, Any], index_key: bytes) -> str:
+    """
+    Why *config* fails authentication, or ``""`` if it passes.
+
+    A config of version 2 or later must carry a MAC; one that carries a MAC is
+    checked whatever its version says (a damaged version digit is still caught).
+    Version 1 configs have none and pass: they are authenticated by nothing.
+    """
+    version = config.get("version")
+    needs = "mac" in config or not isinstance(version, int) or version >= CONFIG_MAC_VERSION
+    if needs and not hmac.compare_digest(str(config.get("mac")), _config_mac(config, index_key)):
+        return "config is damaged or was altered: its MAC does not match its content"
+    return ""

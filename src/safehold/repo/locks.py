@@ -5,12 +5,17 @@ Backups hold shared locks, prune holds an exclusive one. Storage offers no
 compare-and-swap, so taking a lock is: write ours, list all, and back off if a
 conflicting live lock is there. Two racing takers then both back off; neither
 proceeds wrongly. A background thread refreshes the lock while it is held.
+
+A lock file that cannot be parsed is damage, not a lock being written (every
+put is atomic): it counts as stale, and stale lock files are removed by the
+next process that takes a lock, and by ``unlock``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import socket
@@ -24,10 +29,13 @@ from safehold.core.snapshot import format_time, parse_time
 from safehold.repo.errors import RepositoryLocked
 from safehold.storage import ObjectNotFound, Storage, StorageError
 
-__all__ = ["LockInfo", "RepoLock", "list_locks"]
+__all__ = ["LockInfo", "RepoLock", "list_locks", "remove_locks"]
 
 REFRESH_SECONDS = 120.0
 STALE_AFTER = timedelta(minutes=10)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,10 +47,14 @@ class LockInfo:
     pid: int
     time: datetime
     exclusive: bool
+    damaged: str = ""
+    """Why the file could not be read, if it could not; such a lock is stale."""
 
     def is_stale(self, now: datetime) -> bool:
-        """Not refreshed for too long, or its process on this host is gone."""
-        if now - self.time > STALE_AFTER:
+        """Damaged, not refreshed for too long, or its process on this host is gone."""
+        # A time far in the future is as suspect as one far in the past (clocks
+        # skewed that much, or a damaged digit), and must not hold the lock for years.
+        if self.damaged or abs(now - self.time) > STALE_AFTER:
             return True
         return self.host == socket.gethostname() and not _pid_alive(self.pid)
 
@@ -58,25 +70,50 @@ def _pid_alive(pid: int) -> bool:
 
 
 def list_locks(storage: Storage) -> list[LockInfo]:
-    """Read every lock file; unreadable ones count as live exclusive locks (the safe choice)."""
+    """
+    Read every lock file.
+
+    One that cannot be parsed is returned with ``damaged`` set (and so stale):
+    puts are atomic, so it is not a lock being written but a damaged file, and
+    counting it as held would block the repository for good.
+    """
     out = []
     for info in storage.list("locks/"):
         try:
             doc = json.loads(storage.get(info.name))
+            if not isinstance(doc, dict) or not isinstance(doc["exclusive"], bool):
+                raise TypeError("not a lock document")
             out.append(
                 LockInfo(
                     info.name,
-                    doc["host"],
+                    str(doc["host"]),
                     int(doc["pid"]),
                     parse_time(doc["time"]),
-                    bool(doc["exclusive"]),
+                    doc["exclusive"],
                 )
             )
         except ObjectNotFound:
             continue
-        except (ValueError, KeyError, TypeError):
-            out.append(LockInfo(info.name, "?", 0, datetime.now(UTC), True))
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            out.append(LockInfo(info.name, "?", 0, _EPOCH, True, damaged=why))
     return out
+
+
+def remove_locks(storage: Storage, *, remove_all: bool = False) -> list[LockInfo]:
+    """
+    Remove stale lock files (damaged, not refreshed, or of a dead process on this host).
+
+    With *remove_all*, remove every lock file: only safe when no safehold
+    process uses the repository. Returns the locks removed.
+    """
+    now = datetime.now(UTC)
+    removed = []
+    for lk in list_locks(storage):
+        if remove_all or lk.is_stale(now):
+            storage.delete(lk.name)
+            removed.append(lk)
+    return removed
 
 
 class RepoLock:
@@ -103,12 +140,24 @@ class RepoLock:
         return name
 
     def _conflicts(self) -> list[LockInfo]:
+        """The live locks that conflict with ours; stale lock files are removed on the way."""
         now = datetime.now(UTC)
-        return [
-            lk
-            for lk in list_locks(self._storage)
-            if lk.name != self._name and (self.exclusive or lk.exclusive) and not lk.is_stale(now)
-        ]
+        live = []
+        for lk in list_locks(self._storage):
+            if lk.name == self._name:
+                continue
+            if lk.is_stale(now):
+                self._remove_stale(lk)
+            elif self.exclusive or lk.exclusive:
+                live.append(lk)
+        return live
+
+    def _remove_stale(self, lk: LockInfo) -> None:
+        if lk.damaged:
+            _log.warning("lock file %s is damaged (%s); removing it", lk.name, lk.damaged)
+        # Best effort: a stale lock left behind is ignored by everyone anyway.
+        with contextlib.suppress(StorageError):
+            self._storage.delete(lk.name)
 
     def acquire(self) -> None:
         """Take the lock, retrying for up to ``wait`` seconds; ``RepositoryLocked`` if not."""
@@ -123,8 +172,9 @@ class RepoLock:
                 c = conflicts[0]
                 kind = "an exclusive" if c.exclusive else "a"
                 raise RepositoryLocked(
-                    f"the repository is locked: {kind} lock is held by pid {c.pid} on {c.host} "
-                    f"since {format_time(c.time)}; try again later"
+                    f"the repository is locked: {kind} lock ({c.name}) is held by pid {c.pid} "
+                    f"on {c.host} since {format_time(c.time)}; try again later, or, if no "
+                    "safehold process uses the repository, run `safehold unlock --remove-all`"
                 )
             time.sleep(
                 min(1.0 + secrets.randbelow(1000) / 1000, max(0.0, deadline - time.monotonic()))

@@ -5,25 +5,35 @@ Forget and prune (``docs/format.md`` § Prune).
 refers to any more, under an exclusive lock, in an order that leaves a valid
 repository at every moment: repack → new complete index → delete old index
 files → delete packs.
+
+On a storage that holds what it writes (``repo.holds``), neither ever tries
+to delete a held object: held snapshots, packs and index files are kept and
+reported with their hold's end, packs that a held index file lists are kept
+too, and prune moves the holds of everything the snapshots need to the
+newest snapshot's hold (``docs/format.md`` § Immutable repositories).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from safehold.core.progress import NullProgress, ProgressSink
 from safehold.repo.errors import IntegrityError, RepoError
-from safehold.repo.index import BlobLocation, write_index_file
+from safehold.repo.holds import extend_holds, holds_of, lock_of, snapshot_holds
+from safehold.repo.index import BlobLocation, read_index_file, write_index_file
 from safehold.repo.locks import RepoLock
 from safehold.repo.pack import PackInfo, pack_name
 from safehold.repo.repository import Repository
 from safehold.repo.restore import walk
 from safehold.repo.writer import BlobWriter
-from safehold.storage import StorageError
+from safehold.storage import LOCK_POLICY_NAME, Hold, StorageError
 
-__all__ = ["PruneResult", "forget", "prune", "used_blobs"]
+__all__ = ["ForgetResult", "PruneResult", "forget", "forget_held", "prune", "used_blobs"]
+
+_log = logging.getLogger(__name__)
 
 REPACK_UNUSED = 0.2  # repack a pack when more than this share of it is unused
 
@@ -38,15 +48,42 @@ class PruneResult:
     bytes_repacked: int = 0
     blobs_used: int = 0
     dry_run: bool = False
+    held: list[Hold] = field(default_factory=list)
+    """Packs and index files that would go but are held; kept, with the hold's end."""
+    holds_extended: int = 0
+    """Objects whose hold was moved to the newest snapshot's (timed lock policies)."""
+
+
+@dataclass
+class ForgetResult:
+    """Which snapshots ``forget_held`` removed, and which it kept because they are held."""
+
+    removed: list[str] = field(default_factory=list)
+    held: list[Hold] = field(default_factory=list)
+
+
+def forget_held(repo: Repository, snapshot_ids: Iterable[str]) -> ForgetResult:
+    """
+    Delete the given snapshots' manifests, except held ones. Data goes at the next prune.
+
+    A held snapshot is not touched (no delete is even tried); it is reported
+    with its hold, and a later ``forget`` removes it once the hold has ended.
+    """
+    ids = list(snapshot_ids)
+    holds = snapshot_holds(repo, ids)
+    result = ForgetResult(held=[holds[sid] for sid in ids if sid in holds])
+    for sid in ids:
+        if sid not in holds:
+            repo.storage.delete(f"snapshots/{sid}")
+            result.removed.append(sid)
+    for hold in result.held:
+        _log.warning("forget: kept %s", hold.describe())
+    return result
 
 
 def forget(repo: Repository, snapshot_ids: Iterable[str]) -> int:
-    """Delete the given snapshots' manifests; return how many. Data goes at the next prune."""
-    n = 0
-    for sid in snapshot_ids:
-        repo.storage.delete(f"snapshots/{sid}")
-        n += 1
-    return n
+    """Delete the given snapshots' manifests, except held ones; return how many went."""
+    return len(forget_held(repo, snapshot_ids).removed)
 
 
 def used_blobs(repo: Repository) -> set[bytes]:
@@ -112,6 +149,79 @@ def _plan(repo: Repository, used: set[bytes], dry_run: bool) -> _Plan:
     return plan
 
 
+def _respect_holds(repo: Repository, plan: _Plan) -> set[str]:
+    """
+    Take held packs out of the plan (and packs that a held index file lists).
+
+    Returns the old index files that are held: they stay, so every pack
+    they list stays too (a kept index file must never name a deleted pack).
+    """
+    if lock_of(repo) is None:
+        return set()
+    res = plan.result
+    old_index = [i.name for i in repo.storage.list("index/")]
+    held_index = holds_of(repo, old_index)
+    pinned: dict[str, Hold] = {}
+    for name, index_hold in held_index.items():
+        for p in read_index_file(repo.storage, name, repo.keys.index_key):
+            pinned.setdefault(p.id, index_hold)
+    refs = {p.id: p for p in repo.index.packs()}
+    candidates = [pack_name(pid) for pid in plan.gone] + plan.strays
+    holds = holds_of(repo, candidates)
+    for pid in [*plan.gone, *(s.rsplit("/", 1)[-1] for s in plan.strays)]:
+        name = pack_name(pid)
+        if name not in holds and pid not in pinned:
+            continue
+        hold = holds.get(name)
+        if hold is None:
+            by_index = pinned[pid]
+            hold = Hold(name, f"listed in held {by_index.name}", by_index.until)
+        res.held.append(hold)
+        if pid in plan.delete:
+            plan.delete.remove(pid)
+            res.bytes_freed -= refs[pid].size
+        elif name in plan.strays:
+            plan.strays.remove(name)
+            res.bytes_freed -= next(i.size for i in repo.storage.list(name))
+        else:
+            locs = next(locs for p, locs in plan.repack if p == pid)
+            plan.repack = [(p, ls) for p, ls in plan.repack if p != pid]
+            kept = sum(loc.entry.length for loc in locs)
+            res.bytes_freed -= _unused(repo, pid, kept)
+            res.bytes_repacked -= kept
+    res.held.extend(held_index.values())
+    res.packs_deleted = len(plan.delete) + len(plan.repack) + len(plan.strays)
+    res.packs_repacked = len(plan.repack)
+    return set(held_index)
+
+
+def _unused(repo: Repository, pack_id: str, kept: int) -> int:
+    """The bytes of *pack_id* that no snapshot uses, as ``_plan`` counted them."""
+    entries = repo.index.blobs_by_pack().get(pack_id, [])
+    return sum(e.length for e in entries) - kept
+
+
+def _extend(repo: Repository) -> int:
+    """
+    Hold everything the held snapshots need until the newest snapshot's hold ends.
+
+    A pack written long ago and reused by today's snapshot would otherwise
+    lose its hold before that snapshot does.
+    """
+    lock = lock_of(repo)
+    if lock is None or lock[1].mode == "append-only":
+        return 0
+    holds = holds_of(repo, [i.name for i in repo.storage.list("snapshots/")])
+    ends = [h.until for h in holds.values() if h.until is not None]
+    if not ends:
+        return 0
+    names = [pack_name(p.id) for p in repo.index.packs()]
+    for prefix in ("index/", "keys/", "keyring/", "pubring/"):
+        names.extend(i.name for i in repo.storage.list(prefix))
+    names += ["config", LOCK_POLICY_NAME]
+    return extend_holds(repo, names, max(ends))
+
+
 def _repack(repo: Repository, plan: _Plan, progress: ProgressSink) -> list[str]:
     """Copy the used blobs of sparse packs into new packs; return the index files written."""
     with BlobWriter(repo, progress=progress) as writer:
@@ -124,7 +234,13 @@ def _repack(repo: Repository, plan: _Plan, progress: ProgressSink) -> list[str]:
         return list(writer.index_files)
 
 
-def _publish(repo: Repository, plan: _Plan, written: list[str], progress: ProgressSink) -> None:
+def _publish(
+    repo: Repository,
+    plan: _Plan,
+    written: list[str],
+    progress: ProgressSink,
+    held_index: set[str],
+) -> None:
     """Write one complete index, delete the old ones, then the packs nothing refers to."""
     gone = plan.gone
     keep_packs = [
@@ -136,8 +252,10 @@ def _publish(repo: Repository, plan: _Plan, written: list[str], progress: Progre
     ]
     old_index = [i.name for i in repo.storage.list("index/")]
     new_name = write_index_file(repo.storage, repo.keys.index_key, keep_packs, supersedes=old_index)
+    # Held index files stay; the new index supersedes them and agrees with them.
+    held = held_index | set(holds_of(repo, written))
     for name in old_index + written:
-        if name != new_name:
+        if name != new_name and name not in held:
             repo.storage.delete(name)
     doomed = [pack_name(p) for p in gone] + plan.strays
     with ThreadPoolExecutor(max(2, repo.storage.properties.connections)) as pool:
@@ -172,13 +290,15 @@ def prune(
                 "run `safehold check` and `safehold repair index` before pruning"
             )
         plan = _plan(repo, used, dry_run)
+        held_index = _respect_holds(repo, plan)
         if dry_run:
             return plan.result
         progress.begin(
             "prune", total_bytes=plan.result.bytes_repacked, total_items=plan.result.packs_deleted
         )
         written = _repack(repo, plan, progress)
-        _publish(repo, plan, written, progress)
+        _publish(repo, plan, written, progress, held_index)
         repo.reload_index()
+        plan.result.holds_extended = _extend(repo)
         progress.end()
     return plan.result

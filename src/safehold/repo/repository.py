@@ -21,7 +21,7 @@ import zstandard
 
 from safehold import __version__
 from safehold.core.errors import UsageError
-from safehold.core.snapshot import Snapshot, format_time
+from safehold.core.snapshot import Snapshot, SnapshotFilter, format_time
 from safehold.repo.compress import ZSTD, decompress
 from safehold.repo.crypto import (
     DecryptError,
@@ -39,14 +39,16 @@ from safehold.repo.errors import (
     UnsupportedFormat,
 )
 from safehold.repo.index import BlobLocation, Index, PackRef
-from safehold.repo.keys import KdfParams, Keyring, KeyStore
+from safehold.repo.index_load import IndexSource, default_cache_dir, load_index, refresh
+from safehold.repo.keys import KdfParams, Keyring, KeyStore, config_damage, sign_config
 from safehold.repo.pack import blob_aad, pack_name
 from safehold.storage import ObjectNotFound, Storage, StorageNotFound
 
 __all__ = ["ChunkerParams", "Repository"]
 
 FORMAT_NAME = "safehold-repository"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2 adds the config's MAC (docs/format.md § Config); version 1 still opens."""
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
 
 
@@ -67,6 +69,7 @@ class Repository:
         self.config = config
         self.keys = keys
         self.index = Index()
+        self.cache_dir = default_cache_dir()  # local index cache root; None: memory only
         self.pack_size = int(config.get("pack_size", DEFAULT_PACK_SIZE))
         ch = config.get("chunker", {})
         self.chunker = ChunkerParams(
@@ -116,6 +119,7 @@ class Repository:
             "chunker": {"min": chunker.min, "avg": chunker.avg, "max": chunker.max},
         }
         keys = KeyStore(storage).create(password, kdf or KdfParams())
+        config = sign_config(config, keys.index_key)
         # config last: a repository is there only once its keys are.
         storage.put("config", json.dumps(config, indent=1).encode())
         return cls(storage, config, keys)
@@ -164,22 +168,43 @@ class Repository:
         """
         config = cls.read_config(storage)
         keys = KeyStore(storage).open(password)
+        damage = config_damage(config, keys.index_key)
+        if damage:
+            raise IntegrityError(f"{damage} (at {storage.properties.location})")
         repo = cls(storage, config, keys)
         if load_index:
-            repo.reload_index()
+            repo.reload_index(strict=False)
         return repo
 
-    def refresh_index(self) -> None:
-        """Reload the index if index files were added or removed since it was loaded."""
-        names = {i.name for i in self.storage.list("index/")}
-        if names != set(self.index.files):
-            self.reload_index()
+    def index_source(self) -> IndexSource:
+        """Where this repository's index is read from and cached."""
+        return IndexSource(
+            self.storage,
+            self.keys.index_key,
+            self.config.get("id"),
+            self.cache_dir,
+            self.storage.properties.connections,
+        )
 
-    def reload_index(self) -> None:
-        """Read every index file again (after another writer added some)."""
-        index = Index()
-        index.load(self.storage, self.keys.index_key, self.storage.properties.connections)
-        self.index = index
+    def refresh_index(self) -> None:
+        """
+        Bring the index up to date, reading only index files added since it was
+        loaded (all of them again if some were removed, as by prune). Cheap when
+        nothing changed: one listing of ``index/``. Damaged index files are
+        skipped and named in ``index.damaged``.
+        """
+        self.index = refresh(self.index_source(), self.index)
+
+    def reload_index(self, *, strict: bool = True) -> None:
+        """
+        Load the index afresh (from the local cache and the files it lacks).
+
+        Raises:
+            IntegrityError: with *strict*, an index file is damaged; the message
+                names it. Without, damaged files are skipped and named in
+                ``index.damaged``: a blob only they name is then not found.
+        """
+        self.index = load_index(self.index_source(), strict=strict)
 
     def close(self) -> None:
         """Release the storage."""
@@ -225,6 +250,12 @@ class Repository:
         """Find a blob; ``IntegrityError`` if no index names it."""
         loc = self.index.lookup(blob_id)
         if loc is None:
+            damaged = self.index.damaged
+            if damaged:
+                raise IntegrityError(
+                    f"blob {blob_id.hex()} is not in any readable index; "
+                    f"{'; '.join(damaged)}: run `safehold repair index`"
+                )
             raise IntegrityError(
                 f"blob {blob_id.hex()} is not in any index: the repository is missing data"
             )
@@ -308,16 +339,40 @@ class Repository:
             snaps = [s for s in pool.map(load, names) if s is not None]
         return sorted(snaps, key=lambda s: (s.time, s.id))
 
-    def find_snapshot(self, ref: str) -> Snapshot:
+    def find_snapshot(
+        self,
+        ref: str,
+        *,
+        where: SnapshotFilter | None = None,
+        skip_damaged: bool = False,
+    ) -> Snapshot:
         """
         Resolve ``latest``, a full id or a unique id prefix.
 
+        ``latest`` is the newest snapshot that *where* selects. A damaged
+        snapshot file has no readable time, so it may be the newest one: then
+        ``latest`` fails rather than silently pick an older snapshot, unless
+        *skip_damaged* is set; the caller then says which snapshot it uses
+        (``damaged_snapshots`` names the damaged files).
+
         Raises:
             SnapshotNotFound: nothing matches, or a prefix is ambiguous.
+            IntegrityError: ``latest`` with a damaged snapshot file (named) and
+                no *skip_damaged*; or the named snapshot's file is damaged.
         """
         if ref == "latest":
             snaps = self.snapshots()
+            if self.damaged_snapshots and not skip_damaged:
+                raise IntegrityError(
+                    "cannot tell which snapshot is the latest: "
+                    + "; ".join(self.damaged_snapshots)
+                    + " (run check; or pass --skip-damaged to use the newest readable snapshot)"
+                )
+            if where is not None:
+                snaps = [s for s in snaps if where.matches(s)]
             if not snaps:
+                if where is not None and not where.is_empty():
+                    raise SnapshotNotFound(f"no snapshot matches {where.describe()}")
                 raise SnapshotNotFound("the repository has no snapshots")
             return snaps[-1]
         ref = ref.lower()

@@ -3,7 +3,8 @@ Restore: a snapshot, or part of it, into a target directory.
 
 Every blob is verified (authentication tag and content id) before a byte of it
 is written. Packs are read in parallel, one coalesced range at a time, and each
-blob is written straight to every place that needs it. Nothing is written
+blob is written straight to every place that needs it, through descriptors
+that stay open while a file's blobs arrive (``restore_io``). Nothing is written
 outside the target: names are checked when trees are parsed, and no path
 component that the restore creates or meets is followed if it is a symlink.
 Files that got damaged data are removed, and the restore fails naming them.
@@ -16,7 +17,7 @@ import stat
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -28,6 +29,7 @@ from safehold.repo.errors import IntegrityError, RepoError
 from safehold.repo.index import BlobLocation
 from safehold.repo.pack import pack_name
 from safehold.repo.repository import Repository
+from safehold.repo.restore_io import OpenFiles, RestoreFile, set_meta
 from safehold.repo.tree import Node, Tree
 from safehold.storage import ObjectNotFound, StorageError
 
@@ -35,7 +37,10 @@ __all__ = ["RestoreResult", "dump", "restore", "walk"]
 
 _GAP = 1024 * 1024  # read across gaps up to this size rather than issue another request
 _MAX_RANGE = 16 * 1024 * 1024  # and read at most this much at once, to bound memory
-_Slot = tuple[str, int, bool]  # (path, offset in the file, file is sparse)
+_OPEN_FILES = 256  # descriptors kept open at most (files whose blobs are still coming)
+_BATCH_BYTES = 32 * 1024 * 1024  # plan this much, then let the workers write it meanwhile
+_BATCH_FILES = 1000  # or this many files
+_Slot = tuple[RestoreFile, int]  # (the file, offset in it)
 
 
 @dataclass
@@ -82,11 +87,32 @@ def _selected(path: str, includes: Sequence[str]) -> tuple[bool, bool]:
 class _Target:
     """Creates paths under the target without following symlinks it did not make."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, fresh: bool) -> None:
         self.root = root
+        self._prefix = str(root).rstrip("/") + "/"
+        # Directories this restore created: nothing was in them to clear first.
+        self.fresh: set[str] = {self._prefix[:-1] or "/"} if fresh else set()
 
     def path(self, rel: str) -> str:
-        return os.path.join(self.root, *rel.split("/"))
+        """The target path of *rel* (its names were checked when its tree was parsed)."""
+        return self._prefix + rel
+
+    def in_fresh(self, p: str) -> bool:
+        """Whether *p*'s directory was created by this restore (so *p* cannot exist yet)."""
+        return os.path.dirname(p) in self.fresh
+
+    def make_dir(self, p: str) -> None:
+        """Create the directory *p*, or keep the real directory that is there."""
+        if self.in_fresh(p):
+            try:
+                os.mkdir(p, 0o700)
+            except FileExistsError:
+                pass  # made meanwhile by someone else: treated as found below
+            else:
+                self.fresh.add(p)
+                return
+        self.clear(p, keep_dir=True)
+        os.makedirs(p, exist_ok=True)
 
     def clear(self, p: str, *, keep_dir: bool) -> None:
         """Remove what is at *p* unless it is a real directory and *keep_dir*."""
@@ -102,12 +128,15 @@ class _Target:
 
 
 class _Restorer:
-    def __init__(self, repo: Repository, target: _Target, progress: ProgressSink) -> None:
+    def __init__(
+        self, repo: Repository, target: _Target, progress: ProgressSink, warnings: list[str]
+    ) -> None:
         self.repo = repo
         self.t = target
         self.progress = progress
         self.lock = threading.Lock()
         self.damaged: dict[str, str] = {}  # path -> reason
+        self.files = OpenFiles(_OPEN_FILES, warnings)
 
     def write_range(self, pack_id: str, blobs: list[tuple[BlobLocation, list[_Slot]]]) -> None:
         start = blobs[0][0].entry.offset
@@ -128,23 +157,24 @@ class _Restorer:
                 self._fail(targets, str(exc))
                 continue
             zero = not any(plain[:64]) and plain == bytes(len(plain))
-            for path, offset, sparse in targets:
-                if sparse and zero:
-                    continue  # the file was truncated to size: the hole reads as zeros
-                fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+            for f, offset in targets:
+                fd = self.files.acquire(f)
                 try:
-                    view, at = memoryview(plain), offset
+                    # A sparse file was truncated to size: a hole reads as zeros.
+                    view, at = memoryview(b"" if f.node.sparse and zero else plain), offset
                     while view:  # a short write is legal; a full disk raises
                         n = os.pwrite(fd, view, at)
                         view, at = view[n:], at + n
                 finally:
-                    os.close(fd)
+                    self.files.release(f)
             self.progress.advance(done_bytes=len(plain) * len(targets))
 
     def _fail(self, targets: list[_Slot], reason: str) -> None:
         with self.lock:
-            for path, _, _ in targets:
-                self.damaged.setdefault(path, reason)
+            for f, _ in targets:
+                self.damaged.setdefault(f.path, reason)
+        for f, _ in targets:
+            self.files.give_up(f)
 
 
 def _ranges(
@@ -171,52 +201,85 @@ class _Plan:
         self.by_pack: dict[str, dict[bytes, tuple[BlobLocation, list[_Slot]]]] = defaultdict(dict)
         self.links: dict[str, str] = {}
         self.later: list[tuple[str, Node]] = []
+        self.files: dict[str, RestoreFile] = {}  # path -> file, for regular files with data
+        self.batch_bytes = self.batch_files = 0
 
     def add(self, rel: str, node: Node, result: RestoreResult) -> None:
         p = self.t.path(rel)
         if node.type == "dir":
-            self.t.clear(p, keep_dir=True)
-            os.makedirs(p, exist_ok=True)
+            self.t.make_dir(p)
             result.dirs += 1
             return
-        self.t.clear(p, keep_dir=False)
+        if not self.t.in_fresh(p):
+            self.t.clear(p, keep_dir=False)
         if node.type != "file" or (node.hardlink and node.hardlink in self.links):
             self.later.append((rel, node))
             return
         if node.hardlink:
             self.links[node.hardlink] = p
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.ftruncate(fd, node.size)
-        finally:
-            os.close(fd)
+        # The file is created when its first blob arrives (restore_io), unless it has none.
+        f = RestoreFile(p, node, 0)
+        slots: list[tuple[BlobLocation, bytes, int]] = []
         offset = 0
         for blob_id in node.content:
             try:
                 loc = self.repo.locate(blob_id)
             except IntegrityError as exc:
-                self.r.damaged[p] = str(exc)
+                with self.r.lock:
+                    self.r.damaged[p] = str(exc)
+                slots = []
                 break
-            self.by_pack[loc.pack.id].setdefault(blob_id, (loc, []))[1].append(
-                (p, offset, node.sparse)
-            )
+            slots.append((loc, blob_id, offset))
             offset += loc.entry.raw_length
         else:
             if offset != node.size:
-                self.r.damaged[p] = f"its blobs add up to {offset} bytes, not {node.size}"
+                with self.r.lock:
+                    self.r.damaged[p] = f"its blobs add up to {offset} bytes, not {node.size}"
+                slots = []
+        f.pending = len(slots)
+        self.batch_files += 1
+        self.batch_bytes += node.size
+        for loc, blob_id, at in slots:
+            self.by_pack[loc.pack.id].setdefault(blob_id, (loc, []))[1].append((f, at))
+        if slots:
+            self.files[p] = f
+        else:
+            os.close(f.create())  # empty (or damaged: it is removed at the end)
         result.files += 1
         result.bytes += node.size
 
-    def write(self, workers: int) -> None:
-        """Read every needed pack range in parallel and write its blobs out."""
-        with ThreadPoolExecutor(workers, thread_name_prefix="safehold-restore") as pool:
-            futures = [
-                pool.submit(self.r.write_range, pack_id, run)
-                for pack_id, blobs in self.by_pack.items()
-                for run in _ranges(list(blobs.values()))
-            ]
-            for f in futures:
-                f.result()
+    def flush(self, pool: ThreadPoolExecutor) -> list[Future[None]]:
+        """Hand every pack range planned so far to the workers, and start a new batch."""
+        futures = [
+            pool.submit(self.r.write_range, pack_id, run)
+            for pack_id, blobs in self.by_pack.items()
+            for run in _ranges(list(blobs.values()))
+        ]
+        self.by_pack.clear()
+        self.batch_bytes = self.batch_files = 0
+        return futures
+
+    def run(self, entries: list[tuple[str, Node]], result: RestoreResult, workers: int) -> None:
+        """
+        Plan every entry and write the files' contents, in batches.
+
+        Workers write one batch while the next is planned, so the walk through
+        the entries (Python, one thread) overlaps the writing. A pack that
+        feeds two batches is read in two ranges; consecutive files mostly sit
+        in consecutive packs, so that is rare.
+        """
+        futures: list[Future[None]] = []
+        try:
+            with ThreadPoolExecutor(workers, thread_name_prefix="safehold-restore") as pool:
+                for rel, node in entries:
+                    self.add(rel, node, result)
+                    if self.batch_bytes >= _BATCH_BYTES or self.batch_files >= _BATCH_FILES:
+                        futures += self.flush(pool)
+                futures += self.flush(pool)
+                for f in futures:
+                    f.result()
+        finally:
+            self.r.files.close_all()
 
 
 def _select(repo: Repository, snapshot: Snapshot, includes: list[str]) -> list[tuple[str, Node]]:
@@ -268,17 +331,18 @@ def restore(
         return _dry_run(entries)
     result = RestoreResult()
     root = Path(target).absolute()
-    root.mkdir(parents=True, exist_ok=True)
-    t = _Target(root)
-    r = _Restorer(repo, t, progress)
+    t = _Target(root, fresh=_make_root(root))
+    r = _Restorer(repo, t, progress, result.warnings)
     total = sum(n.size for _, n in entries if n.type == "file")
     progress.begin("restore", total_bytes=total, total_items=len(entries))
-    # 1. Directories and empty files of the right size; 2. their contents.
+    # 1. Directories and empty files; 2. the other files, batch by batch.
     plan = _Plan(repo, t, r)
     try:
-        for rel, node in entries:
-            plan.add(rel, node, result)
-        plan.write(workers or max(os.cpu_count() or 2, repo.storage.properties.connections))
+        plan.run(
+            entries,
+            result,
+            workers or max(os.cpu_count() or 2, repo.storage.properties.connections),
+        )
     except OSError as exc:
         where = exc.filename or root
         raise RepoError(f"cannot write {where} in the restore target: {exc.strerror}") from exc
@@ -286,11 +350,13 @@ def restore(
     for rel, node in plan.later:
         _make_special(t.path(rel), node, plan.links, result)
     for rel, node in entries:
-        if node.type != "dir":
-            _set_meta(t.path(rel), node, result)
+        p = t.path(rel)
+        f = plan.files.get(p)
+        if node.type != "dir" and (f is None or not f.done) and p not in r.damaged:
+            set_meta(p, node, result.warnings)  # files with data were finished as written
     dirs = sorted((e for e in entries if e[1].type == "dir"), key=lambda e: -e[0].count("/"))
     for rel, node in dirs:
-        _set_meta(t.path(rel), node, result)
+        set_meta(t.path(rel), node, result.warnings)
     progress.end()
     if r.damaged:
         for p in r.damaged:
@@ -302,6 +368,27 @@ def restore(
             f"{len(r.damaged)} file(s) not restored, their data is damaged: {lines}"
         )
     return result
+
+
+def _make_root(root: Path) -> bool:
+    """
+    Create the target directory; return whether it is new (or empty).
+
+    Raises:
+        UsageError: it cannot be created, or it is not a directory.
+    """
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"the restore target {root} exists and is not a directory")
+    try:
+        fresh = not root.exists() or not any(root.iterdir())
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise UsageError(f"the restore target {root} exists and is not a directory") from exc
+    except OSError as exc:
+        raise UsageError(f"cannot create the restore target {root}: {exc.strerror}") from exc
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write into the restore target {root}: permission denied")
+    return fresh
 
 
 def _make_special(p: str, node: Node, links: dict[str, str], result: RestoreResult) -> None:
@@ -319,25 +406,6 @@ def _make_special(p: str, node: Node, links: dict[str, str], result: RestoreResu
             return  # sockets are not restorable; their listing is enough
     except OSError as exc:
         result.warnings.append(f"{p}: cannot create {node.type}: {exc.strerror}")
-
-
-def _set_meta(p: str, node: Node, result: RestoreResult) -> None:
-    if node.type == "socket":
-        return
-    link = node.type == "symlink"
-    try:
-        if os.geteuid() == 0:
-            os.chown(p, node.uid, node.gid, follow_symlinks=False)
-        if not link:
-            os.chmod(p, stat.S_IMODE(node.mode))
-            for k, v in node.xattrs.items():
-                try:
-                    os.setxattr(p, k, v, follow_symlinks=False)
-                except OSError as exc:
-                    result.warnings.append(f"{p}: cannot set xattr {k}: {exc.strerror}")
-        os.utime(p, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=False)
-    except OSError as exc:
-        result.warnings.append(f"{p}: cannot set metadata: {exc.strerror}")
 
 
 def dump(repo: Repository, snapshot: Snapshot, out: IO[bytes], path: str | None = None) -> int:

@@ -143,7 +143,7 @@ class BlobWriter:
         name = write_index_file(self._repo.storage, self._repo.keys.index_key, packs)
         with self._lock:
             self.index_files.append(name)
-            self._repo.index.files.append(name)
+        self._repo.index.filed(name, [p.id for p in packs])
 
     def flush(self) -> None:
         """Upload every open pack and write the index for all of them; raise the first error."""

@@ -93,6 +93,12 @@ partitions = sa.Table(
     sa.Column("lsn", sa.BigInteger, nullable=False),
     sa.Column("last_scheduled_at", UTCDateTime),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("next_due_at", UTCDateTime, index=True),
+    sa.Column("schedule_key", sa.String(256)),
+    sa.Column("reschedule", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("last_backup_at", UTCDateTime),
+    sa.Column("last_backup_state", sa.String(32)),
+    sa.Column("last_failure", sa.Text),
 )
 mappings = sa.Table(
     "mappings",
@@ -127,6 +133,8 @@ jobs = sa.Table(
     sa.Column("failure_code", sa.String(64)),
     sa.Column("failure_message", sa.Text),
     sa.Column("progress", sa.Text),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("incarnation", sa.String(64)),
 )
 backups = sa.Table(
     "backups",
@@ -152,6 +160,7 @@ agents = sa.Table(
     metadata,
     sa.Column("id", sa.String(128), primary_key=True),
     sa.Column("last_seen", UTCDateTime, nullable=False),
+    sa.Column("incarnation", sa.String(64)),
 )
 operations = sa.Table(
     "operations",

@@ -2,20 +2,26 @@
 What every use case is given: the catalog, the secret box, the clock and the limits.
 
 The composition root (``safehold.bootstrap``) builds one ``ServiceContext``;
-tests build theirs with a fake clock and a temporary catalog.
+tests build theirs with a fake clock and a temporary catalog. Nothing here
+coordinates replicas: that is the catalog's job (row locks, ``SKIP LOCKED``,
+conditional updates and an advisory lock for the leader).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from safehold.core.policy import StorageSpec
 from safehold.service.engine import BackupEngine, StorageOpener
+from safehold.service.leader import KeyLocks, LocalKeyLocks
 from safehold.service.secrets import SecretBox
 from safehold.service.uow import UowFactory
+
+if TYPE_CHECKING:
+    from safehold.service.storages import StorageHealth
 
 __all__ = ["Clock", "ServiceContext", "system_clock"]
 
@@ -25,6 +31,12 @@ Clock = Callable[[], datetime]
 def system_clock() -> datetime:
     """Return the current UTC time."""
     return datetime.now(UTC)
+
+
+def _storage_health() -> StorageHealth:
+    from safehold.service.storages import StorageHealth
+
+    return StorageHealth()
 
 
 @dataclass
@@ -38,8 +50,16 @@ class ServiceContext:
         open_storage: opens the storage a policy or request describes.
         engine: the backup engine, used for listings straight from a storage.
         clock: the current time; injected so that tests never sleep.
-        max_running_jobs: how many jobs may run at once across all partitions.
-        agent_timeout: an agent not heard from for this long has disappeared.
+        max_running_jobs: at most this many jobs run at once across the fleet
+            (0: no limit; jobs run as fast as the agents' slots allow).
+        agent_timeout: a running job not heard of for this long has lost its agent.
+        job_retention: finished jobs older than this are purged (backups never are).
+        schedule_spread: how much of an interval periodic backups are spread over
+            (1: all of it; 0: each partition's first backup when it was enabled).
+        check_storage_opener: opens a storage for the controller's own short
+            checks (a short retry budget); *open_storage* if not given.
+        storages: what this process knows of storages (ready, failing).
+        key_locks: named try-locks every replica sees (repository creation).
     """
 
     uow: UowFactory
@@ -47,10 +67,18 @@ class ServiceContext:
     open_storage: StorageOpener
     engine: BackupEngine
     clock: Clock = system_clock
-    max_running_jobs: int = 4
+    max_running_jobs: int = 0
     agent_timeout: timedelta = timedelta(seconds=60)
-    job_lock: threading.Lock = field(default_factory=threading.Lock)
-    ready_storages: set[str] = field(default_factory=set)
+    job_retention: timedelta = timedelta(days=7)
+    schedule_spread: float = 1.0
+    check_storage_opener: StorageOpener | None = None
+    storages: StorageHealth = field(default_factory=_storage_health)
+    key_locks: KeyLocks = field(default_factory=LocalKeyLocks)
+
+    @property
+    def check_storage(self) -> StorageOpener:
+        """The opener for the controller's own storage checks."""
+        return self.check_storage_opener or self.open_storage
 
     def storage_label(self, spec: StorageSpec) -> str:
         """Describe a storage for messages, without secrets."""

@@ -17,7 +17,8 @@ The service's errors, with Service Fabric's error codes and HTTP statuses::
     │   ├── BackupInProgress          409 FABRIC_E_BACKUP_IN_PROGRESS
     │   ├── RestoreInProgress         409 FABRIC_E_RESTORE_IN_PROGRESS
     │   └── JobNotRunning             409 SAFEHOLD_E_JOB_NOT_RUNNING
-    └── AuthError                     401 / 403
+    ├── AuthError                     401 / 403
+    └── RepositoryBusy                503 FABRIC_E_NOT_READY (another replica creates it: retry)
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "PartitionMismatch",
     "PolicyExists",
     "PolicyNotFound",
+    "RepositoryBusy",
     "RestoreInProgress",
 ]
 
@@ -57,6 +59,13 @@ class ForeignRepository(UsageError):
     """The storage holds a repository that this controller's password does not open."""
 
     code = "SAFEHOLD_E_FOREIGN_REPOSITORY"
+
+
+class RepositoryBusy(SafeholdError):
+    """The storage's repository is being created by another request or replica: retry soon."""
+
+    http_status = 503
+    code = "FABRIC_E_NOT_READY"
 
 
 class PolicyNotFound(NotFoundError):

@@ -5,20 +5,35 @@ A partition with backup enabled is ``Ok`` when its last backup succeeded and is
 within its schedule, ``Warning`` when the last attempt failed, it is suspended,
 or the last good backup is late by up to one more period, and ``Error`` when it
 is later than that or has never succeeded after two periods.
+
+Cost: a fleet's health is computed from one read of the partitions (each row
+keeps its last good backup and its newest backup job's outcome), the mappings
+and the policies: a constant number of queries whatever the fleet's size. The
+result is kept for ``FleetView.ttl`` seconds and shared by concurrent callers,
+so twenty clients polling cost one computation.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from safehold.core.policy import FrequencySchedule, Schedule, effective_config, next_due
+from safehold.core.errors import SafeholdError
+from safehold.core.policy import (
+    EntityRef,
+    FrequencySchedule,
+    Schedule,
+    effective_config,
+    next_due,
+)
 from safehold.core.snapshot import format_time
 from safehold.service.context import ServiceContext
-from safehold.service.protection import load_policy
+from safehold.service.protection import find_partition, load_policy
 
-__all__ = ["PartitionHealth", "partition_health"]
+__all__ = ["FleetHealth", "FleetView", "PartitionHealth", "health_of", "partition_health"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,23 @@ class PartitionHealth:
         }
 
 
+@dataclass(frozen=True)
+class FleetHealth:
+    """Every partition's health at one moment, and the numbers behind ``/metrics``."""
+
+    at: datetime
+    partitions: list[PartitionHealth]
+    outcomes: dict[str, tuple[int, float]]
+    backup_bytes: int
+
+    def counts(self) -> dict[str, int]:
+        """How many partitions are in each health state."""
+        out = {"Ok": 0, "Warning": 0, "Error": 0}
+        for h in self.partitions:
+            out[h.state] = out.get(h.state, 0) + 1
+        return out
+
+
 def _period(schedule: Schedule, ref: datetime) -> timedelta:
     if isinstance(schedule, FrequencySchedule):
         return schedule.interval
@@ -49,97 +81,106 @@ def _period(schedule: Schedule, ref: datetime) -> timedelta:
     return next_due(schedule, first) - first
 
 
-def partition_health(ctx: ServiceContext) -> list[PartitionHealth]:
-    """Return every registered partition's backup health."""
+def _compute(ctx: ServiceContext, partition_id: str | None = None) -> FleetHealth:
     now = ctx.clock()
     out = []
     with ctx.uow() as uow:
         mappings = uow.mappings.all()
+        enabled = uow.mappings.enabled_times()
         suspended = uow.mappings.suspensions()
-        for p in uow.partitions.list():
-            eff = effective_config(p.chain(), mappings, suspended)
-            backups = uow.backups.list(partition_id=p.partition_id)
-            last_good = backups[-1].created_at if backups else None
-            last_job = uow.jobs.latest(p.partition_id, ["backup"])
-            if eff.policy_name is None:
-                out.append(
-                    PartitionHealth(
-                        p.partition_id, "Ok", "periodic backup is not enabled", last_good
-                    )
-                )
-                continue
-            if eff.suspended:
-                out.append(
-                    PartitionHealth(
-                        p.partition_id,
-                        "Warning",
-                        f"periodic backup is suspended (at the {eff.suspended_from} level)",
-                        last_good,
-                    )
-                )
-                continue
-            schedule = load_policy(ctx, uow, eff.policy_name).schedule
-            entity = next(e for e in p.chain() if e.kind == eff.policy_from)
-            since = last_good or uow.mappings.enabled_at(entity) or p.created_at
-            period = _period(schedule, since)
-            late = now - next_due(schedule, since)
-            if last_job is not None and last_job.state in ("Failure", "Timeout"):
-                state, reason = (
-                    "Warning",
-                    (
-                        f"Failed to take periodic backup for this partition with error:\n"
-                        f"{last_job.failure_code}: {last_job.failure_message}"
-                    ),
-                )
-                if late > period:
-                    state = "Error"
-            elif late > period:
-                state, reason = (
-                    "Error",
-                    (
-                        f"no successful backup since {format_time(since)}: "
-                        "more than two periods late"
-                    ),
-                )
-            elif late > timedelta(0) + period / 2:
-                state, reason = (
-                    "Warning",
-                    f"the backup due at {format_time(next_due(schedule, since))} is late",
-                )
-            elif last_good is not None:
-                state, reason = (
-                    "Ok",
-                    f"Partition successfully backed up at {format_time(last_good)} GMT",
-                )
-            else:
-                state, reason = "Ok", "waiting for the first scheduled backup"
-            out.append(PartitionHealth(p.partition_id, state, reason, last_good))
-    return out
+        if partition_id is None:
+            parts = uow.partitions.list()
+        else:
+            one = uow.partitions.get(partition_id)
+            parts = [] if one is None else [one]
+        schedules: dict[str, Schedule | None] = {}
+        for name in set(mappings.values()):
+            try:
+                schedules[name] = load_policy(ctx, uow, name).schedule
+            except SafeholdError:
+                schedules[name] = None
+        whole = partition_id is None
+        outcomes = uow.jobs.outcome_stats("backup") if whole else {}
+        backup_bytes = uow.backups.total_bytes() if whole else 0
+    for p in parts:
+        eff = effective_config(p.chain(), mappings, suspended)
+        last_good = p.last_backup_at
+        if eff.policy_name is None:
+            out.append(
+                PartitionHealth(p.partition_id, "Ok", "periodic backup is not enabled", last_good)
+            )
+            continue
+        if eff.suspended:
+            reason = f"periodic backup is suspended (at the {eff.suspended_from} level)"
+            out.append(PartitionHealth(p.partition_id, "Warning", reason, last_good))
+            continue
+        schedule = schedules.get(eff.policy_name)
+        if schedule is None:
+            reason = f"backup policy {eff.policy_name!r} cannot be read"
+            out.append(PartitionHealth(p.partition_id, "Error", reason, last_good))
+            continue
+        entity = next(e for e in p.chain() if e.kind == eff.policy_from)
+        since = last_good or enabled.get(EntityRef(entity.kind, entity.key)) or p.created_at
+        out.append(_judge(p.partition_id, schedule, since, last_good, p, now))
+    return FleetHealth(now, out, outcomes, backup_bytes)
 
 
-def metrics_snapshot(ctx: ServiceContext) -> dict[str, Any]:
-    """Return what ``/metrics`` exposes, read from the catalog."""
-    now = ctx.clock()
-    outcomes: dict[str, int] = {}
-    durations: list[float] = []
-    with ctx.uow() as uow:
-        for job in uow.jobs.finished_backups(limit=100000):
-            outcomes[job.state] = outcomes.get(job.state, 0) + 1
-            if job.started_at and job.finished_at:
-                durations.append((job.finished_at - job.started_at).total_seconds())
-        ages = {}
-        total_bytes = 0
-        for p in uow.partitions.list():
-            backups = uow.backups.list(partition_id=p.partition_id)
-            total_bytes += sum(b.size_bytes for b in backups)
-            if backups:
-                ages[p.partition_id] = (now - backups[-1].created_at).total_seconds()
-    return {"outcomes": outcomes, "durations": durations, "bytes": total_bytes, "ages": ages}
+def _judge(
+    pid: str, schedule: Schedule, since: datetime, last_good: datetime | None, p: Any, now: datetime
+) -> PartitionHealth:
+    period = _period(schedule, since)
+    due = next_due(schedule, since)
+    late = now - due
+    if p.last_backup_state in ("Failure", "Timeout"):
+        reason = f"Failed to take periodic backup for this partition with error:\n{p.last_failure}"
+        return PartitionHealth(pid, "Error" if late > period else "Warning", reason, last_good)
+    if late > period:
+        reason = f"no successful backup since {format_time(since)}: more than two periods late"
+        return PartitionHealth(pid, "Error", reason, last_good)
+    if late > period / 2:
+        return PartitionHealth(
+            pid, "Warning", f"the backup due at {format_time(due)} is late", last_good
+        )
+    if last_good is not None:
+        reason = f"Partition successfully backed up at {format_time(last_good)} GMT"
+        return PartitionHealth(pid, "Ok", reason, last_good)
+    return PartitionHealth(pid, "Ok", "waiting for the first scheduled backup", last_good)
+
+
+@dataclass
+class FleetView:
+    """
+    The fleet's health, computed at most once per *ttl* seconds and shared.
+
+    A cache of catalog reads, not coordination: each replica has its own.
+    """
+
+    ttl: float = 1.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _cached: tuple[float, FleetHealth] | None = None
+
+    def get(self, ctx: ServiceContext) -> FleetHealth:
+        """Return a view no older than *ttl* seconds (computing it if needed)."""
+        with self._lock:  # one computation at a time; the others wait and share it
+            cached = self._cached
+            if cached is not None and time.monotonic() - cached[0] < self.ttl:
+                return cached[1]
+            fresh = _compute(ctx)
+            self._cached = (time.monotonic(), fresh)
+            return fresh
+
+    def invalidate(self) -> None:
+        """Forget the cached view (after a change a caller wants to see at once)."""
+        with self._lock:
+            self._cached = None
+
+
+def partition_health(ctx: ServiceContext) -> list[PartitionHealth]:
+    """Return every registered partition's backup health, computed now."""
+    return _compute(ctx).partitions
 
 
 def health_of(ctx: ServiceContext, partition_id: str) -> PartitionHealth:
     """Return one partition's health; 404 if it is not registered."""
-    from safehold.service.protection import find_partition
-
     pid = find_partition(ctx, partition_id).partition_id
-    return next(h for h in partition_health(ctx) if h.partition_id == pid)
+    return _compute(ctx, pid).partitions[0]

@@ -16,6 +16,8 @@ from safehold.core.snapshot import Epoch
 
 __all__ = [
     "ACTIVE_STATES",
+    "RUNNING_STATE",
+    "RUNNING_STATES",
     "BackupRecord",
     "JobRecord",
     "PartitionRecord",
@@ -25,6 +27,14 @@ __all__ = [
 
 JobKind = Literal["backup", "restore", "clean", "dataloss"]
 ACTIVE_STATES = ("Accepted", "BackupInProgress", "RestoreInProgress", "InProgress")
+RUNNING_STATES = ("BackupInProgress", "RestoreInProgress", "InProgress")
+#: The state a job of each kind is in while an agent runs it.
+RUNNING_STATE = {
+    "backup": "BackupInProgress",
+    "restore": "RestoreInProgress",
+    "clean": "InProgress",
+    "dataloss": "InProgress",
+}
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
 
@@ -43,6 +53,13 @@ class PartitionRecord:
     lsn: int
     last_scheduled_at: datetime | None
     created_at: datetime
+    # Kept by the scheduler and by job completion, never written by ``save``:
+    next_due_at: datetime | None = None
+    schedule_key: str | None = None
+    reschedule: bool = True
+    last_backup_at: datetime | None = None
+    last_backup_state: str | None = None
+    last_failure: str | None = None
 
     def chain(self) -> list[EntityRef]:
         """The entities from the application down to this partition."""
@@ -73,6 +90,8 @@ class JobRecord:
     failure_code: str | None = None
     failure_message: str | None = None
     progress: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 0
+    incarnation: str | None = None
 
     @property
     def active(self) -> bool:

@@ -58,6 +58,15 @@ SOURCE_KINDS = ("dir:", "command:", "state:")
 # --- Policies ----------------------------------------------------------------------
 
 
+def _entity_filter(entity: EntityRef) -> dict[str, str]:
+    """The partitions of *entity*, as keyword filters of the partition store."""
+    return {
+        "Application": {"application": entity.key},
+        "Service": {"service": entity.key},
+        "Partition": {"partition_id": entity.key},
+    }[entity.kind]
+
+
 def _sealed(ctx: ServiceContext, policy: BackupPolicy) -> dict[str, Any]:
     doc = policy.to_json(redact=False)
     doc["Storage"] = ctx.secrets.seal_storage(doc["Storage"])
@@ -99,21 +108,25 @@ def update_policy(
     """
     with ctx.uow() as uow:
         old = load_policy(ctx, uow, name)
-        if isinstance(doc, dict) and isinstance(doc.get("Storage"), dict):
-            storage = dict(doc["Storage"])
-            old_storage = old.storage.to_json()
-            for key in SECRET_KEYS:
-                if storage.get(key) == REDACTED and key in old_storage:
-                    storage[key] = old_storage[key]
-            doc = {**doc, "Storage": storage}
-        policy = parse_policy(doc)
-        if policy.name != name:
-            raise PolicyError(
-                f"the policy's Name {policy.name!r} differs from {name!r} in the path"
-            )
-        _refuse_redacted(policy)
-        if validate_connection:
-            storages.validate_connection(ctx, policy.storage)
+    if isinstance(doc, dict) and isinstance(doc.get("Storage"), dict):
+        storage = dict(doc["Storage"])
+        old_storage = old.storage.to_json()
+        for key in SECRET_KEYS:
+            if storage.get(key) == REDACTED and key in old_storage:
+                storage[key] = old_storage[key]
+        doc = {**doc, "Storage": storage}
+    policy = parse_policy(doc)
+    if policy.name != name:
+        raise PolicyError(f"the policy's Name {policy.name!r} differs from {name!r} in the path")
+    _refuse_redacted(policy)
+    if validate_connection:
+        # Outside any transaction: a slow storage must not hold the catalog.
+        storages.validate_connection(ctx, policy.storage)
+    with ctx.uow() as uow:
+        load_policy(ctx, uow, name)  # still there
+        for entity in uow.mappings.of_policy(name):
+            # The schedule may have changed: its partitions are scheduled anew.
+            uow.partitions.mark_reschedule(**_entity_filter(entity))
         uow.policies.update(name, _sealed(ctx, policy))
         uow.commit()
     return policy
@@ -464,8 +477,9 @@ def unregister_partition(ctx: ServiceContext, partition_id: str) -> None:
         EntityNotFound: no such partition.
         ConflictError: a job of the partition is accepted or running.
     """
-    with ctx.job_lock, ctx.uow() as uow:
+    with ctx.uow() as uow:
         p = get_partition(uow, partition_id)
+        uow.lock_partition(p.partition_id)
         if uow.jobs.active(p.partition_id):
             raise ConflictError(f"partition {p.partition_id} has a job running; wait for it to end")
         entity = EntityRef("Partition", p.partition_id)

@@ -1,74 +1,275 @@
 """
-Periodic backups: each tick asks for the backups whose schedule is due.
+Periodic backups: each tick accepts the backups that are due, and only those.
 
-A partition is due when its effective policy's schedule has a slot between the
-last scheduled backup (or, before the first one, the moment backup was enabled)
-and now. However many slots were missed while the controller was down, one
-backup is taken and the next slot is counted from now: missed schedules run
-once, not once per slot. Suspended partitions are skipped; a partition that is
-busy with another job is tried again at the next tick.
+Each protected partition keeps ``next_due_at``, its next slot (``core.slots``
+spreads slots over the interval by partition id, anchored where backup was
+enabled). A tick therefore reads what is due through an index, not the fleet:
+
+1. partitions whose protection changed (``reschedule``) get their next slot,
+   or none when nothing is enabled or they are suspended;
+2. due partitions, a batch at a time: one read transaction loads them with the
+   mappings, the policies (parsed once per tick) and their backups; the
+   storages they need are checked outside any transaction (``ensure_repositories``);
+   one write transaction advances each partition's slot *conditionally* on the
+   slot it read (so two schedulers cannot both take it) and inserts the jobs.
+
+However many slots were missed while no controller ran, one backup is taken and
+the next slot is counted from now; a partition overdue by a whole period or more
+(a long outage, a resumed suspension) takes that one backup at its own next slot,
+so the catch-up of a fleet is spread over one period too. A partition busy with
+another job is tried again after ``BUSY_RETRY``; one whose storage is unreachable
+after ``STORAGE_RETRY``, with the reason kept for its health.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from safehold.core.errors import ConflictError, SafeholdError
-from safehold.core.policy import FrequencySchedule, effective_config, next_due
+from safehold.core.errors import SafeholdError
+from safehold.core.policy import BackupPolicy, EffectiveConfig, EntityRef, effective_config
+from safehold.core.slots import period, schedule_key, slot_after, slot_at_or_after
 from safehold.service.context import ServiceContext
-from safehold.service.jobs import request_backup
+from safehold.service.jobs import new_backup_job
 from safehold.service.model import JobRecord, PartitionRecord
 from safehold.service.protection import load_policy
+from safehold.service.storages import ensure_repositories, storage_key
 from safehold.service.uow import UnitOfWork
 
-__all__ = ["due_partitions", "tick"]
+__all__ = ["TickReport", "tick"]
 
 log = logging.getLogger("safehold.scheduler")
 
-
-def _enabled_at(uow: UnitOfWork, p: PartitionRecord, scope: str) -> datetime | None:
-    entity = next(e for e in p.chain() if e.kind == scope)
-    return uow.mappings.enabled_at(entity)
-
-
-def due_partitions(ctx: ServiceContext, now: datetime) -> list[str]:
-    """Return the ids of the partitions whose periodic backup is due at *now*."""
-    due = []
-    with ctx.uow() as uow:
-        mappings = uow.mappings.all()
-        suspended = uow.mappings.suspensions()
-        for p in uow.partitions.list():
-            eff = effective_config(p.chain(), mappings, suspended)
-            if eff.policy_name is None or eff.suspended:
-                continue
-            schedule = load_policy(ctx, uow, eff.policy_name).schedule
-            if p.last_scheduled_at is None and isinstance(schedule, FrequencySchedule):
-                due.append(p.partition_id)  # the first backup starts at once, as in SF
-                continue
-            ref = p.last_scheduled_at or _enabled_at(uow, p, eff.policy_from) or now
-            if next_due(schedule, ref) <= now:
-                due.append(p.partition_id)
-    return due
+BATCH = 1000
+BUSY_RETRY = timedelta(seconds=30)
+STORAGE_RETRY = timedelta(minutes=1)
+SCHEDULED_TIMEOUT = timedelta(minutes=10)
 
 
-def tick(ctx: ServiceContext) -> list[JobRecord]:
-    """Accept the periodic backups that are due now; return the new jobs."""
-    now = ctx.clock()
-    jobs = []
-    for pid in due_partitions(ctx, now):
-        try:
-            jobs.append(request_backup(ctx, pid, scheduled=True))
-        except ConflictError:
-            continue  # busy: try again at the next tick
-        except SafeholdError as exc:
-            # One partition's unreachable storage must not stop the others.
-            log.warning("periodic backup of partition %s not started: %s", pid, exc.message)
+@dataclass
+class TickReport:
+    """What one tick did, for logs and the fleet benchmark."""
+
+    rescheduled: int = 0
+    due: int = 0
+    deferred: int = 0
+    created: int = 0
+    busy: int = 0
+    unreachable: int = 0
+
+
+class _Policies:
+    """The policies of one tick, each read and unsealed once."""
+
+    def __init__(self, ctx: ServiceContext, uow: UnitOfWork) -> None:
+        self._ctx, self._uow = ctx, uow
+        self._parsed: dict[str, BackupPolicy | None] = {}
+
+    def get(self, name: str) -> BackupPolicy | None:
+        if name not in self._parsed:
+            try:
+                self._parsed[name] = load_policy(self._ctx, self._uow, name)
+            except SafeholdError as exc:
+                log.warning("policy %s cannot be used: %s", name, exc.message)
+                self._parsed[name] = None
+        return self._parsed[name]
+
+
+@dataclass
+class _Plan:
+    """A protected partition, its policy, and what its slots are computed from."""
+
+    p: PartitionRecord
+    name: str
+    policy: BackupPolicy
+    anchor: datetime
+
+    @property
+    def key(self) -> str:
+        return schedule_key(self.name, self.policy.schedule, self.anchor)
+
+    def at_or_after(self, ctx: ServiceContext, t: datetime) -> datetime:
+        return slot_at_or_after(
+            self.policy.schedule,
+            t,
+            anchor=self.anchor,
+            partition_id=self.p.partition_id,
+            spread=ctx.schedule_spread,
+        )
+
+    def after(self, ctx: ServiceContext, t: datetime) -> datetime:
+        return slot_after(
+            self.policy.schedule,
+            t,
+            anchor=self.anchor,
+            partition_id=self.p.partition_id,
+            spread=ctx.schedule_spread,
+        )
+
+
+def _protection(
+    uow: UnitOfWork, policies: _Policies, parts: list[PartitionRecord]
+) -> list[tuple[PartitionRecord, _Plan | None]]:
+    """Each partition with what protects it now, or None if nothing does (or it is suspended)."""
+    mappings = uow.mappings.all()
+    suspended = uow.mappings.suspensions()
+    enabled = uow.mappings.enabled_times()
+    out: list[tuple[PartitionRecord, _Plan | None]] = []
+    for p in parts:
+        eff: EffectiveConfig = effective_config(p.chain(), mappings, suspended)
+        policy = None
+        if eff.policy_name is not None and not eff.suspended:
+            policy = policies.get(eff.policy_name)
+        if policy is None or eff.policy_name is None:
+            out.append((p, None))
             continue
-        with ctx.uow() as uow:
-            p = uow.partitions.get(pid)
-            if p is not None:
-                p.last_scheduled_at = now
-                uow.partitions.save(p)
-                uow.commit()
+        level = next(e for e in p.chain() if e.kind == eff.policy_from)
+        anchor = enabled.get(EntityRef(level.kind, level.key)) or p.created_at
+        out.append((p, _Plan(p, eff.policy_name, policy, anchor)))
+    return out
+
+
+def _reschedule(ctx: ServiceContext, report: TickReport) -> bool:
+    """Give the partitions marked ``reschedule`` their next slot; return whether more remain."""
+    with ctx.uow() as uow:
+        parts = uow.partitions.to_reschedule(BATCH)
+        if not parts:
+            return False
+        for p, plan in _protection(uow, _Policies(ctx, uow), parts):
+            if plan is None:
+                uow.partitions.set_schedule(p.partition_id, next_due_at=None, schedule_key=None)
+                continue
+            if plan.key == p.schedule_key and p.next_due_at is not None:
+                due = p.next_due_at  # nothing that decides its slots changed
+            else:
+                # The first slot since backup was enabled, or after the last scheduled
+                # backup: one in the past is due now, as a missed slot is.
+                due = (
+                    plan.at_or_after(ctx, plan.anchor)
+                    if p.last_scheduled_at is None
+                    else plan.after(ctx, p.last_scheduled_at)
+                )
+            uow.partitions.set_schedule(p.partition_id, next_due_at=due, schedule_key=plan.key)
+        uow.commit()
+    report.rescheduled += len(parts)
+    return len(parts) == BATCH
+
+
+def _schedule_due(
+    ctx: ServiceContext, now: datetime, report: TickReport
+) -> tuple[list[JobRecord], bool]:
+    """Accept one batch of due backups; return the new jobs and whether more may be due."""
+    with ctx.uow() as uow:
+        due = uow.partitions.due(now, BATCH)
+        if not due:
+            return [], False
+        plans: list[_Plan] = []
+        for p, plan in _protection(uow, _Policies(ctx, uow), due):
+            if plan is None:
+                uow.partitions.set_schedule(
+                    p.partition_id, next_due_at=None, schedule_key=None, expected_due=p.next_due_at
+                )
+            elif p.next_due_at is not None and now - p.next_due_at >= period(
+                plan.policy.schedule, p.next_due_at
+            ):
+                # Overdue by a whole period: its one catch-up backup goes at its own
+                # next slot, so a fleet's catch-up is spread like its schedule.
+                report.deferred += 1
+                uow.partitions.set_schedule(
+                    p.partition_id,
+                    next_due_at=min(plan.after(ctx, now), now + period(plan.policy.schedule, now)),
+                    schedule_key=plan.key,
+                    expected_due=p.next_due_at,
+                )
+            else:
+                plans.append(plan)
+        history = uow.backups.of_partitions([pl.p.partition_id for pl in plans])
+        uow.commit()
+    report.due += len(due)
+    specs = {storage_key(pl.policy.storage): pl.policy.storage for pl in plans}
+    failed = ensure_repositories(ctx, specs)  # outside any transaction
+    sealed = {k: ctx.secrets.seal_storage(s.to_json()) for k, s in specs.items() if k not in failed}
+    new: list[JobRecord] = []
+    with ctx.uow() as uow:
+        taken: list[_Plan] = []
+        for pl in plans:
+            key = storage_key(pl.policy.storage)
+            if key in failed:
+                report.unreachable += 1
+                if uow.partitions.set_schedule(
+                    pl.p.partition_id,
+                    next_due_at=now + STORAGE_RETRY,
+                    schedule_key=pl.key,
+                    expected_due=pl.p.next_due_at,
+                ):
+                    uow.partitions.record_backup_outcome(
+                        pl.p.partition_id,
+                        state="Failure",
+                        failure=f"SAFEHOLD_E_STORAGE_UNREACHABLE: {failed[key]}",
+                        good_at=None,
+                    )
+                continue
+            if uow.partitions.set_schedule(
+                pl.p.partition_id,
+                next_due_at=pl.after(ctx, now),
+                schedule_key=pl.key,
+                expected_due=pl.p.next_due_at,
+                scheduled_at=now,
+            ):
+                taken.append(pl)
+        # The slots taken above hold the partitions' rows, so no request can
+        # start a job of one of them until this transaction ends.
+        busy = uow.jobs.busy_partitions([pl.p.partition_id for pl in taken])
+        for pl in taken:
+            if pl.p.partition_id in busy:
+                report.busy += 1
+                uow.partitions.set_schedule(
+                    pl.p.partition_id, next_due_at=now + BUSY_RETRY, schedule_key=pl.key
+                )
+                continue
+            new.append(
+                new_backup_job(
+                    ctx,
+                    pl.p,
+                    pl.policy.storage,
+                    pl.policy,
+                    history.get(pl.p.partition_id, []),
+                    now=now,
+                    timeout=SCHEDULED_TIMEOUT,
+                    scheduled=True,
+                    incremental=True,
+                    sealed_storage=sealed[storage_key(pl.policy.storage)],
+                )
+            )
+        uow.jobs.insert_many(new)
+        uow.commit()
+    report.created += len(new)
+    return new, len(due) == BATCH
+
+
+def tick(ctx: ServiceContext, report: TickReport | None = None) -> list[JobRecord]:
+    """
+    Accept the periodic backups that are due now; return the new jobs.
+
+    Run by one controller at a time (the leader); a second one running it by
+    mistake takes no slot twice, since every slot is taken conditionally.
+    """
+    report = report if report is not None else TickReport()
+    now = ctx.clock()
+    while _reschedule(ctx, report):
+        pass
+    jobs: list[JobRecord] = []
+    more = True
+    while more:
+        batch, more = _schedule_due(ctx, now, report)
+        jobs += batch
+    if jobs or report.unreachable:
+        log.info(
+            "tick: %d due, %d backups accepted, %d busy, %d unreachable",
+            report.due,
+            len(jobs),
+            report.busy,
+            report.unreachable,
+        )
     return jobs

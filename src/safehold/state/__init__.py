@@ -22,13 +22,16 @@ This is a top-level layer: it uses ``safehold.core`` and ``safehold.repo`` only.
 from safehold.state._db import Durability
 from safehold.state.backup import BackupCallback, BackupInfo, BackupOption
 from safehold.state.dataloss import DataLossHook, DataLossMode, DataLossReport, RestoreContext
+from safehold.state.dictionary import Dictionary
 from safehold.state.errors import (
     BackupInProgress,
     BackupVetoed,
     InvalidBackup,
     InvalidBackupChain,
+    KeyExists,
     MissingFullBackup,
     NoBackupFound,
+    OperationTimedOut,
     QueueEmpty,
     RestoreSafetyCheckFailed,
     StateError,
@@ -36,10 +39,28 @@ from safehold.state.errors import (
     StoreLocked,
     TransactionError,
 )
+from safehold.state.events import ChangeAction, DictionaryChange
+from safehold.state.manager import CollectionInfo, StateManager
+from safehold.state.queues import Queue
 from safehold.state.restore import RestorePolicy, RestoreResult
+from safehold.state.serializers import (
+    BytesValues,
+    DataclassValues,
+    JsonValues,
+    KeySerializer,
+    PydanticValues,
+    Serializer,
+    StrValues,
+)
 from safehold.state.store import StateStore
-from safehold.state.target import BackupSink, BackupSource, BackupTarget, RepositoryTarget
-from safehold.state.transaction import Dictionary, Queue, Transaction
+from safehold.state.target import (
+    BackupSink,
+    BackupSource,
+    BackupTarget,
+    LazyRepositoryTarget,
+    RepositoryTarget,
+)
+from safehold.state.transaction import ConditionalValue, SnapshotTransaction, Transaction
 
 __all__ = [
     "BackupCallback",
@@ -50,15 +71,27 @@ __all__ = [
     "BackupSource",
     "BackupTarget",
     "BackupVetoed",
+    "BytesValues",
+    "ChangeAction",
+    "CollectionInfo",
+    "ConditionalValue",
     "DataLossHook",
     "DataLossMode",
     "DataLossReport",
+    "DataclassValues",
     "Dictionary",
+    "DictionaryChange",
     "Durability",
     "InvalidBackup",
     "InvalidBackupChain",
+    "JsonValues",
+    "KeyExists",
+    "KeySerializer",
+    "LazyRepositoryTarget",
     "MissingFullBackup",
     "NoBackupFound",
+    "OperationTimedOut",
+    "PydanticValues",
     "Queue",
     "QueueEmpty",
     "RepositoryTarget",
@@ -66,10 +99,14 @@ __all__ = [
     "RestorePolicy",
     "RestoreResult",
     "RestoreSafetyCheckFailed",
+    "Serializer",
+    "SnapshotTransaction",
     "StateError",
+    "StateManager",
     "StateStore",
     "StoreClosed",
     "StoreLocked",
+    "StrValues",
     "Transaction",
     "TransactionError",
 ]

@@ -67,7 +67,7 @@ async def take_backup(
         try:
             # Fix the view and stamp its time on the writer thread, between two
             # commits: the backup then holds exactly the transactions stamped before.
-            time = await writer.call(partial(_fix_view, view))
+            time = await writer.call(partial(writer.between_commits, partial(_fix_view, view)))
             if full:
                 meta = await asyncio.to_thread(write_full, view, tmp)
                 chain, parent, start = str(uuid.uuid4()), None, 0

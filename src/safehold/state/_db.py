@@ -35,10 +35,12 @@ __all__ = [
     "Meta",
     "apply_changes",
     "connect",
+    "connect_reader",
     "create_schema",
     "decode",
     "encode",
     "read_meta",
+    "uri_rw",
     "write_meta",
 ]
 
@@ -121,6 +123,25 @@ def connect(path: Path, *, durability: Durability = "full", wal: bool = True) ->
     # see docs/state.md ("Durability") for why the LSN guarantee needs it.
     conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
     return conn
+
+
+def connect_reader(path: Path) -> sqlite3.Connection:
+    """
+    Open *path* for reading beside the writer (WAL readers never wait for it).
+
+    Autocommit, so that each statement outside ``BEGIN`` reads the latest commit;
+    callers fetch every row (``fetchall``) so that no statement keeps a stale read
+    transaction open. ``query_only`` makes a misplaced write fail loudly.
+    """
+    conn = sqlite3.connect(uri_rw(path), uri=True, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA query_only = 1")
+    return conn
+
+
+def uri_rw(path: Path) -> str:
+    """*path* as a ``mode=rw`` URI: opening it never creates a missing database."""
+    return f"{path.resolve().as_uri()}?mode=rw"
 
 
 def create_schema(conn: sqlite3.Connection, meta: Meta) -> None:

@@ -11,7 +11,9 @@ store, so backups see a consistent state while writers go on:
 - ``backup``: ``store.backup`` (full or incremental as the controller asks; an
   incremental the store cannot take, ``MissingFullBackup``, is taken full);
 - ``restore``: ``store.restore`` of the chosen backup, with ``RestorePolicy.FORCE``
-  (an operator's explicit restore overwrites, as in Service Fabric);
+  (an operator's explicit restore overwrites, as in Service Fabric); a work item
+  whose ``Params`` carry ``restore_time`` (``format_time``, UTC) restores the exact
+  state at that instant instead, as ``store.restore(time=...)`` does;
 - ``dataloss``: ``store.induce_data_loss``, whose hook (or the store's
   auto-restore) runs; with neither, and AutoRestoreOnDataLoss in the partition's
   policy, the latest backup is restored.
@@ -19,8 +21,17 @@ store, so backups see a consistent state while writers go on:
 Every outcome carries the store's epoch and LSN, which the controller keeps for
 the partition. The store writes into its own target, so that target must be the
 repository of the partition's policy storage; the work item's storage is not
-opened here. This module speaks HTTP with httpx itself, because ``safehold.state``
-and ``safehold.agent`` are sibling layers that may not import each other.
+opened here. This module speaks HTTP with httpx itself (all of it in
+``StoreAgent._post``), because ``safehold.state`` and ``safehold.agent`` are
+sibling layers that may not import each other.
+
+``attach(...)`` is the one line that wires a service: it opens the store with a
+backup target on the policy's FileShare path and runs its agent::
+
+    async with attach("/var/lib/orders", partition=ref, controller=url, token=token,
+                      agent_id="orders-1", backup_path="/backups/orders",
+                      password=password) as agent:
+        store = agent.store
 """
 
 from __future__ import annotations
@@ -28,20 +39,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from safehold.core.errors import SafeholdError
-from safehold.core.snapshot import Epoch, format_time
+from safehold.core.snapshot import Epoch, PartitionRef, format_time, parse_time
+from safehold.repo import Repository
 from safehold.state.backup import BackupOption
 from safehold.state.dataloss import DataLossMode
 from safehold.state.errors import MissingFullBackup
 from safehold.state.restore import RestorePolicy
 from safehold.state.store import StateStore
+from safehold.state.target import LazyRepositoryTarget
+from safehold.storage.file import FileStorage
 
-__all__ = ["AgentLinkError", "StoreAgent"]
+__all__ = ["AgentLinkError", "StoreAgent", "attach", "file_share_target"]
 
 log = logging.getLogger("safehold.state.agent")
 
@@ -135,7 +152,14 @@ class StoreAgent:
                 log.warning("store agent %s: %s", self.agent_id, exc.message)
             await asyncio.sleep(self._poll)
 
-    async def _post(self, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+    async def _post(
+        self, path: str, body: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any] | None]:
+        """
+        POST to the agent route *path*; return the status and the JSON body (None: empty).
+
+        The only function here that speaks HTTP.
+        """
         try:
             resp = await self._client.post(f"/safehold/agents/{self.agent_id}{path}", json=body)
         except httpx.HTTPError as exc:
@@ -146,14 +170,16 @@ class StoreAgent:
             except (ValueError, KeyError, TypeError):
                 message = resp.text[:200]
             raise AgentLinkError(f"the controller answered {resp.status_code}: {message}")
-        return resp
+        if resp.status_code == 204 or not resp.content:
+            return resp.status_code, None
+        return resp.status_code, resp.json()
 
     async def run_once(self) -> bool:
         """Claim and run at most one job; return whether there was one."""
-        resp = await self._post("/$/Claim")
-        if resp.status_code == 204:
+        _, claimed = await self._post("/$/Claim")
+        if claimed is None:
             return False
-        item: dict[str, Any] = resp.json()
+        item: dict[str, Any] = claimed
         job_id = str(item["JobId"])
         beater = asyncio.create_task(self._heartbeats(job_id))
         try:
@@ -234,10 +260,22 @@ class StoreAgent:
         }
 
     async def _restore(self, params: dict[str, Any]) -> dict[str, Any]:
-        result = await self.store.restore(
-            backup_id=str(params["snapshot_id"]), policy=RestorePolicy.FORCE
-        )
-        return {"State": "Success", **self._position(), "RestoredLsn": result.lsn}
+        when = params.get("restore_time")
+        if when:
+            # RestorePointTime: the exact state at that instant, as the SDK restores it.
+            result = await self.store.restore(
+                time=parse_time(str(when)), policy=RestorePolicy.FORCE
+            )
+        else:
+            result = await self.store.restore(
+                backup_id=str(params["snapshot_id"]), policy=RestorePolicy.FORCE
+            )
+        return {
+            "State": "Success",
+            **self._position(),
+            "RestoredLsn": result.lsn,
+            "RestoredBackupId": result.backup_id,
+        }
 
     async def _data_loss(self, params: dict[str, Any]) -> dict[str, Any]:
         mode = _MODES.get(str(params.get("mode")))
@@ -256,3 +294,56 @@ class StoreAgent:
             "RestoredLsn": restored.lsn if restored else None,
         }
         return {"State": "Success", **self._position(), "Result": result}
+
+
+def file_share_target(path: str | os.PathLike[str], password: str) -> LazyRepositoryTarget:
+    """
+    The backup target of a FileShare policy storage at *path*, opened at first use.
+
+    The controller creates the repository before the first job that writes to it,
+    which may come after the service starts; until then it lists no backups.
+    """
+    root = Path(path)
+    return LazyRepositoryTarget(
+        str(root),
+        lambda: Repository.open(FileStorage(root), password),
+        (root / "config").exists,
+    )
+
+
+@contextlib.asynccontextmanager
+async def attach(
+    path: str | os.PathLike[str],
+    *,
+    partition: str | PartitionRef,
+    controller: str,
+    token: str,
+    agent_id: str,
+    backup_path: str | os.PathLike[str],
+    password: str,
+    verify: bool | str = True,
+    poll_interval: float = 1.0,
+    heartbeat_interval: float = 5.0,
+    **store_options: Any,
+) -> AsyncIterator[StoreAgent]:
+    """
+    Open the store at *path* and serve it as its partition's agent; yield the agent.
+
+    The store's backups go to *backup_path*, the FileShare path of the partition's
+    backup policy (``file_share_target``); *store_options* go to ``StateStore.open``
+    (``on_data_loss``, ``durability``, ...). On exit the agent stops, then the
+    store closes. ``agent.store`` is the store.
+    """
+    target = file_share_target(backup_path, password)
+    async with StateStore.open(path, partition=partition, target=target, **store_options) as store:
+        agent = StoreAgent(
+            store,
+            controller,
+            token,
+            agent_id=agent_id,
+            verify=verify,
+            poll_interval=poll_interval,
+            heartbeat_interval=heartbeat_interval,
+        )
+        async with agent:
+            yield agent

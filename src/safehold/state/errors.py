@@ -6,6 +6,8 @@ Errors of the state store::
     ├── StoreClosed               exit 1   the store was closed
     ├── TransactionError          exit 2   a transaction was misused (nested, reused after its end)
     ├── QueueEmpty                exit 16  dequeue or peek on an empty queue
+    ├── KeyExists                 exit 11  add of a key that already has a value
+    ├── OperationTimedOut         exit 1   an operation's timeout passed (HTTP 504)
     ├── BackupInProgress          exit 11  a backup or restore of this store is already running
     ├── MissingFullBackup         exit 11  an incremental backup has no full backup to follow
     ├── BackupVetoed              exit 1   the post-backup callback refused the backup
@@ -32,8 +34,10 @@ __all__ = [
     "BackupVetoed",
     "InvalidBackup",
     "InvalidBackupChain",
+    "KeyExists",
     "MissingFullBackup",
     "NoBackupFound",
+    "OperationTimedOut",
     "QueueEmpty",
     "RestoreSafetyCheckFailed",
     "StateError",
@@ -71,6 +75,25 @@ class QueueEmpty(StateError, NotFoundError, LookupError):
     """``dequeue`` or ``peek`` found the queue empty."""
 
     code = "SAFEHOLD_E_QUEUE_EMPTY"
+
+
+class KeyExists(StateError, ConflictError):
+    """``Dictionary.add`` found the key already set (Service Fabric's ``AddAsync`` throws)."""
+
+    code = "SAFEHOLD_E_KEY_EXISTS"
+
+
+class OperationTimedOut(StateError, TimeoutError):
+    """
+    An operation's timeout passed before it could start (Service Fabric's ``TimeoutException``).
+
+    Raised while waiting for the write lock, or for earlier commits to finish; a
+    commit that has started is never abandoned, so nothing of the transaction was
+    committed when this is raised.
+    """
+
+    http_status = 504
+    code = "FABRIC_E_TIMEOUT"
 
 
 class BackupInProgress(StateError, ConflictError):

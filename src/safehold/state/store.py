@@ -1,15 +1,18 @@
 """
 ``StateStore``: one partition's durable, transactional state, with backups built in.
 
-Threads and locks. SQLite calls block, so they run off the event loop: every write,
-and every read inside a transaction, on the store's one writer thread, which owns
-the writer connection; backups and restores read and build on other threads with
-their own connections. Two asyncio locks order the rest:
+Threads and locks. Every write runs on the store's one writer thread, which owns
+the writer connection and commits transactions in groups (``_writer``); point
+reads of a transaction run inline on a reader connection, enumerations and
+snapshots on worker threads with their own connections; backups and restores read
+and build on other threads too. Two asyncio locks order the rest:
 
-- the *write lock*, held by a transaction from start to end: one writer at a time;
+- the *write lock*, held by a write transaction from its start until it is
+  submitted for commit (not until it is durable): one writer at a time;
 - the *maintenance lock*, held by a backup or a restore: one at a time.
 
 Whoever needs both takes maintenance first. A data-loss hook runs holding both.
+Snapshot transactions take neither.
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
+import time as _time
 from collections.abc import AsyncIterator, Generator
 from contextvars import ContextVar
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from safehold.core.errors import UsageError
 from safehold.core.snapshot import Epoch, PartitionRef, Snapshot
@@ -39,13 +45,18 @@ from safehold.state.backup import (
     BackupOption,
 )
 from safehold.state.dataloss import DataLossHook, DataLossMode, DataLossReport, RestoreContext
+from safehold.state.dictionary import Dictionary
 from safehold.state.errors import (
     BackupInProgress,
     NoBackupFound,
+    OperationTimedOut,
     StateError,
     StoreClosed,
     TransactionError,
 )
+from safehold.state.events import ChangeHub
+from safehold.state.manager import StateManager
+from safehold.state.queues import Queue
 from safehold.state.restore import (
     RestorePolicy,
     RestoreResult,
@@ -54,13 +65,16 @@ from safehold.state.restore import (
     partition_backups,
     plan_restore,
 )
+from safehold.state.serializers import KeySerializer, Serializer
 from safehold.state.target import BackupSource, BackupTarget
-from safehold.state.transaction import Dictionary, Queue, Transaction
+from safehold.state.transaction import SnapshotTransaction, Transaction
 
 __all__ = ["StateStore"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 H = TypeVar("H", bound=DataLossHook)
 C = TypeVar("C", bound=BackupCallback)
 
@@ -123,8 +137,9 @@ class StateStore:
         self._in_tx: ContextVar[bool] = ContextVar(f"state-tx-{id(self)}", default=False)
         self._in_hook: ContextVar[bool] = ContextVar(f"state-hook-{id(self)}", default=False)
         self._pending: tuple[str, DataLossMode | None, Path | None] | None = None
-        self._dicts: dict[str, Dictionary] = {}
-        self._queues: dict[str, Queue] = {}
+        self._hub = ChangeHub()
+        self._waiting = 0  # transactions waiting for the write lock
+        self.collections = StateManager(self, self._hub, self.snapshot)
 
     # -- opening and closing -------------------------------------------------------
 
@@ -174,7 +189,9 @@ class StateStore:
             raise UsageError("the store is already open")
         await asyncio.to_thread(self.path.mkdir, parents=True, exist_ok=True)
         self._lock_fd = await asyncio.to_thread(_files.lock_directory, self.path)
-        self._writer = Writer(self.path, self.partition, self._durability, self._truncate)
+        self._writer = Writer(
+            self.path, self.partition, self._durability, self._truncate, self._hub.deliver
+        )
         try:
             await self._attach(None)
             if self._pending is not None and (self._hook is not None or self.auto_restore):
@@ -232,17 +249,34 @@ class StateStore:
         """Whether a data loss was found and its hook has not run yet."""
         return self._pending is not None
 
-    def dictionary(self, name: str) -> Dictionary:
-        """The dictionary called *name* (it exists once a key is set in it)."""
-        if name not in self._dicts:
-            self._dicts[name] = Dictionary(self, name)
-        return self._dicts[name]
+    @overload
+    def dictionary(self, name: str) -> Dictionary[str, Any]: ...
+    @overload
+    def dictionary(self, name: str, *, value: type[V] | Serializer[V]) -> Dictionary[str, V]: ...
+    @overload
+    def dictionary(
+        self, name: str, *, key: type[K] | KeySerializer[K], value: type[V] | Serializer[V]
+    ) -> Dictionary[K, V]: ...
+    @overload
+    def dictionary(self, name: str, *, key: type[K] | KeySerializer[K]) -> Dictionary[K, Any]: ...
 
-    def queue(self, name: str) -> Queue:
-        """The queue called *name* (it exists once a value is enqueued)."""
-        if name not in self._queues:
-            self._queues[name] = Queue(self, name)
-        return self._queues[name]
+    def dictionary(self, name: str, *, key: object = None, value: object = None) -> Any:
+        """
+        The dictionary called *name* (it exists in the state once a key is set in it).
+
+        *key* and *value* give its types (``serializers``): by default ``str`` keys
+        and plain JSON values. The first call for a name fixes them (``manager``).
+        """
+        return self.collections.dictionary(name, key, value)
+
+    @overload
+    def queue(self, name: str) -> Queue[Any]: ...
+    @overload
+    def queue(self, name: str, *, value: type[V] | Serializer[V]) -> Queue[V]: ...
+
+    def queue(self, name: str, *, value: object = None) -> Any:
+        """The queue called *name* (it exists once a value is enqueued); *value* its type."""
+        return self.collections.queue(name, value)
 
     # -- hooks ------------------------------------------------------------------------
 
@@ -259,29 +293,83 @@ class StateStore:
     # -- transactions ---------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
+    async def transaction(self, *, timeout: float | None = None) -> AsyncIterator[Transaction]:
         """
         ``async with store.transaction() as tx:`` commits on normal exit, aborts on error.
 
+        The block runs holding the write lock; on exit the changes join the next
+        group commit, the lock passes on, and the block returns once they are
+        durable (``tx.lsn`` is then set). Cancelled while waiting for that, the
+        commit still happens.
+
+        Args:
+            timeout: seconds to wait for the write lock, and for earlier commits
+                when a read needs them finished; None waits as long as it takes.
+
         Raises:
+            OperationTimedOut: *timeout* passed first; nothing was committed.
             TransactionError: nested in another transaction of this store, or inside
                 the data-loss hook.
         """
         self._not_inside("start a transaction")
+        deadline = None if timeout is None else _time.monotonic() + timeout
         await self._ready()
-        async with self._write_lock:
-            self._live_meta()
-            tx = Transaction(self, self._w().run)
+        self._waiting += 1
+        try:
+            await _acquire(self._write_lock, timeout)
+        finally:
+            self._waiting -= 1
+        committed: asyncio.Future[Any] | None = None
+        try:
+            w = self._w()
+            w.live_meta()
+            tx = Transaction(self, w, deadline)
             token = self._in_tx.set(True)
             try:
                 yield tx
                 changes, enqueues = tx._changes()
                 if changes or enqueues:
-                    w = self._w()
-                    tx.lsn = await w.call(partial(w.commit, changes, enqueues))
+                    committed = w.submit(
+                        changes, enqueues, self._hub.watched, more_coming=self._waiting > 0
+                    )
             finally:
                 tx._close()
                 self._in_tx.reset(token)
+        finally:
+            self._write_lock.release()
+        if committed is not None and not committed.done():
+            tx.lsn = (await asyncio.shield(committed)).lsn
+        else:
+            # Committed at once, or nothing to commit: still give the loop a turn, so
+            # that a task running transactions back to back cannot starve the others.
+            await asyncio.sleep(0)
+            if committed is not None:
+                tx.lsn = committed.result().lsn
+
+    @contextlib.asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[SnapshotTransaction]:
+        """
+        ``async with store.snapshot() as snap:``: a read-only view at the last commit.
+
+        It takes no lock and blocks no writer; it reads the state at ``snap.lsn``
+        (durable commits only) for as long as it is open.
+        """
+        if not (self._in_tx.get() or self._in_hook.get()):
+            await self._ready()
+        w = self._w()
+        gen, conn = w.lease()
+        try:
+            lsn, epoch = await asyncio.to_thread(_begin_snapshot, conn)
+        except BaseException:
+            conn.close()
+            raise
+        snap = SnapshotTransaction(self, conn, lsn, epoch)
+        try:
+            yield snap
+        finally:
+            snap._close()
+            await asyncio.to_thread(_end_snapshot, conn)
+            w.release(gen, conn)
 
     async def truncate_log(self, up_to: int | None = None) -> int:
         """
@@ -359,6 +447,26 @@ class StateStore:
             RestoreSafetyCheckFailed: ``SAFE`` and the store is newer than the backup.
         """
         self._not_inside("restore")
+        self._live_meta()
+        if self._pending is not None and self._hook is None and not self.auto_restore:
+            # No hook will handle the pending loss: this restore does, in the loss's epoch.
+            async with self._maintenance, self._write_lock:
+                if self._pending is not None:
+                    result = await self._restore(
+                        backup_id=backup_id,
+                        lsn=lsn,
+                        time=time,
+                        epoch=epoch,
+                        policy=policy,
+                        source=source,
+                        locked=True,
+                    )
+                    await self._clear_pending()
+                    if self.last_data_loss is not None:
+                        self.last_data_loss = replace(
+                            self.last_data_loss, state_changed=True, restore=result
+                        )
+                    return result
         await self._ready()
         async with self._maintenance:
             return await self._restore(
@@ -389,9 +497,13 @@ class StateStore:
         if policy is RestorePolicy.SAFE and plan.alternative is None and not plan.conditional:
             check_safe(before, plan.epoch, plan.max_lsn)  # refuse before downloading anything
         top = max(p.epoch.data_loss_number for p in (plan, plan.alternative) if p is not None)
-        new_epoch = Epoch(
-            max(before.epoch.data_loss_number, top) + 1, before.epoch.configuration_number
-        )
+        if self._pending is not None and before.tail_epoch is None:
+            # Restoring a loss: the loss already moved the epoch past every backup's
+            # (Service Fabric moves it once); only a foreign source may need more.
+            dl = max(before.epoch.data_loss_number, top + 1)
+        else:
+            dl = max(before.epoch.data_loss_number, top) + 1
+        new_epoch = Epoch(dl, before.epoch.configuration_number)
         w = self._w()
         gen = w.generation + 1
         dest = w.db_path(gen)
@@ -411,10 +523,13 @@ class StateStore:
             async with contextlib.AsyncExitStack() as stack:
                 if not locked:
                     await stack.enter_async_context(self._write_lock)
+                await w.drain()
                 live = self._live_meta()
                 if policy is RestorePolicy.SAFE:
                     check_safe(live, plan.epoch, built.lsn)
                 await w.call(partial(w.swap, gen, new_epoch))
+                w.prune_pool()
+                self._hub.rebuild(built.lsn)
         except BaseException:
             if w.generation != gen:
                 await asyncio.to_thread(remove_db_files, self.path, gen)
@@ -444,6 +559,7 @@ class StateStore:
         self._not_inside("induce a data loss")
         async with self._maintenance, self._write_lock:
             w = self._w()
+            await w.drain()
             current = _files.Current(w.generation, self.partition, self._live_meta().epoch)
             await w.call(w.close_conn)
             await asyncio.to_thread(damage, self.path, current, mode)
@@ -468,6 +584,9 @@ class StateStore:
             self._pending = (loss[0], mode, loss[1])
         w = self._w()
         await w.call(partial(w.open_conn, current.generation))
+        w.prune_pool()
+        if loss is not None:
+            self._hub.rebuild(0)
         if self._pending is not None:
             reason, _, lost = self._pending
             self.last_data_loss = DataLossReport(
@@ -563,6 +682,32 @@ class StateStore:
             raise TransactionError(f"cannot {what} inside a transaction of the same store")
         if self._in_hook.get():
             raise TransactionError(f"cannot {what} inside the data-loss hook")
+
+
+async def _acquire(lock: asyncio.Lock, timeout: float | None) -> None:
+    if timeout is None:
+        await lock.acquire()
+        return
+    try:
+        async with asyncio.timeout(timeout):
+            await lock.acquire()
+    except TimeoutError as exc:
+        raise OperationTimedOut(
+            f"the write lock was not free within {timeout:g} s (a transaction is running)"
+        ) from exc
+
+
+def _begin_snapshot(conn: sqlite3.Connection) -> tuple[int, Epoch]:
+    conn.execute("BEGIN")
+    lsn, dl, cfg = conn.execute(
+        "SELECT lsn, epoch_dl, epoch_cfg FROM meta WHERE id = 1"
+    ).fetchall()[0]
+    return int(lsn), Epoch(int(dl), int(cfg))
+
+
+def _end_snapshot(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 class _Opening:

@@ -8,13 +8,15 @@ store a stream as a snapshot, forget one, list snapshots, and read one back.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from safehold.core.progress import NullProgress, ProgressSink
 from safehold.core.snapshot import Snapshot, SnapshotMeta
 from safehold.repo import Repository, backup_stream, dump
 
-__all__ = ["BackupSink", "BackupSource", "BackupTarget", "RepositoryTarget"]
+__all__ = ["BackupSink", "BackupSource", "BackupTarget", "LazyRepositoryTarget", "RepositoryTarget"]
 
 
 @runtime_checkable
@@ -107,3 +109,56 @@ class RepositoryTarget:
     def fetch(self, snapshot: Snapshot, out: BinaryIO) -> int:
         """Dump the snapshot's one file."""
         return dump(self._repo, snapshot, out)
+
+
+class LazyRepositoryTarget:
+    """
+    A ``BackupTarget`` whose repository is opened at its first use.
+
+    A controller creates a storage's repository before the first job that writes
+    to it, which may come after the service starts; until then the target lists
+    no snapshots. ``attach.open_attached`` builds one for a FileShare path.
+
+    Args:
+        location: where the backups go, for messages (no credentials).
+        open_repo: opens the repository (called once, on a worker thread).
+        exists: whether the repository exists yet (no: ``snapshots`` is empty).
+    """
+
+    def __init__(
+        self, location: str, open_repo: Callable[[], Repository], exists: Callable[[], bool]
+    ) -> None:
+        self._location = location
+        self._open_repo = open_repo
+        self._exists = exists
+        self._target: RepositoryTarget | None = None
+        self._lock = threading.Lock()  # the store calls targets from worker threads
+
+    def _open(self) -> RepositoryTarget:
+        with self._lock:
+            if self._target is None:
+                self._target = RepositoryTarget(self._open_repo())
+            return self._target
+
+    @property
+    def location(self) -> str:
+        """Where the backups go."""
+        return self._location
+
+    def store(self, stream: BinaryIO, *, name: str, meta: SnapshotMeta) -> Snapshot:
+        """Store a backup."""
+        return self._open().store(stream, name=name, meta=meta)
+
+    def forget(self, snapshot_id: str) -> None:
+        """Forget a vetoed backup."""
+        self._open().forget(snapshot_id)
+
+    def snapshots(self) -> list[Snapshot]:
+        """Every snapshot; none while the repository does not exist yet."""
+        if self._target is None and not self._exists():
+            return []
+        return self._open().snapshots()
+
+    def fetch(self, snapshot: Snapshot, out: BinaryIO) -> int:
+        """Read a backup back."""
+        return self._open().fetch(snapshot, out)

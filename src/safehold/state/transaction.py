@@ -1,48 +1,74 @@
 """
-Transactions, and the two kinds of collection they change: dictionaries and queues.
+Transactions: write transactions, read-only snapshot transactions, and how they read.
 
-A transaction holds the store's write lock from its start to its end, so it sees
-the committed state plus its own changes, and nobody else's. Its writes stay in
-memory until commit, which applies them, appends one record to the change log and
-takes the next LSN, all in one SQLite transaction on the writer thread. So a
-transaction costs one hop to the writer thread to commit, plus one per read that
-its own writes do not answer.
+A **write transaction** (``store.transaction()``) holds the store's write lock from
+its start until it ends, so transactions are serialisable: each sees the
+committed state, the changes of the transactions before it that are still being
+made durable (the writer's overlay, see ``_writer``), and its own writes. Its
+writes stay in memory until it ends; then it is submitted to the group commit, the
+lock goes to the next transaction, and ``async with`` returns once its group is
+durable. Point reads run inline on a reader connection; enumerations, counts and
+queue reads first wait until the submitted transactions are in SQLite (``drain``).
 
-Keys are strings; values are anything JSON can hold (``dict``, ``list``, ``str``,
-``int``, ``float``, ``bool``, ``None``; no NaN). A value is encoded when it is
-written, so changing the object afterwards changes nothing stored, and each read
-returns a new object.
+A **snapshot transaction** (``store.snapshot()``) takes no lock: it holds one
+SQLite read transaction on a connection of its own, fixed at the LSN it starts
+at, and reads that state however long it runs, while writers go on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-from safehold.state._db import Changes, decode, encode
-from safehold.state.errors import QueueEmpty, TransactionError
+from safehold.core.snapshot import Epoch
+from safehold.state._db import Changes
+from safehold.state.errors import OperationTimedOut, StateError, TransactionError
 
-__all__ = ["Dictionary", "Queue", "Transaction"]
+__all__ = ["ConditionalValue", "SnapshotTransaction", "Transaction", "check_name"]
 
 T = TypeVar("T")
-_PAGE = 256
+V = TypeVar("V")
+PAGE = 256
 _MAX_NAME = 256
 
 
-class Runner(Protocol):
-    """Runs a function with the writer connection on the writer thread."""
+@dataclass(frozen=True)
+class ConditionalValue(Generic[V]):
+    """
+    Service Fabric's ``ConditionalValue<T>``: a value, or the absence of one.
 
-    def __call__(self, fn: Callable[[sqlite3.Connection], T], /) -> Awaitable[T]:
-        """Run *fn* and return its result."""
-        ...
+    ``has_value`` says which; ``value`` is None when there is none. It is true in a
+    boolean context exactly when it has a value, so ``if (r := await d.try_get(tx, k)):``.
+    """
+
+    has_value: bool
+    value: V | None = None
+
+    def __bool__(self) -> bool:
+        return self.has_value
+
+
+class _Source(Protocol):
+    """What a write transaction reads through: the store's writer (``_writer.Writer``)."""
+
+    overlay: dict[tuple[str, str], tuple[str | None, int]]
+    failures: int
+
+    @property
+    def pending(self) -> bool: ...
+
+    def reader(self) -> sqlite3.Connection: ...
+
+    async def drain(self) -> None: ...
 
 
 @dataclass
-class _QueueState:
+class QueueState:
     """One queue as a transaction sees it, on top of the committed rows."""
 
     cursor: int = 0  # the committed rows with seq <= cursor were dequeued by this transaction
@@ -51,35 +77,24 @@ class _QueueState:
     exhausted: bool = False  # no committed row is left after cursor
 
 
-class Transaction:
-    """
-    A unit of work on one store: ``async with store.transaction() as tx:``.
+class _Base:
+    """What both kinds of transaction share: ownership checks and the per-queue view."""
 
-    Leaving the block normally commits; an exception, or ``abort()``, discards
-    every change. A transaction that changed nothing commits nothing and takes no
-    LSN. After the block, ``lsn`` is the committed LSN (or None), and using the
-    transaction again raises ``TransactionError``.
-    """
+    readonly = False
 
-    def __init__(self, owner: object, run: Runner) -> None:
+    def __init__(self, owner: object) -> None:
         self._owner = owner
-        self._run = run
         self._open = True
         self._aborted = False
         self._dict: dict[tuple[str, str], str | None] = {}
-        self._queues: dict[str, _QueueState] = {}
+        self._queues: dict[str, QueueState] = {}
+        self._lock = asyncio.Lock()  # one read at a time on the transaction's connection
         self.lsn: int | None = None
 
     @property
     def active(self) -> bool:
         """Whether the transaction can still be used."""
         return self._open and not self._aborted
-
-    def abort(self) -> None:
-        """Discard every change; the block then ends without committing."""
-        self._aborted = True
-        self._dict.clear()
-        self._queues.clear()
 
     def _check(self, owner: object) -> None:
         if owner is not self._owner:
@@ -89,18 +104,112 @@ class Transaction:
         if self._aborted:
             raise TransactionError("the transaction was aborted")
 
-    async def _read(self, owner: object, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _writable(self, owner: object) -> None:
         self._check(owner)
-        return await self._run(fn)
+        if self.readonly:
+            raise TransactionError("a snapshot transaction cannot write")
 
-    def _queue(self, name: str) -> _QueueState:
-        return self._queues.setdefault(name, _QueueState())
+    def _queue(self, name: str) -> QueueState:
+        return self._queues.setdefault(name, QueueState())
 
     def _close(self) -> None:
         self._open = False
 
+    def _conn(self) -> sqlite3.Connection:
+        raise NotImplementedError
+
+    async def _settle(self) -> None:
+        """Before a read the overlay cannot answer: make SQLite hold everything visible."""
+
+    async def _text(self, owner: object, name: str, key: str) -> str | None:
+        """The encoded value of *key* as this transaction sees it (None: no value)."""
+        self._check(owner)
+        mine = self._dict.get((name, key), _MISSING)
+        if mine is not _MISSING:
+            return mine
+        return await self._point(_get, name, key)
+
+    async def _point(self, fn: Callable[..., T], *args: object) -> T:
+        """A short read (one row): inline, on the transaction's connection."""
+        if not self._lock.locked():  # no scan of this transaction is using the connection
+            return fn(self._conn(), *args)
+        async with self._lock:
+            return fn(self._conn(), *args)
+
+    async def query(self, owner: object, fn: Callable[..., T], *args: object) -> T:
+        """A read over many rows, on a worker thread, of everything visible settled in SQLite."""
+        self._check(owner)
+        await self._settle()
+        async with self._lock:
+            return await asyncio.to_thread(fn, self._conn(), *args)
+
+    async def head(self, owner: object, fn: Callable[..., T], *args: object) -> T:
+        """A short read after settling (queue heads and counts)."""
+        self._check(owner)
+        await self._settle()
+        return await self._point(fn, *args)
+
+
+_MISSING: str | None = "\0missing"  # an impossible encoded value: JSON never starts with NUL
+
+
+class Transaction(_Base):
+    """
+    A unit of work on one store: ``async with store.transaction() as tx:``.
+
+    Leaving the block normally commits; an exception, or ``abort()``, discards
+    every change. A transaction that changed nothing commits nothing and takes no
+    LSN. After the block, ``lsn`` is the committed LSN (or None), and using the
+    transaction again raises ``TransactionError``.
+    """
+
+    def __init__(self, owner: object, source: _Source, deadline: float | None = None) -> None:
+        super().__init__(owner)
+        self._source = source
+        self._failures = source.failures
+        self._deadline = deadline
+
+    def abort(self) -> None:
+        """Discard every change; the block then ends without committing."""
+        self._aborted = True
+        self._dict.clear()
+        self._queues.clear()
+
+    def _conn(self) -> sqlite3.Connection:
+        return self._source.reader()
+
+    async def _text(self, owner: object, name: str, key: str) -> str | None:
+        self._check(owner)
+        mine = self._dict.get((name, key), _MISSING)
+        if mine is not _MISSING:
+            return mine
+        pending = None  # MUTANT
+        if pending is not None:
+            return pending[0]
+        return await self._point(_get, name, key)
+
+    async def _settle(self) -> None:
+        if not self._source.pending:
+            return
+        if self._deadline is None:
+            await self._source.drain()
+            return
+        try:
+            async with asyncio.timeout(max(0.0, self._deadline - time.monotonic())):
+                await self._source.drain()
+        except TimeoutError as exc:
+            raise OperationTimedOut(
+                "the transaction's timeout passed while earlier commits were finishing"
+            ) from exc
+
     def _changes(self) -> tuple[Changes, list[tuple[str, list[str]]]]:
-        """The changes to commit, and per queue the values to enqueue (seqs come at commit)."""
+        """
+        The changes to commit, and per queue the values to enqueue (seqs come at commit).
+
+        Raises:
+            StateError: a commit before this transaction failed while it ran; it may
+                have read that commit's changes, so it cannot commit.
+        """
         ch = Changes()
         if self._aborted:
             return ch, []
@@ -114,7 +223,31 @@ class Transaction:
             ch.deqs.extend((name, seq) for seq in q.taken)
             if q.pending:
                 enqueues.append((name, list(q.pending)))
+        if (ch or enqueues) and self._source.failures != self._failures:
+            raise StateError("an earlier commit failed while this transaction ran; retry it")
         return ch, enqueues
+
+
+class SnapshotTransaction(_Base):
+    """
+    A read-only view of the store at one LSN: ``async with store.snapshot() as snap:``.
+
+    Pass it wherever a collection's read methods take a transaction (``get``,
+    ``try_get``, ``contains``, ``count``, ``items``, ``keys``, ``values``, ``peek``,
+    ``try_peek``); writes raise ``TransactionError``. It takes no lock, never blocks
+    a writer, and sees exactly the state at ``lsn`` (in ``epoch``) until it ends.
+    """
+
+    readonly = True
+
+    def __init__(self, owner: object, conn: sqlite3.Connection, lsn: int, epoch: Epoch) -> None:
+        super().__init__(owner)
+        self._connection = conn
+        self.lsn = lsn
+        self.epoch = epoch
+
+    def _conn(self) -> sqlite3.Connection:
+        return self._connection
 
 
 def check_name(name: str) -> str:
@@ -129,207 +262,27 @@ def check_name(name: str) -> str:
         raise TypeError(f"a collection name must be a str, not {type(name).__name__}")
     if not name or len(name) > _MAX_NAME:
         raise ValueError(f"a collection name must have 1 to {_MAX_NAME} characters")
-    _check_utf8(name)
+    check_utf8(name)
     return name
 
 
-def _check_key(key: str) -> str:
-    if not isinstance(key, str):
-        raise TypeError(f"a key must be a str, not {type(key).__name__}")
-    _check_utf8(key)
-    return key
-
-
-def _check_utf8(s: str) -> None:
-    # SQLite stores TEXT as UTF-8; a lone surrogate would fail at commit, far from its cause.
+def check_utf8(s: str) -> None:
+    """Refuse a string SQLite cannot store (a lone surrogate would fail far from its cause)."""
     if not s.isascii():
         s.encode("utf-8")
 
 
-class Dictionary:
-    """
-    A transactional mapping from ``str`` keys to JSON values; ``store.dictionary(name)``.
-
-    Iteration (``items``, ``keys``) is in key order (Unicode code point order).
-    """
-
-    def __init__(self, owner: object, name: str) -> None:
-        self._owner = owner
-        self.name = check_name(name)
-
-    def __repr__(self) -> str:
-        return f"Dictionary({self.name!r})"
-
-    async def get(self, tx: Transaction, key: str, default: Any = None) -> Any:
-        """Return the value of *key*, or *default* when there is none."""
-        _check_key(key)
-        tx._check(self._owner)
-        if (self.name, key) in tx._dict:
-            text = tx._dict[(self.name, key)]
-        else:
-            text = await tx._read(self._owner, partial(_get, self.name, key))
-        return default if text is None else decode(text)
-
-    async def set(self, tx: Transaction, key: str, value: Any) -> None:
-        """
-        Set *key* to *value*.
-
-        Raises:
-            TypeError, ValueError: *value* is not JSON-serialisable.
-        """
-        _check_key(key)
-        tx._check(self._owner)
-        tx._dict[(self.name, key)] = encode(value)
-
-    async def delete(self, tx: Transaction, key: str) -> bool:
-        """Remove *key*; return whether it was there."""
-        existed = await self.contains(tx, key)
-        tx._dict[(self.name, key)] = None
-        return existed
-
-    async def contains(self, tx: Transaction, key: str) -> bool:
-        """Whether *key* has a value."""
-        _check_key(key)
-        tx._check(self._owner)
-        if (self.name, key) in tx._dict:
-            return tx._dict[(self.name, key)] is not None
-        return await tx._read(self._owner, partial(_get, self.name, key)) is not None
-
-    async def count(self, tx: Transaction) -> int:
-        """The number of keys."""
-        tx._check(self._owner)
-        mine = {k: v for (n, k), v in tx._dict.items() if n == self.name}
-        committed, present = await tx._read(self._owner, partial(_count, self.name, list(mine)))
-        return committed + sum((v is not None) - (k in present) for k, v in mine.items())
-
-    async def items(self, tx: Transaction) -> AsyncIterator[tuple[str, Any]]:
-        """Yield ``(key, value)`` pairs in key order, as the transaction sees them."""
-        tx._check(self._owner)
-        # This transaction's own writes, as they are now, merged into the committed rows.
-        mine = sorted((k, v) for (n, k), v in tx._dict.items() if n == self.name)
-        i = 0
-        after: str | None = None
-        while True:
-            page = await tx._read(self._owner, partial(_page, self.name, after))
-            for key, text in page:
-                while i < len(mine) and mine[i][0] <= key:
-                    k, v = mine[i]
-                    i += 1
-                    if v is not None:
-                        yield k, decode(v)
-                if i and mine[i - 1][0] == key:
-                    continue  # overwritten or deleted by this transaction
-                yield key, decode(text)
-            if len(page) < _PAGE:
-                break
-            after = page[-1][0]
-        for k, v in mine[i:]:
-            if v is not None:
-                yield k, decode(v)
-
-    async def keys(self, tx: Transaction) -> AsyncIterator[str]:
-        """Yield the keys in order."""
-        async for key, _ in self.items(tx):
-            yield key
+# -- reads; each fetches all its rows, so no statement keeps a read transaction open --
 
 
-class Queue:
-    """A transactional FIFO queue of JSON values; ``store.queue(name)``."""
-
-    def __init__(self, owner: object, name: str) -> None:
-        self._owner = owner
-        self.name = check_name(name)
-
-    def __repr__(self) -> str:
-        return f"Queue({self.name!r})"
-
-    async def enqueue(self, tx: Transaction, value: Any) -> None:
-        """
-        Add *value* at the tail.
-
-        Raises:
-            TypeError, ValueError: *value* is not JSON-serialisable.
-        """
-        tx._check(self._owner)
-        tx._queue(self.name).pending.append(encode(value))
-
-    async def dequeue(self, tx: Transaction) -> Any:
-        """
-        Remove the value at the head and return it.
-
-        Raises:
-            QueueEmpty: the queue is empty.
-        """
-        q = tx._queue(self.name)
-        row = await self._head(tx, q)
-        if row is not None:
-            q.cursor = row[0]
-            q.taken.append(row[0])
-            return decode(row[1])
-        if q.pending:
-            return decode(q.pending.popleft())  # enqueued and dequeued here: no change at all
-        raise QueueEmpty(f"queue {self.name!r} is empty")
-
-    async def peek(self, tx: Transaction) -> Any:
-        """
-        Return the value at the head without removing it.
-
-        Raises:
-            QueueEmpty: the queue is empty.
-        """
-        q = tx._queue(self.name)
-        row = await self._head(tx, q)
-        if row is not None:
-            return decode(row[1])
-        if q.pending:
-            return decode(q.pending[0])
-        raise QueueEmpty(f"queue {self.name!r} is empty")
-
-    async def count(self, tx: Transaction) -> int:
-        """The number of values in the queue."""
-        tx._check(self._owner)
-        q = tx._queue(self.name)
-        committed = 0
-        if not q.exhausted:
-            committed = await tx._read(self._owner, partial(_q_count, self.name, q.cursor))
-        return committed + len(q.pending)
-
-    async def values(self, tx: Transaction) -> AsyncIterator[Any]:
-        """Yield the values from head to tail, without removing them."""
-        tx._check(self._owner)
-        q = tx._queue(self.name)
-        pending = list(q.pending)
-        after = q.cursor
-        while not q.exhausted:
-            page = await tx._read(self._owner, partial(_q_page, self.name, after))
-            for seq, text in page:
-                yield decode(text)
-                after = seq
-            if len(page) < _PAGE:
-                break
-        for text in pending:
-            yield decode(text)
-
-    async def _head(self, tx: Transaction, q: _QueueState) -> tuple[int, str] | None:
-        tx._check(self._owner)
-        if q.exhausted:
-            return None
-        row = await tx._read(self._owner, partial(_q_next, self.name, q.cursor))
-        if row is None:
-            q.exhausted = True
-        return row
+def _get(conn: sqlite3.Connection, name: str, key: str) -> str | None:
+    rows = conn.execute("SELECT value FROM dict WHERE name = ? AND key = ?", (name, key)).fetchall()
+    return str(rows[0][0]) if rows else None
 
 
-# -- reads, run on the writer thread -----------------------------------------------
-
-
-def _get(name: str, key: str, conn: sqlite3.Connection) -> str | None:
-    row = conn.execute("SELECT value FROM dict WHERE name = ? AND key = ?", (name, key)).fetchone()
-    return None if row is None else str(row[0])
-
-
-def _count(name: str, keys: list[str], conn: sqlite3.Connection) -> tuple[int, set[str]]:
-    (n,) = conn.execute("SELECT COUNT(*) FROM dict WHERE name = ?", (name,)).fetchone()
+def count_dict(conn: sqlite3.Connection, name: str, keys: list[str]) -> tuple[int, set[str]]:
+    """How many keys *name* has, and which of *keys* are among them."""
+    (n,) = conn.execute("SELECT COUNT(*) FROM dict WHERE name = ?", (name,)).fetchall()[0]
     present: set[str] = set()
     for i in range(0, len(keys), 500):  # stay under SQLite's limit on bound parameters
         part = keys[i : i + 500]
@@ -337,42 +290,46 @@ def _count(name: str, keys: list[str], conn: sqlite3.Connection) -> tuple[int, s
         rows = conn.execute(
             f"SELECT key FROM dict WHERE name = ? AND key IN ({marks})",  # noqa: S608
             (name, *part),
-        )
+        ).fetchall()
         present.update(r[0] for r in rows)
     return int(n), present
 
 
-def _page(name: str, after: str | None, conn: sqlite3.Connection) -> list[tuple[str, str]]:
+def page_dict(conn: sqlite3.Connection, name: str, after: str | None) -> list[tuple[str, str]]:
+    """The next page of (key, value) of *name* after key *after*, in key order."""
     if after is None:
         rows = conn.execute(
-            "SELECT key, value FROM dict WHERE name = ? ORDER BY key LIMIT ?", (name, _PAGE)
-        )
+            "SELECT key, value FROM dict WHERE name = ? ORDER BY key LIMIT ?", (name, PAGE)
+        ).fetchall()
     else:
         rows = conn.execute(
             "SELECT key, value FROM dict WHERE name = ? AND key > ? ORDER BY key LIMIT ?",
-            (name, after, _PAGE),
-        )
+            (name, after, PAGE),
+        ).fetchall()
     return [(str(k), str(v)) for k, v in rows]
 
 
-def _q_next(name: str, after: int, conn: sqlite3.Connection) -> tuple[int, str] | None:
-    row = conn.execute(
+def queue_next(conn: sqlite3.Connection, name: str, after: int) -> tuple[int, str] | None:
+    """The first (seq, value) of queue *name* after *after*."""
+    rows = conn.execute(
         "SELECT seq, value FROM queue WHERE name = ? AND seq > ? ORDER BY seq LIMIT 1",
         (name, after),
-    ).fetchone()
-    return None if row is None else (int(row[0]), str(row[1]))
+    ).fetchall()
+    return (int(rows[0][0]), str(rows[0][1])) if rows else None
 
 
-def _q_count(name: str, after: int, conn: sqlite3.Connection) -> int:
+def queue_count(conn: sqlite3.Connection, name: str, after: int) -> int:
+    """How many values queue *name* holds after *after*."""
     (n,) = conn.execute(
         "SELECT COUNT(*) FROM queue WHERE name = ? AND seq > ?", (name, after)
-    ).fetchone()
+    ).fetchall()[0]
     return int(n)
 
 
-def _q_page(name: str, after: int, conn: sqlite3.Connection) -> list[tuple[int, str]]:
+def queue_page(conn: sqlite3.Connection, name: str, after: int) -> list[tuple[int, str]]:
+    """The next page of (seq, value) of queue *name* after *after*."""
     rows = conn.execute(
         "SELECT seq, value FROM queue WHERE name = ? AND seq > ? ORDER BY seq LIMIT ?",
-        (name, after, _PAGE),
-    )
+        (name, after, PAGE),
+    ).fetchall()
     return [(int(s), str(v)) for s, v in rows]

@@ -6,8 +6,20 @@ lives in its own module and is reached only through ``storage.registry`` from
 the composition root (``safehold.bootstrap``).
 """
 
-from safehold.storage.base import ObjectInfo, Storage, StorageProperties, validate_name
+from safehold.storage.base import (
+    LOCK_POLICY_NAME,
+    Hold,
+    ImmutableStorage,
+    LockPolicy,
+    ObjectInfo,
+    Storage,
+    StorageProperties,
+    immutable,
+    validate_name,
+)
 from safehold.storage.errors import (
+    ImmutabilityUnsupported,
+    ObjectLocked,
     ObjectNotFound,
     ReadRangeError,
     StorageError,
@@ -18,7 +30,13 @@ from safehold.storage.errors import (
 )
 
 __all__ = [
+    "LOCK_POLICY_NAME",
+    "Hold",
+    "ImmutabilityUnsupported",
+    "ImmutableStorage",
+    "LockPolicy",
     "ObjectInfo",
+    "ObjectLocked",
     "ObjectNotFound",
     "ReadRangeError",
     "Storage",
@@ -28,5 +46,6 @@ __all__ = [
     "StoragePermissionDenied",
     "StorageProperties",
     "StorageUnavailable",
+    "immutable",
     "validate_name",
 ]

@@ -11,8 +11,18 @@ Credentials, in this order: a connection string (the form Service Fabric's
 backup policies hold: ``DefaultEndpointsProtocol=…;AccountName=…;AccountKey=…``),
 an account name with an account key, or an account name with a SAS token.
 
+**Immutability** (``enable_lock``): each blob but lock files is written with
+its own time-based immutability policy (``Locked`` for compliance,
+``Unlocked`` for governance; expiry = now + the policy's days) in the same
+Put Blob, which needs a container with version-level immutability support
+turned on (an account setting, made in the portal or ARM). A legal hold set
+on a blob by an administrator is honoured as a hold. ``enable_lock`` writes
+``lock-policy`` with a policy and reads it back: where the server does not
+keep it (Azurite keeps none), it refuses with ``ImmutabilityUnsupported``.
+
 Errors from the SDK are translated at this edge::
 
+    409 BlobImmutableDueTo…           -> ObjectLocked
     404 ContainerNotFound             -> StorageNotFound
     404 BlobNotFound                  -> ObjectNotFound
     401, 403, bad key or signature    -> StoragePermissionDenied
@@ -24,10 +34,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, NoReturn
 
-from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
+from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential, TokenCredential
 from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
@@ -37,7 +48,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.blob import ContainerClient
+from azure.storage.blob import ContainerClient, ImmutabilityPolicy
 
 from safehold.core.errors import UsageError
 from safehold.storage._shared import (
@@ -50,8 +61,17 @@ from safehold.storage._shared import (
     parse_bucket_url,
     redact_url,
 )
-from safehold.storage.base import ObjectInfo, StorageProperties, validate_name
+from safehold.storage.base import (
+    LOCK_POLICY_NAME,
+    Hold,
+    LockPolicy,
+    ObjectInfo,
+    StorageProperties,
+    validate_name,
+)
 from safehold.storage.errors import (
+    ImmutabilityUnsupported,
+    ObjectLocked,
     ObjectNotFound,
     ReadRangeError,
     StorageError,
@@ -63,6 +83,22 @@ from safehold.storage.errors import (
 __all__ = ["AzureStorage", "from_url"]
 
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_IMMUTABLE_CODES = frozenset({"BlobImmutableDueToPolicy", "BlobImmutableDueToLegalHold"})
+# LockPolicy mode -> Azure's immutability policy mode.
+_AZURE_MODE = {"compliance": "Locked", "governance": "Unlocked"}
+
+
+def _token_client(
+    container: str, credential: TokenCredential, endpoint: str | None, options: dict[str, Any]
+) -> ContainerClient:
+    """A container client that authenticates with an Azure AD token credential."""
+    if not endpoint:
+        raise UsageError("an Azure AD credential needs the blob service URL (endpoint)")
+    url = endpoint.rstrip("/")
+    try:
+        return ContainerClient(url, container, credential=credential, **options)
+    except ValueError:
+        raise UsageError(f"invalid Azure blob endpoint {redact_url(url)}") from None
 
 
 class AzureStorage:
@@ -70,9 +106,11 @@ class AzureStorage:
     A storage in one Azure Blob container, optionally under a prefix.
 
     Give exactly one way to authenticate: *connection_string*, or
-    *account_name* with *account_key* or *sas_token*. *endpoint* overrides the
-    blob endpoint (``https://ACCOUNT.blob.core.windows.net``), for sovereign
-    clouds and the Azurite emulator; a connection string carries its own.
+    *account_name* with *account_key* or *sas_token*, or a *credential*: an
+    Azure AD token credential (azure-identity's, for SF's
+    ``ManagedIdentityAzureBlobStore``) with *endpoint* (the blob service URL).
+    *endpoint* overrides the blob endpoint (``https://ACCOUNT.blob.core.windows.net``),
+    for sovereign clouds and the Azurite emulator; a connection string carries its own.
 
     Raises:
         UsageError: no credentials, two kinds of credentials, or a malformed
@@ -89,6 +127,7 @@ class AzureStorage:
         account_key: str | None = None,
         sas_token: str | None = None,
         endpoint: str | None = None,
+        credential: TokenCredential | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         timeout: float = DEFAULT_TIMEOUT,
         connections: int = 8,
@@ -102,7 +141,12 @@ class AzureStorage:
             "connection_timeout": connect_timeout,
             "read_timeout": timeout,
         }
-        if connection_string is not None:
+        if credential is not None:
+            if connection_string is not None or account_key is not None or sas_token is not None:
+                raise UsageError("give an Azure AD credential or a key, SAS or connection string")
+            self._client = _token_client(container, credential, endpoint, options)
+            account = account_name or self._client.account_name or "?"
+        elif connection_string is not None:
             if account_key is not None or sas_token is not None:
                 raise UsageError("give an Azure connection string or a key or SAS token, not both")
             try:
@@ -123,14 +167,14 @@ class AzureStorage:
                 raise UsageError(
                     f"Azure account {account_name}: give either an account key or a SAS token"
                 )
-            credential: AzureNamedKeyCredential | AzureSasCredential
+            key: AzureNamedKeyCredential | AzureSasCredential
             if account_key is not None:
-                credential = AzureNamedKeyCredential(account_name, account_key)
+                key = AzureNamedKeyCredential(account_name, account_key)
             else:
-                credential = AzureSasCredential((sas_token or "").lstrip("?"))
+                key = AzureSasCredential((sas_token or "").lstrip("?"))
             url = (endpoint or f"https://{account_name}.blob.core.windows.net").rstrip("/")
             try:
-                self._client = ContainerClient(url, container, credential=credential, **options)
+                self._client = ContainerClient(url, container, credential=key, **options)
             except ValueError:
                 raise UsageError(f"invalid Azure blob endpoint {redact_url(url)}") from None
             account = account_name
@@ -138,6 +182,8 @@ class AzureStorage:
         self._props = StorageProperties(
             location=f"{shown} (account {account})", connections=connections
         )
+        self._policy: LockPolicy | None = None
+        self._policy_read = False
 
     @property
     def properties(self) -> StorageProperties:
@@ -170,6 +216,8 @@ class AzureStorage:
             ) from exc
         if isinstance(exc, HttpResponseError):
             status = exc.status_code or 0
+            if status == 409 and _error_code(exc) in _IMMUTABLE_CODES:
+                raise ObjectLocked(f"{what}: the blob is held in {where}{_code(exc)}") from exc
             if status == 404 and _error_code(exc) == "ContainerNotFound":
                 raise StorageNotFound(
                     f"{what}: container {self._container} not found in {where}"
@@ -233,23 +281,124 @@ class AzureStorage:
         return check_range(name, offset, length, data, self._props.location)
 
     def put(self, name: str, data: bytes) -> None:
-        """Upload the blob whole, replacing any blob of that name."""
+        """
+        Upload the blob whole, replacing any blob of that name.
+
+        Under a lock policy a covered blob carries its immutability policy from
+        the same request; replacing a held blob raises ``ObjectLocked`` unless
+        it holds the same bytes already (a retried write).
+        """
         key = self._key(name)
-        with self._translate(name):
-            self._client.upload_blob(key, data, length=len(data), overwrite=True)
+        extra: dict[str, Any] = {}
+        policy = self.lock_policy()
+        if policy is not None and policy.covers(name):
+            extra["immutability_policy"] = _immutability(policy, datetime.now(UTC))
+        try:
+            with self._translate(name):
+                self._client.upload_blob(key, data, length=len(data), overwrite=True, **extra)
+        except ObjectLocked:
+            if self.get(name) != bytes(data):
+                raise
 
     def delete(self, name: str) -> None:
-        """Delete the blob; a missing blob is fine, a missing container is not."""
+        """
+        Delete the blob; a missing blob is fine, a missing container is not.
+
+        A held blob raises ``ObjectLocked``, naming until when it is held.
+        """
         key = self._key(name)
         try:
             with self._translate(name):
                 self._client.delete_blob(key)
         except ObjectNotFound:
             pass
+        except ObjectLocked as exc:
+            hold = self.hold(name)
+            if hold is None:
+                raise
+            where = self._props.location
+            raise ObjectLocked(f"{name}: cannot delete: {hold.describe()} in {where}") from exc
 
     def close(self) -> None:
         """Close the HTTP connections."""
         self._client.close()
+
+    # ImmutableStorage
+    def lock_policy(self) -> LockPolicy | None:
+        """Return the policy recorded in the container (read once)."""
+        if not self._policy_read:
+            try:
+                data: bytes | None = self.get(LOCK_POLICY_NAME)
+            except ObjectNotFound:
+                data = None
+            self._policy = LockPolicy.from_bytes(data) if data is not None else None
+            self._policy_read = True
+        return self._policy
+
+    def enable_lock(self, policy: LockPolicy) -> None:
+        """
+        Record *policy* in a held ``lock-policy`` blob, after checking that holds are kept.
+
+        Raises:
+            ImmutabilityUnsupported: the mode is ``append-only``, or the server
+                accepted the blob without keeping its immutability policy.
+        """
+        if policy.mode not in _AZURE_MODE:
+            raise ImmutabilityUnsupported(
+                f"Azure holds blobs for a period: use compliance or governance "
+                f"({self._props.location})"
+            )
+        self.create()
+        self._policy, self._policy_read = policy, True
+        try:
+            self.put(LOCK_POLICY_NAME, policy.to_bytes())
+            if self.hold(LOCK_POLICY_NAME) is None:
+                self._policy = None
+                self.delete(LOCK_POLICY_NAME)  # not held, so it can go
+                raise ImmutabilityUnsupported(
+                    f"{self._props.location} did not keep the blob's immutability policy: "
+                    "turn on version-level immutability support for the container "
+                    "(the Azurite emulator has none)"
+                )
+        except StorageError:
+            self._policy, self._policy_read = None, False
+            raise
+
+    def hold(self, name: str) -> Hold | None:
+        """Return the immutability policy or legal hold on *name* if it is in force."""
+        key = self._key(name)
+        with self._translate(name):
+            props = self._client.get_blob_client(key).get_blob_properties()
+        if props.has_legal_hold:
+            return Hold(name, "legal-hold", None)
+        policy = props.immutability_policy
+        until = getattr(policy, "expiry_time", None)
+        if until is None:
+            return None
+        until = until if until.tzinfo else until.replace(tzinfo=UTC)
+        if until <= datetime.now(UTC):
+            return None
+        mode = "compliance" if str(policy.policy_mode).lower() == "locked" else "governance"
+        return Hold(name, mode, until.astimezone(UTC))
+
+    def extend_hold(self, name: str, until: datetime) -> None:
+        """Move the blob's immutability expiry to *until* if that is later."""
+        policy = self.lock_policy()
+        if policy is None:
+            raise ImmutabilityUnsupported(f"{name}: {self._props.location} is not locked")
+        current = self.hold(name)
+        if current is not None and (current.until is None or current.until >= until):
+            return
+        with self._translate(name):
+            self._client.get_blob_client(self._key(name)).set_immutability_policy(
+                _immutability(policy, until, period=False)
+            )
+
+
+def _immutability(policy: LockPolicy, at: datetime, *, period: bool = True) -> ImmutabilityPolicy:
+    """The blob immutability policy for *policy*: expiring *at* plus its days, or *at*."""
+    expiry = (policy.until(at) or at) if period else at
+    return ImmutabilityPolicy(expiry_time=expiry, policy_mode=_AZURE_MODE[policy.mode])
 
 
 def _error_code(exc: HttpResponseError) -> str:

@@ -11,6 +11,8 @@ errors::
     ├── StoragePermissionDenied    credentials refused or access denied
     ├── StorageFull                no space left or quota exceeded
     ├── ReadRangeError             fewer bytes than asked for came back
+    ├── ObjectLocked               the object is held (object lock, append-only) (HTTP 409)
+    ├── ImmutabilityUnsupported    the server cannot hold objects as asked
     └── StorageUnavailable         transient: timeout, 5xx, throttling, dropped connection
 
 ``permanent`` tells the retry wrapper whether trying again can help.
@@ -22,6 +24,8 @@ from __future__ import annotations
 from safehold.core.errors import ExitCode, SafeholdError
 
 __all__ = [
+    "ImmutabilityUnsupported",
+    "ObjectLocked",
     "ObjectNotFound",
     "ReadRangeError",
     "StorageError",
@@ -78,3 +82,19 @@ class StorageUnavailable(StorageError):
 
     code = "SAFEHOLD_E_STORAGE_UNAVAILABLE"
     permanent = False
+
+
+class ObjectLocked(StorageError):
+    """
+    The object is held (object lock, legal hold, append-only) and cannot be
+    deleted or replaced now. The message names the object and until when.
+    """
+
+    http_status = 409
+    code = "SAFEHOLD_E_OBJECT_LOCKED"
+
+
+class ImmutabilityUnsupported(StorageError):
+    """The storage or its server cannot hold objects as asked; nothing was promised."""
+
+    code = "SAFEHOLD_E_IMMUTABILITY_UNSUPPORTED"

@@ -16,12 +16,21 @@ resumes after the last name it yielded, so no name is yielded twice.
 The budget bounds the waiting, not a single attempt: each attempt is bounded
 by the backend's request timeouts, so an operation gives up at the latest
 after *budget* plus one timeout.
+
+The budget is also counted across operations: the wrapper remembers since when
+the storage has failed without a single success in between (an outage). An
+operation never waits past the budget counted from the outage's start, so a
+backup whose packs are retried one after another, or eight at a time, fails
+once the storage has been unreachable for the budget, not after a fresh budget
+for each pack. Once an outage has used the budget up, an operation makes one
+attempt (the storage may be back) and fails at once if that fails too.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -81,6 +90,9 @@ class RetryingStorage:
         self._sleep = sleep
         self._clock = clock
         self._rand = rand
+        self._lock = threading.Lock()
+        self._down_since: float | None = None  # start of the current outage, if any
+        self._spent = False  # an operation gave up in this outage: the budget is used up
 
     @property
     def inner(self) -> Storage:
@@ -108,26 +120,50 @@ class RetryingStorage:
         if exc.permanent:
             raise exc
         delay = self._delay(failures)
-        spent = self._clock() - started
-        if spent + delay > self._budget:
+        now = self._clock()
+        with self._lock:
+            if self._down_since is None:
+                self._down_since = now
+            down = now - self._down_since
+            spent = now - started
+            give_up = self._spent or max(spent, down) + delay > self._budget
+            self._spent = self._spent or give_up
+        if give_up:
+            attempts = f"{failures} attempt{'s' if failures > 1 else ''}"
+            if down > spent:  # an earlier operation already spent (most of) the budget
+                raise StorageUnavailable(
+                    f"{exc.message}; gave up: the storage has been unreachable for {down:.1f}s "
+                    f"(retry budget {self._budget:.0f}s; {attempts} for this request)"
+                ) from exc
             raise StorageUnavailable(
-                f"{exc.message}; gave up after {failures} attempt{'s' if failures > 1 else ''} "
-                f"in {spent:.1f}s"
+                f"{exc.message}; gave up after {attempts} in {spent:.1f}s"
             ) from exc
-        _log.warning("%s: %s; retrying in %.1fs (attempt %d)", what, exc.message, delay, failures)
+        # Backends' messages usually name the object already; do not name it twice.
+        msg = exc.message if what in exc.message else f"{what}: {exc.message}"
+        _log.warning("%s; retrying in %.1fs (attempt %d)", msg, delay, failures)
         if self._on_retry is not None:
             self._on_retry(what, failures, delay, exc)
         self._sleep(delay)
+
+    def _up(self) -> None:
+        """Note a success: any outage is over."""
+        if self._down_since is not None:
+            with self._lock:
+                self._down_since = None
+                self._spent = False
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         started = self._clock()
         failures = 0
         while True:
             try:
-                return fn()
+                result = fn()
             except StorageError as exc:
                 failures += 1
                 self._backoff(what, failures, started, exc)
+            else:
+                self._up()
+                return result
 
     def create(self) -> None:
         """Create the container or directory, retrying transient failures."""
@@ -147,11 +183,13 @@ class RetryingStorage:
                 for info in self._inner.list(prefix):
                     if last is not None and info.name <= last:
                         continue
+                    self._up()
                     yield info
                     last = info.name
                     # Progress: the budget is for one stretch of failures.
                     started = self._clock()
                     failures = 0
+                self._up()
                 return
             except StorageError as exc:
                 failures += 1

@@ -12,6 +12,14 @@ under a watchdog: when no progress is made for ``timeout`` seconds, the
 connection is closed under the waiting call, which then fails and is reported
 as ``StorageUnavailable``. The next operation opens a new connection.
 
+**Append-only** (``enable_lock(LockPolicy("append-only"))``): the client
+records the policy in ``lock-policy`` and then never deletes or replaces a
+covered name (lock files stay mutable). Against someone holding the share's
+credential, the server keeps it: Samba's ``vfs objects = worm`` refuses every
+open for writing, deleting or renaming of a file older than
+``worm:grace_period`` seconds. The client cannot see the share's settings, so
+it cannot check them; see docs/storage.md.
+
 Errors are translated at this edge, by NT status::
 
     object or path not found        -> ObjectNotFound (StorageNotFound if the share
@@ -31,6 +39,7 @@ import stat as stat_mod
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit
 
@@ -52,8 +61,17 @@ from safehold.storage._shared import (
     env_value,
     redact_url,
 )
-from safehold.storage.base import ObjectInfo, StorageProperties, validate_name
+from safehold.storage.base import (
+    LOCK_POLICY_NAME,
+    Hold,
+    LockPolicy,
+    ObjectInfo,
+    StorageProperties,
+    validate_name,
+)
 from safehold.storage.errors import (
+    ImmutabilityUnsupported,
+    ObjectLocked,
     ObjectNotFound,
     StorageError,
     StorageFull,
@@ -176,6 +194,8 @@ class SMBStorage:
         shown = f"smb://{hostport}/{share}/{self._path}".rstrip("/")
         # put copies each 4 MiB piece as it sends it, so a caller's buffer will do.
         self._props = StorageProperties(location=shown, connections=connections, accepts_views=True)
+        self._policy: LockPolicy | None = None
+        self._policy_read = False
 
     @property
     def properties(self) -> StorageProperties:
@@ -382,8 +402,21 @@ class SMBStorage:
         return check_range(name, offset, length, b"".join(parts), self._props.location)
 
     def put(self, name: str, data: bytes) -> None:
-        """Write a temporary file next to the name, then rename it over the name."""
+        """
+        Write a temporary file next to the name, then rename it over the name.
+
+        In append-only mode a covered name that exists is never replaced:
+        the same bytes again succeed, other bytes raise ``ObjectLocked``.
+        """
         path = self._unc(name)
+        policy = self.lock_policy()
+        if policy is not None and policy.covers(name) and self._exists(name):
+            if self.get(name) == bytes(data):
+                return
+            raise ObjectLocked(
+                f"{name}: cannot replace: {name} held (append-only) for good "
+                f"in {self._props.location}"
+            )
         parent = path.rpartition("\\")[0]
         if parent not in self._made_dirs:
             self._make_parent(name, parent)
@@ -423,8 +456,17 @@ class SMBStorage:
             pass  # left behind: list skips it, and it is never read
 
     def delete(self, name: str) -> None:
-        """Remove the file; a missing file is fine, a missing share path is not."""
+        """
+        Remove the file; a missing file is fine, a missing share path is not.
+
+        In append-only mode a covered file that exists raises ``ObjectLocked``.
+        """
         path = self._unc(name)
+        hold = self.hold(name)
+        if hold is not None:
+            raise ObjectLocked(
+                f"{name}: cannot delete: {hold.describe()} in {self._props.location}"
+            )
         try:
             with self._operation(name):
                 smbclient.remove(path, **self._kwargs())
@@ -436,6 +478,53 @@ class SMBStorage:
         """Close the connection; the server ends the session with it."""
         # No logoff: it is a round trip that could wait on a dead server forever.
         self._drop_connection()
+
+    # ImmutableStorage
+    def _exists(self, name: str) -> bool:
+        try:
+            self.stat(name)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def lock_policy(self) -> LockPolicy | None:
+        """Return the policy recorded on the share (read once)."""
+        if not self._policy_read:
+            try:
+                data: bytes | None = self.get(LOCK_POLICY_NAME)
+            except ObjectNotFound:
+                data = None
+            self._policy = LockPolicy.from_bytes(data) if data is not None else None
+            self._policy_read = True
+        return self._policy
+
+    def enable_lock(self, policy: LockPolicy) -> None:
+        """
+        Record an append-only policy; the share's ``worm`` module keeps it against others.
+
+        Raises:
+            ImmutabilityUnsupported: the mode is not ``append-only``.
+        """
+        if policy.mode != "append-only":
+            raise ImmutabilityUnsupported(
+                f"an SMB repository can be append-only, not {policy.mode}: {self._props.location}"
+            )
+        self.create()
+        self.put(LOCK_POLICY_NAME, policy.to_bytes())
+        self._policy, self._policy_read = policy, True
+
+    def hold(self, name: str) -> Hold | None:
+        """An existing covered object under an append-only policy is held for good."""
+        validate_name(name)
+        policy = self.lock_policy()
+        if policy is None or not policy.covers(name) or not self._exists(name):
+            return None
+        return Hold(name, policy.mode, None)
+
+    def extend_hold(self, name: str, until: datetime) -> None:
+        """Nothing to do: append-only holds never end."""
+        del until
+        self.stat(name)
 
 
 def _status(exc: BaseException) -> int | None:

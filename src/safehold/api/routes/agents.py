@@ -2,7 +2,10 @@
 Routes the agents call: claim work, heartbeat with progress, complete.
 
 Agents only ever connect out to the controller, so no inbound port is needed
-on their hosts. A claim answers 204 when there is nothing to do.
+on their hosts. The bodies are the typed messages of ``core.work``, which the
+agents import too. A claim answers 204 when there is nothing to do; heartbeats
+and completions may be sent again safely (a repeat of a recorded outcome is
+acknowledged unchanged; a stale attempt gets 409 SAFEHOLD_E_JOB_NOT_RUNNING).
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
+from pydantic import ValidationError
 
 from safehold.api.deps import AgentDep, CtxDep, JsonBody, ReaderDep
 from safehold.core.policy import PolicyError
+from safehold.core.work import ClaimRequest, Heartbeat, Outcome, WorkItem
 from safehold.service import jobs
 
 router = APIRouter(prefix="/safehold/agents", tags=["Agents"])
@@ -30,30 +35,35 @@ def _check_agent_id(agent_id: str) -> str:
     return agent_id
 
 
+def _parse(model: type[Any], body: object, what: str) -> Any:
+    # Validation errors are the service's own 400, in SF's error shape.
+    try:
+        return model.model_validate(body if body is not None else {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "body"
+        raise PolicyError(f"{what}: {where}: {first['msg']}") from None
+
+
 @router.post("/{agent_id}/$/Claim", response_model=None)
-def claim_work(ctx: CtxDep, _p: AgentDep, agent_id: str) -> dict[str, Any] | Response:
+def claim_work(ctx: CtxDep, _p: AgentDep, agent_id: str, body: JsonBody) -> WorkItem | Response:
     """Hand the agent its next job (200 with a work item) or nothing (204)."""
-    item = jobs.claim(ctx, _check_agent_id(agent_id))
+    request = _parse(ClaimRequest, body, "the claim")
+    item = jobs.claim(ctx, _check_agent_id(agent_id), request)
     return Response(status_code=204) if item is None else item
 
 
 @router.post("/{agent_id}/jobs/{job_id}/$/Heartbeat", status_code=204)
 def heartbeat(ctx: CtxDep, _p: AgentDep, agent_id: str, job_id: str, body: JsonBody) -> Response:
-    """The agent is alive; *body* holds its job's progress counters."""
-    jobs.heartbeat(ctx, _check_agent_id(agent_id), job_id, body if isinstance(body, dict) else {})
+    """The agent is alive; *body* is a ``Heartbeat`` with its job's attempt and progress."""
+    beat = _parse(Heartbeat, body, "the heartbeat")
+    jobs.heartbeat(ctx, _check_agent_id(agent_id), job_id, beat)
     return Response(status_code=204)
 
 
 @router.post("/{agent_id}/jobs/{job_id}/$/Complete", status_code=204)
 def complete(ctx: CtxDep, _p: AgentDep, agent_id: str, job_id: str, body: JsonBody) -> Response:
-    """The agent finished the job, with its outcome."""
-    if not isinstance(body, dict) or body.get("State") not in ("Success", "Failure"):
-        raise PolicyError("the outcome must be an object with State Success or Failure")
-    if body["State"] == "Success" and body.get("Snapshot") is not None:
-        snap = body["Snapshot"]
-        if not isinstance(snap, dict) or not all(
-            isinstance(snap.get(k), str) for k in ("Id", "Time")
-        ):
-            raise PolicyError("Snapshot needs Id and Time")
-    jobs.complete(ctx, _check_agent_id(agent_id), job_id, body)
+    """The agent finished the job; *body* is its ``Outcome``."""
+    outcome = _parse(Outcome, body, "the outcome")
+    jobs.complete(ctx, _check_agent_id(agent_id), job_id, outcome)
     return Response(status_code=204)

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
+from safehold.api import sf_render
 from safehold.api.deps import (
     ApiVersionDep,
     CtxDep,
@@ -120,7 +121,7 @@ def _add_routes(kind: str) -> None:
             end=parse_filter_time(end, "EndDateTimeFilter"),
             latest=latest,
         )
-        return page([jobs.backup_info(b) for b in items], token, max_results)
+        return page([sf_render.backup_info(b) for b in items], token, max_results)
 
 
 for _kind in KINDS:

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
+from safehold.api import sf_render
 from safehold.api.deps import (
     ApiVersionDep,
     CtxDep,
@@ -16,6 +17,7 @@ from safehold.api.deps import (
 )
 from safehold.core.policy import PolicyError
 from safehold.service import jobs
+from safehold.service.errors import BackupNotFound, PartitionMismatch
 
 router = APIRouter(prefix="/Partitions/{partition_id}", tags=["PartitionBackupRestore"])
 
@@ -57,8 +59,8 @@ def backup_partition(
 def get_partition_backup_progress(
     ctx: CtxDep, _v: ApiVersionDep, _p: ReaderDep, partition_id: str
 ) -> dict[str, Any]:
-    """Return the latest backup's BackupProgressInfo."""
-    return jobs.backup_progress(ctx, partition_id)
+    """Return the latest backup's BackupProgressInfo (empty before any)."""
+    return sf_render.backup_progress(jobs.latest_job(ctx, partition_id, ["backup"]))
 
 
 @router.post("/$/Restore", status_code=202)
@@ -82,15 +84,22 @@ def restore_partition(
         body = {}
     if not isinstance(body, dict):
         raise PolicyError("the body must be an object with BackupId and BackupLocation")
-    jobs.request_restore(
-        ctx,
-        partition_id,
-        body,
-        timeout_minutes=restore_timeout,
-        latest=latest,
-        at_or_before=parse_filter_time(restore_point, "RestorePointTime"),
-        allow_other_partition=allow_other,
-    )
+    try:
+        jobs.request_restore(
+            ctx,
+            partition_id,
+            body,
+            timeout_minutes=restore_timeout,
+            latest=latest,
+            at_or_before=parse_filter_time(restore_point, "RestorePointTime"),
+            allow_other_partition=allow_other,
+        )
+    except BackupNotFound as exc:
+        if not body.get("BackupId"):
+            raise
+        # SF reads the metadata at BackupLocation and compares its BackupId
+        # (RestorePartitionRequestOperation): an unknown id is 400, not 404.
+        raise PartitionMismatch("BackupId and Backup Locations are mismatch.") from exc
     return Response(status_code=202)
 
 
@@ -99,7 +108,7 @@ def get_partition_restore_progress(
     ctx: CtxDep, _v: ApiVersionDep, _p: ReaderDep, partition_id: str
 ) -> dict[str, Any]:
     """Return the latest restore's RestoreProgressInfo."""
-    return jobs.restore_progress(ctx, partition_id)
+    return sf_render.restore_progress(jobs.latest_job(ctx, partition_id, ["restore"]))
 
 
 @router.post("/$/ReportDataLoss", status_code=202)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from safehold.api.deps import AdminDep, CtxDep, ReaderDep
 from safehold.api.paging import page
 from safehold.api.schemas import HealthPublic, PagedPartitionList, PartitionCreate, PartitionPublic
+from safehold.core.policy import PolicyError
 from safehold.service import health, protection
 
 router = APIRouter(prefix="/safehold", tags=["Partitions"])
@@ -61,9 +62,42 @@ def unregister_partition(ctx: CtxDep, _p: AdminDep, partition_id: str) -> Respon
 
 
 @router.get("/health")
-def list_health(ctx: CtxDep, _p: ReaderDep) -> list[HealthPublic]:
-    """Every partition's backup health: Ok, Warning or Error, with the reason."""
-    return [HealthPublic(**h.to_json()) for h in health.partition_health(ctx)]
+def list_health(
+    ctx: CtxDep,
+    _p: ReaderDep,
+    request: Request,
+    state: Annotated[str | None, Query(alias="HealthState")] = None,
+    max_results: Annotated[int | None, Query(alias="MaxResults")] = None,
+) -> list[HealthPublic]:
+    """
+    Partitions' backup health: Ok, Warning or Error, with the reason; Error, then Warning first.
+
+    ``HealthState`` keeps one state; ``MaxResults`` the first that many. The view
+    is shared by concurrent callers and at most a second old.
+    """
+    view = request.app.state.fleet.get(ctx)
+    items = [h for h in view.partitions if state is None or h.state == state]
+    items.sort(key=lambda h: _SEVERITY.get(h.state, 0), reverse=True)
+    if max_results is not None:
+        if max_results < 0:
+            raise PolicyError("MaxResults must be 0 or more")
+        items = items[: max_results or None]
+    return [HealthPublic.model_construct(**h.to_json()) for h in items]
+
+
+@router.get("/health/summary")
+def health_summary(ctx: CtxDep, _p: ReaderDep, request: Request) -> dict[str, Any]:
+    """How many partitions are Ok, Warning and Error, and the first 100 that are not Ok."""
+    view = request.app.state.fleet.get(ctx)
+    bad = sorted(
+        (h for h in view.partitions if h.state != "Ok"),
+        key=lambda h: _SEVERITY.get(h.state, 0),
+        reverse=True,
+    )
+    return {"Counts": view.counts(), "Unhealthy": [h.to_json() for h in bad[:100]]}
+
+
+_SEVERITY = {"Error": 2, "Warning": 1, "Ok": 0}
 
 
 @router.get("/partitions/{partition_id}/health")

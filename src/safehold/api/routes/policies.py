@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
+from safehold.api import sf_render
 from safehold.api.deps import (
     AdminDep,
     ApiVersionDep,
@@ -104,4 +105,4 @@ def get_backups_from_backup_location(
         end=parse_filter_time(body.get("EndDateTimeFilter"), "EndDateTimeFilter"),
         latest=bool(body.get("Latest", False)),
     )
-    return page([jobs.backup_info(b) for b in items], token, max_results)
+    return page([sf_render.backup_info(b) for b in items], token, max_results)

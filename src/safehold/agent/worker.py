@@ -11,8 +11,10 @@ Sources:
   ``command:CMD`` gets the content on its stdin, ``file:PATH`` gets it written
   (atomically), ``dir:PATH`` gets a file ``PATH/dump``.
 
-``execute`` never raises for a job's own failure: it returns the outcome
-(``{"State": "Failure", "Error": {...}}``) to be reported to the controller.
+``execute`` never raises for a job's own failure: it returns the ``Outcome``
+to be reported to the controller. A job of a kind this agent does not know is
+refused with ``SAFEHOLD_E_UNKNOWN_JOB_KIND``: nothing is done, and nothing is
+ever deleted on a guess.
 """
 
 from __future__ import annotations
@@ -27,14 +29,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from pydantic import ValidationError
+
 from safehold.core.errors import SafeholdError
 from safehold.core.policy import parse_storage
 from safehold.core.progress import ProgressSink
 from safehold.core.retention_basic import BackupItem, apply_basic_retention
 from safehold.core.snapshot import Epoch, PartitionRef, Snapshot, SnapshotMeta, format_time
+from safehold.core.work import Outcome, SnapshotRef, WorkItem
 from safehold.service.engine import BackupEngine, StorageOpener
 
-__all__ = ["execute"]
+__all__ = ["KINDS", "execute"]
+
+#: The job kinds this agent runs.
+KINDS = ("backup", "restore", "clean")
 
 log = logging.getLogger("safehold.agent")
 
@@ -47,27 +55,27 @@ class SourceError(SafeholdError):
     code = "SAFEHOLD_E_SOURCE"
 
 
-def _meta(item: dict[str, Any], now: datetime) -> SnapshotMeta:
-    part = item["Partition"]
-    params = item["Params"]
-    incremental = params["backup_type"] == "Incremental"
+def _meta(item: WorkItem, now: datetime) -> SnapshotMeta:
+    part = item.Partition
+    params = item.backup()
+    incremental = params.backup_type == "Incremental"
     return SnapshotMeta(
-        host=f"partition-{part['PartitionId']}",
+        host=f"partition-{part.PartitionId}",
         tags=("safehold-service",),
-        partition=PartitionRef(part["ApplicationName"], part["ServiceName"], part["PartitionId"]),
+        partition=PartitionRef(part.ApplicationName, part.ServiceName, part.PartitionId),
         backup_type="incremental" if incremental else "full",
-        parent=params["parent_snapshot"] if incremental else None,
-        chain_id=params["chain_snapshot"] if incremental else None,
-        epoch=Epoch(*params["epoch"]),
-        lsn=params["lsn"],
+        parent=params.parent_snapshot if incremental else None,
+        chain_id=params.chain_snapshot if incremental else None,
+        epoch=Epoch(*params.epoch),
+        lsn=params.lsn,
         time=now,
     )
 
 
 def _backup(
-    item: dict[str, Any], engine: BackupEngine, storage: Any, progress: ProgressSink, now: datetime
+    item: WorkItem, engine: BackupEngine, storage: Any, progress: ProgressSink, now: datetime
 ) -> Snapshot:
-    source: str = item["Partition"]["Source"]
+    source = item.Partition.Source
     meta = _meta(item, now)
     if source.startswith("dir:"):
         path = Path(source[4:])
@@ -93,13 +101,11 @@ def _backup(
     return snap
 
 
-def _retention(
-    item: dict[str, Any], engine: BackupEngine, storage: Any, now: datetime
-) -> list[str]:
-    rule = item["Params"].get("retention")
-    if not rule:
+def _retention(item: WorkItem, engine: BackupEngine, storage: Any, now: datetime) -> list[str]:
+    rule = item.backup().retention
+    if rule is None:
         return []
-    pid = item["Partition"]["PartitionId"]
+    pid = item.Partition.PartitionId
     mine = [s for s in engine.snapshots(storage) if s.partition and s.partition.partition_id == pid]
     items = [
         BackupItem(
@@ -111,7 +117,7 @@ def _retention(
         for s in mine
     ]
     decision = apply_basic_retention(
-        items, duration=timedelta(hours=rule["hours"]), minimum=rule["minimum"], now=now
+        items, duration=timedelta(hours=rule.hours), minimum=rule.minimum, now=now
     )
     engine.forget(storage, decision.remove)
     return decision.remove
@@ -128,13 +134,11 @@ def _swap_in(restored: Path, target: Path) -> None:
         shutil.rmtree(old)
 
 
-def _restore(
-    item: dict[str, Any], engine: BackupEngine, storage: Any, progress: ProgressSink
-) -> None:
-    part = item["Partition"]
-    snapshot_id: str = item["Params"]["snapshot_id"]
-    source: str = part["Source"]
-    target: str | None = part.get("RestoreTo")
+def _restore(item: WorkItem, engine: BackupEngine, storage: Any, progress: ProgressSink) -> None:
+    part = item.Partition
+    snapshot_id = item.restore().snapshot_id
+    source = part.Source
+    target = part.RestoreTo
     if source.startswith("dir:") and (target is None or target.startswith("dir:")):
         dest = Path((target or source)[4:])
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -178,8 +182,8 @@ def _restore(
         raise
 
 
-def _clean(item: dict[str, Any], engine: BackupEngine, storage: Any) -> list[str]:
-    pid = item["Partition"]["PartitionId"]
+def _clean(item: WorkItem, engine: BackupEngine, storage: Any) -> list[str]:
+    pid = item.Partition.PartitionId
     ids = [
         s.id for s in engine.snapshots(storage) if s.partition and s.partition.partition_id == pid
     ]
@@ -188,58 +192,63 @@ def _clean(item: dict[str, Any], engine: BackupEngine, storage: Any) -> list[str
 
 
 def execute(
-    item: dict[str, Any],
+    item: WorkItem,
     *,
     engine: BackupEngine,
     open_storage: StorageOpener,
     progress: ProgressSink,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-) -> dict[str, Any]:
-    """Run one work item; return the outcome to report."""
+) -> Outcome:
+    """Run one work item; return the outcome to report (stamped with the item's attempt)."""
+    if item.Kind not in KINDS:
+        return Outcome.refused(item.Kind, attempt=item.Attempt)
     try:
-        storage = open_storage(parse_storage(item["Storage"]))
-        try:
-            kind = item["Kind"]
-            if kind == "backup":
-                snap = _backup(item, engine, storage, progress, clock())
-                removed = _retention(item, engine, storage, clock())
-                return {
-                    "State": "Success",
-                    "Snapshot": {
-                        "Id": snap.id,
-                        "Time": format_time(snap.time),
-                        "Size": snap.sizes.logical,
-                    },
-                    "Removed": removed,
-                }
-            if kind == "restore":
-                _restore(item, engine, storage, progress)
-                return {"State": "Success"}
-            return {"State": "Success", "Removed": _clean(item, engine, storage)}
-        finally:
-            storage.close()
+        outcome = _run(item, engine, open_storage, progress, clock)
     except SafeholdError as exc:
-        return {"State": "Failure", "Error": {"Code": exc.code, "Message": exc.message}}
+        outcome = Outcome.failure(exc.code, exc.message)
+    except ValidationError as exc:
+        # A work item this agent cannot read (a newer controller's, say): refused.
+        fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors(include_input=False))
+        outcome = Outcome.failure("E_INVALIDARG", f"malformed {item.Kind} work item: {fields}")
     except OSError as exc:
-        return {
-            "State": "Failure",
-            "Error": {
-                "Code": "FABRIC_E_BACKUPCOPIER_UNEXPECTED_ERROR",
-                "Message": f"{exc.strerror}: {exc.filename}",
-            },
-        }
+        outcome = Outcome.failure(
+            "FABRIC_E_BACKUPCOPIER_UNEXPECTED_ERROR", f"{exc.strerror}: {exc.filename}"
+        )
     except Exception as exc:
-        return _unexpected(exc)
+        outcome = _unexpected(exc)
+    return outcome.with_attempt(item.Attempt)
 
 
-def _unexpected(exc: BaseException) -> dict[str, Any]:
+def _run(
+    item: WorkItem,
+    engine: BackupEngine,
+    open_storage: StorageOpener,
+    progress: ProgressSink,
+    clock: Callable[[], datetime],
+) -> Outcome:
+    if item.Storage is None:
+        raise SourceError(f"the {item.Kind} job names no storage")
+    storage = open_storage(parse_storage(item.Storage))
+    try:
+        if item.Kind == "backup":
+            snap = _backup(item, engine, storage, progress, clock())
+            removed = _retention(item, engine, storage, clock())
+            ref = SnapshotRef(Id=snap.id, Time=format_time(snap.time), Size=snap.sizes.logical)
+            return Outcome(State="Success", Snapshot=ref, Removed=removed)
+        if item.Kind == "restore":
+            _restore(item, engine, storage, progress)
+            return Outcome(State="Success")
+        if item.Kind == "clean":
+            return Outcome(State="Success", Removed=_clean(item, engine, storage))
+        return Outcome.refused(item.Kind)  # pragma: no cover - KINDS is checked first
+    finally:
+        storage.close()
+
+
+def _unexpected(exc: BaseException) -> Outcome:
     # The message of an unexpected exception could quote anything; only its type
     # goes to the controller, the traceback to the agent's log.
     log.exception("unexpected error in a job", exc_info=exc)
-    return {
-        "State": "Failure",
-        "Error": {
-            "Code": "E_UNEXPECTED",
-            "Message": f"unexpected {type(exc).__name__} in the agent; see the agent's log",
-        },
-    }
+    return Outcome.failure(
+        "E_UNEXPECTED", f"unexpected {type(exc).__name__} in the agent; see the agent's log"
+    )

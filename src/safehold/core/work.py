@@ -1,0 +1,222 @@
+"""
+The controller–agent protocol: the messages both sides import, defined once.
+
+An agent claims a ``WorkItem``, sends heartbeats with progress, and reports an
+``Outcome``. Field names are the wire names (JSON over HTTP, or the same objects
+in-process for the embedded agent). Every message tolerates unknown fields, so a
+newer controller and an older agent can still talk; an agent that receives a
+``Kind`` it does not know refuses the job (``Outcome.refused``) and never guesses.
+
+Fencing: each claim of a job gets a new ``Attempt`` number. Heartbeats and the
+outcome carry it back, and the controller applies them only while the job is
+still on that attempt, so a stale agent cannot overwrite a newer result. Sending
+the same outcome twice is harmless: the second one is acknowledged unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "JOB_KINDS",
+    "BackupParams",
+    "ClaimRequest",
+    "ControllerLink",
+    "DataLossParams",
+    "ErrorInfo",
+    "Heartbeat",
+    "Outcome",
+    "PartitionInfo",
+    "RestoreParams",
+    "RetentionRule",
+    "SnapshotRef",
+    "WorkItem",
+]
+
+JobKind = Literal["backup", "restore", "clean", "dataloss"]
+#: The job kinds this version of the protocol defines.
+JOB_KINDS: tuple[str, ...] = ("backup", "restore", "clean", "dataloss")
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class PartitionInfo(_Message):
+    """The partition a job is for, as its agent needs it."""
+
+    PartitionId: str
+    ApplicationName: str
+    ServiceName: str
+    Source: str
+    RestoreTo: str | None = None
+
+
+class RetentionRule(_Message):
+    """SF's Basic retention, applied by the agent after a backup."""
+
+    hours: int
+    minimum: int
+
+
+class BackupParams(_Message):
+    """What a backup job needs beyond the partition and storage."""
+
+    backup_type: Literal["Full", "Incremental"] = "Full"
+    parent_snapshot: str | None = None
+    parent_id: str | None = None
+    chain_id: str | None = None
+    chain_snapshot: str | None = None
+    epoch: tuple[int, int] = (0, 0)
+    lsn: int = 0
+    retention: RetentionRule | None = None
+
+
+class RestoreParams(_Message):
+    """Which snapshot a restore job writes back."""
+
+    snapshot_id: str
+    backup_id: str = ""
+    epoch: tuple[int, int] = (0, 0)
+    lsn: int = 0
+    point_in_time: str | None = None
+
+
+class DataLossParams(_Message):
+    """An induced data loss (SF's StartDataLoss) of a ``state:`` partition."""
+
+    mode: str
+    auto_restore: bool = False
+    epoch: tuple[int, int] = (0, 0)
+    lsn: int = 0
+
+
+class WorkItem(_Message):
+    """
+    One job handed to an agent.
+
+    ``Storage`` is the storage description with its secrets open: work items go
+    only to agent-role callers over authenticated HTTP(S). ``Params`` depends on
+    ``Kind``; read it with ``backup()``, ``restore()`` or ``data_loss()``.
+    """
+
+    JobId: str
+    Kind: str
+    Attempt: int = 0
+    Deadline: str
+    Partition: PartitionInfo
+    Storage: dict[str, Any] | None = None
+    Params: dict[str, Any] = Field(default_factory=dict)
+
+    def backup(self) -> BackupParams:
+        """The parameters of a backup job."""
+        return BackupParams.model_validate(self.Params)
+
+    def restore(self) -> RestoreParams:
+        """The parameters of a restore job."""
+        return RestoreParams.model_validate(self.Params)
+
+    def data_loss(self) -> DataLossParams:
+        """The parameters of a data-loss job."""
+        return DataLossParams.model_validate(self.Params)
+
+
+class ClaimRequest(_Message):
+    """
+    What an agent says when it asks for work.
+
+    ``Incarnation`` identifies this run of the agent: when it changes, the jobs
+    the agent's earlier run held fail at once. ``Kinds`` lists the job kinds the
+    agent can run; the controller hands it no other.
+    """
+
+    Incarnation: str | None = None
+    Kinds: list[str] | None = None
+
+
+class SnapshotRef(_Message):
+    """The snapshot a backup stored."""
+
+    Id: str
+    Time: str
+    Size: int = 0
+
+
+class ErrorInfo(_Message):
+    """Why a job failed (SF's ``FabricErrorError`` shape)."""
+
+    Code: str
+    Message: str = ""
+
+
+class Heartbeat(_Message):
+    """An agent is alive; its job's progress counters."""
+
+    Attempt: int | None = None
+    Progress: dict[str, int | str | None] = Field(default_factory=dict)
+
+
+class Outcome(_Message):
+    """
+    How a job ended, as its agent reports it.
+
+    A successful backup carries ``Snapshot`` and the snapshot ids retention
+    ``Removed``. A ``state:`` partition's agent also reports its ``Epoch`` and
+    ``Lsn`` (and for backups ``BackupType`` and ``ParentSnapshot``), which the
+    controller keeps as the truth. A data loss carries its ``Result``.
+    """
+
+    State: Literal["Success", "Failure"]
+    Attempt: int | None = None
+    Snapshot: SnapshotRef | None = None
+    Removed: list[str] = Field(default_factory=list)
+    Error: ErrorInfo | None = None
+    Epoch: list[int] | None = None
+    Lsn: int | None = None
+    BackupType: Literal["Full", "Incremental"] | None = None
+    ParentSnapshot: str | None = None
+    RestoredLsn: int | None = None
+    Result: dict[str, Any] | None = None
+
+    @classmethod
+    def failure(cls, code: str, message: str, *, attempt: int | None = None) -> Outcome:
+        """A failed job."""
+        return cls(State="Failure", Error=ErrorInfo(Code=code, Message=message), Attempt=attempt)
+
+    @classmethod
+    def refused(cls, kind: str, *, attempt: int | None = None) -> Outcome:
+        """A job of a kind this agent does not know: refused, nothing done."""
+        return cls.failure(
+            "SAFEHOLD_E_UNKNOWN_JOB_KIND",
+            f"this agent does not know {kind!r} jobs and did nothing; upgrade the agent",
+            attempt=attempt,
+        )
+
+    def with_attempt(self, attempt: int) -> Outcome:
+        """This outcome, stamped with the attempt it reports on."""
+        return self.model_copy(update={"Attempt": attempt})
+
+
+class ControllerLink(Protocol):
+    """
+    **Protocol**: the calls an agent makes to its controller.
+
+    Implemented over HTTP(S) by ``safehold.client`` and in-process for the
+    embedded agent. Each call may be repeated safely.
+    """
+
+    agent_id: str
+
+    def claim(self, request: ClaimRequest) -> WorkItem | None:
+        """Return the next work item, or ``None`` when there is nothing to do."""
+        ...
+
+    def heartbeat(self, job_id: str, beat: Heartbeat) -> None:
+        """Say the agent is alive and how far its job got."""
+        ...
+
+    def complete(self, job_id: str, outcome: Outcome) -> None:
+        """Report a job's outcome."""
+        ...

@@ -1,0 +1,381 @@
+"""
+Requests for jobs: on-demand backups, restores, clean-ups and data-loss restores.
+
+A request becomes an ``Accepted`` job in one short catalog transaction that
+locks the partition's row, so that two controllers cannot both start a job of
+the same partition. Whatever touches a storage (creating its repository, or
+finding a backup in it) runs before that transaction, never inside it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from safehold.core.policy import BackupPolicy, EntityRef, PolicyError, StorageSpec, parse_storage
+from safehold.service.context import ServiceContext
+from safehold.service.errors import (
+    BackupInProgress,
+    BackupNotEnabled,
+    BackupNotFound,
+    PartitionMismatch,
+    RestoreInProgress,
+)
+from safehold.service.jobs.listing import backups_in_storage
+from safehold.service.model import BackupRecord, JobRecord, PartitionRecord
+from safehold.service.protection import effective_for, get_partition, load_policy
+from safehold.service.storages import ensure_repository, storage_key
+from safehold.service.uow import UnitOfWork
+
+__all__ = [
+    "disable_backup_and_clean",
+    "new_backup_job",
+    "refuse_if_busy",
+    "report_data_loss",
+    "request_backup",
+    "request_clean",
+    "request_restore",
+]
+
+MAX_TIMEOUT_MINUTES = 7 * 24 * 60
+
+
+def _check_timeout(minutes: int, name: str) -> timedelta:
+    if not 1 <= minutes <= MAX_TIMEOUT_MINUTES:
+        raise PolicyError(
+            f"{name} must be between 1 and {MAX_TIMEOUT_MINUTES} minutes, not {minutes}"
+        )
+    return timedelta(minutes=minutes)
+
+
+def effective_policy(
+    ctx: ServiceContext, uow: UnitOfWork, p: PartitionRecord
+) -> BackupPolicy | None:
+    """The policy that applies to partition *p*, with its secrets open, or None."""
+    eff = effective_for(uow, EntityRef("Partition", p.partition_id))
+    return None if eff.policy_name is None else load_policy(ctx, uow, eff.policy_name)
+
+
+def refuse_if_busy(uow: UnitOfWork, partition_id: str) -> None:
+    """Raise if the partition has a job accepted or running (one at a time)."""
+    for job in uow.jobs.active(partition_id):
+        if job.kind in ("restore", "dataloss"):
+            what = "a restore" if job.kind == "restore" else "an induced data loss"
+            raise RestoreInProgress(f"{what} of partition {partition_id} is already {job.state}")
+        raise BackupInProgress(f"a backup of partition {partition_id} is already {job.state}")
+
+
+def next_in_chain(
+    backups: list[BackupRecord], p: PartitionRecord, storage: StorageSpec, max_incremental: int
+) -> tuple[str, BackupRecord | None]:
+    """Return ("Full", None) or ("Incremental", parent) for the next periodic backup."""
+    key = storage_key(storage)
+    mine = [b for b in backups if storage_key(b.storage) == key]
+    if not mine or mine[-1].epoch != p.epoch:
+        return "Full", None
+    last = mine[-1]
+    in_chain = sum(1 for b in mine if b.chain_id == last.chain_id)
+    if in_chain > max_incremental:
+        return "Full", None
+    return "Incremental", last
+
+
+def new_backup_job(
+    ctx: ServiceContext,
+    p: PartitionRecord,
+    storage: StorageSpec,
+    policy: BackupPolicy | None,
+    backups: list[BackupRecord],
+    *,
+    now: datetime,
+    timeout: timedelta,
+    scheduled: bool,
+    incremental: bool,
+    sealed_storage: dict[str, Any] | None = None,
+) -> JobRecord:
+    """
+    Build (not store) an ``Accepted`` backup job of partition *p*.
+
+    *backups* are the partition's catalogued backups, oldest first; they decide
+    whether the backup continues a chain. *sealed_storage* saves sealing the
+    same storage again for each job of a batch.
+    """
+    kind, parent = "Full", None
+    if (scheduled or incremental) and policy is not None:
+        kind, parent = next_in_chain(backups, p, storage, policy.max_incremental_backups)
+    retention = None
+    if (
+        policy is not None
+        and policy.retention
+        and storage_key(storage) == storage_key(policy.storage)
+    ):
+        retention = {
+            "hours": int(policy.retention.duration.total_seconds() // 3600),
+            "minimum": policy.retention.minimum,
+        }
+    return JobRecord(
+        id=str(uuid.uuid4()),
+        partition_id=p.partition_id,
+        kind="backup",
+        state="Accepted",
+        scheduled=scheduled,
+        created_at=now,
+        deadline=now + timeout,
+        params={
+            "storage": sealed_storage or ctx.secrets.seal_storage(storage.to_json()),
+            "backup_type": kind,
+            "parent_snapshot": parent.snapshot_id if parent else None,
+            "parent_id": parent.backup_id if parent else None,
+            "chain_id": parent.chain_id if parent else None,
+            "chain_snapshot": uuid.UUID(parent.chain_id).hex if parent else None,
+            "epoch": [p.epoch.data_loss_number, p.epoch.configuration_number],
+            "lsn": p.lsn + 1,
+            "retention": retention,
+        },
+    )
+
+
+def request_backup(
+    ctx: ServiceContext,
+    partition_id: str,
+    *,
+    storage_doc: object | None = None,
+    timeout_minutes: int = 10,
+    incremental: bool = False,
+) -> JobRecord:
+    """
+    Accept an on-demand backup of one partition.
+
+    The storage is *storage_doc* or the effective policy's. On-demand backups are
+    full unless *incremental* (safehold's own ``BackupType=Incremental``), which
+    continues the chain until MaxIncrementalBackups.
+
+    Raises:
+        EntityNotFound, BackupNotEnabled, BackupInProgress, RestoreInProgress,
+        PolicyError, StorageError (the storage cannot be reached).
+    """
+    timeout = _check_timeout(timeout_minutes, "BackupTimeout")
+    explicit = parse_storage(storage_doc, "BackupStorage") if storage_doc is not None else None
+    with ctx.uow() as uow:
+        p = get_partition(uow, partition_id)
+        policy = effective_policy(ctx, uow, p)
+        refuse_if_busy(uow, p.partition_id)
+    storage = explicit or (policy.storage if policy else None)
+    if storage is None:
+        raise BackupNotEnabled(
+            f"partition {p.partition_id} has no backup policy: enable one or give BackupStorage"
+        )
+    ensure_repository(ctx, storage)  # outside the transaction: it may wait on the storage
+    with ctx.uow() as uow:
+        uow.lock_partition(p.partition_id)
+        p = get_partition(uow, partition_id)
+        refuse_if_busy(uow, p.partition_id)
+        backups = uow.backups.list(partition_id=p.partition_id) if incremental else []
+        job = new_backup_job(
+            ctx,
+            p,
+            storage,
+            policy,
+            backups,
+            now=ctx.clock(),
+            timeout=timeout,
+            scheduled=False,
+            incremental=incremental,
+        )
+        uow.jobs.save(job)
+        uow.commit()
+    return job
+
+
+def request_restore(
+    ctx: ServiceContext,
+    partition_id: str,
+    body: dict[str, Any],
+    *,
+    timeout_minutes: int = 10,
+    latest: bool = False,
+    at_or_before: datetime | None = None,
+    allow_other_partition: bool = False,
+) -> JobRecord:
+    """
+    Accept a restore into one partition.
+
+    The backup is named by ``BackupId`` + ``BackupLocation`` (checked against each
+    other), or chosen as the latest one, or the newest at or before a time, of
+    the partition ``SourcePartitionId`` (default: the target itself). Restoring
+    another partition's backup needs *allow_other_partition*.
+
+    Raises:
+        EntityNotFound, BackupNotFound, PartitionMismatch, BackupInProgress,
+        RestoreInProgress, PolicyError.
+    """
+    timeout = _check_timeout(timeout_minutes, "RestoreTimeout")
+    explicit = (
+        parse_storage(body["BackupStorage"], "BackupStorage") if body.get("BackupStorage") else None
+    )
+    with ctx.uow() as uow:
+        p = get_partition(uow, partition_id)
+        refuse_if_busy(uow, p.partition_id)
+        choice = _choose_from_catalog(
+            ctx, uow, p, body, explicit, latest=latest, at_or_before=at_or_before
+        )
+    # A backup found only in a storage is looked up outside the transaction.
+    backup = choice if isinstance(choice, BackupRecord) else _find_in_storage(ctx, *choice)
+    _check_location(backup, body)
+    if backup.partition_id != p.partition_id and not allow_other_partition:
+        raise PartitionMismatch(
+            f"backup {backup.backup_id} belongs to partition {backup.partition_id}, not "
+            f"{p.partition_id}; pass AllowRestoreToOtherPartition=true to restore it here"
+        )
+    with ctx.uow() as uow:
+        uow.lock_partition(p.partition_id)
+        refuse_if_busy(uow, p.partition_id)
+        storage_doc = ctx.secrets.seal_storage(explicit.to_json()) if explicit else backup.storage
+        now = ctx.clock()
+        job = JobRecord(
+            id=str(uuid.uuid4()),
+            partition_id=p.partition_id,
+            kind="restore",
+            state="Accepted",
+            scheduled=False,
+            created_at=now,
+            deadline=now + timeout,
+            params={
+                "storage": storage_doc,
+                "snapshot_id": backup.snapshot_id,
+                "backup_id": backup.backup_id,
+                "epoch": [backup.epoch.data_loss_number, backup.epoch.configuration_number],
+                "lsn": backup.lsn,
+            },
+        )
+        uow.jobs.save(job)
+        uow.commit()
+    return job
+
+
+def _find_in_storage(
+    ctx: ServiceContext,
+    storage: StorageSpec,
+    backup_id: str,
+    partition_id: str | None,
+    at_or_before: datetime | None,
+) -> BackupRecord:
+    """Read one backup's metadata straight from a storage (no catalog)."""
+    found = [
+        b
+        for b in backups_in_storage(ctx, storage)
+        if (b.backup_id == backup_id if backup_id else b.partition_id == partition_id)
+        and (at_or_before is None or b.created_at <= at_or_before)
+    ]
+    if not found:
+        what = f"backup {backup_id}" if backup_id else f"a backup of partition {partition_id}"
+        raise BackupNotFound(f"{what} is not in the given storage")
+    return found[-1]
+
+
+def _check_location(backup: BackupRecord, body: dict[str, Any]) -> None:
+    location = body.get("BackupLocation")
+    if (
+        body.get("BackupId")
+        and isinstance(location, str)
+        and backup.location.replace("\\", "/") != location.replace("\\", "/")
+    ):
+        raise PartitionMismatch("BackupId and Backup Locations are mismatch.")
+
+
+def _choose_from_catalog(
+    ctx: ServiceContext,
+    uow: UnitOfWork,
+    p: PartitionRecord,
+    body: dict[str, Any],
+    explicit: StorageSpec | None,
+    *,
+    latest: bool,
+    at_or_before: datetime | None,
+) -> BackupRecord | tuple[StorageSpec, str, str | None, datetime | None]:
+    """The backup to restore, or (storage, backup id, partition id, time) to look it up by."""
+    backup_id = body.get("BackupId")
+    if backup_id:
+        try:
+            backup_id = str(uuid.UUID(str(backup_id)))
+        except ValueError as exc:
+            raise PolicyError(f"BackupId {backup_id!r} is not a GUID") from exc
+        location = body.get("BackupLocation")
+        if not isinstance(location, str) or not location:
+            raise PolicyError("BackupLocation is required with BackupId")
+        found = uow.backups.get(backup_id)
+        if found is not None:
+            return found
+        storage = explicit
+        if storage is None:
+            policy = effective_policy(ctx, uow, p)
+            if policy is None:
+                raise BackupNotFound(
+                    f"backup {backup_id} is not in the catalog; give BackupStorage to find it"
+                )
+            storage = policy.storage
+        return storage, backup_id, None, None
+    if not latest and at_or_before is None:
+        raise PolicyError("give BackupId and BackupLocation, or Latest=true, or RestorePointTime")
+    source = str(body.get("SourcePartitionId") or p.partition_id)
+    src = get_partition(uow, source) if source != p.partition_id else p
+    if explicit is not None:
+        return explicit, "", src.partition_id, at_or_before
+    candidates = uow.backups.list(partition_id=src.partition_id, end=at_or_before)
+    if not candidates:
+        raise BackupNotFound(f"partition {src.partition_id} has no backup to restore from")
+    return candidates[-1]
+
+
+def request_clean(ctx: ServiceContext, partition_ids: list[str], storage: StorageSpec) -> list[str]:
+    """Accept jobs that delete every backup of *partition_ids* from *storage* (CleanBackup)."""
+    sealed = ctx.secrets.seal_storage(storage.to_json())
+    now = ctx.clock()
+    new = [
+        JobRecord(
+            id=str(uuid.uuid4()),
+            partition_id=pid,
+            kind="clean",
+            state="Accepted",
+            scheduled=False,
+            created_at=now,
+            deadline=now + timedelta(minutes=60),
+            params={"storage": sealed, "epoch": [0, 0], "lsn": 0},
+        )
+        for pid in partition_ids
+    ]
+    with ctx.uow() as uow:
+        uow.jobs.insert_many(new)
+        uow.commit()
+    return [j.id for j in new]
+
+
+def disable_backup_and_clean(ctx: ServiceContext, entity: EntityRef, *, clean: bool) -> list[str]:
+    """DisableBackup: remove the mapping and, with CleanBackup, accept jobs deleting the backups."""
+    from safehold.service.protection import disable_backup
+
+    pids, storage = disable_backup(ctx, entity, clean=clean)
+    return request_clean(ctx, pids, storage) if storage is not None else []
+
+
+def report_data_loss(ctx: ServiceContext, partition_id: str) -> JobRecord:
+    """
+    A partition lost its data: restore its latest backup if its policy says so.
+
+    This stands in for SF's ``OnDataLossAsync``: with ``AutoRestoreOnDataLoss``
+    the newest backup is restored at once.
+
+    Raises:
+        BackupNotEnabled: no policy applies, or it has AutoRestoreOnDataLoss off.
+        BackupNotFound: there is no backup to restore.
+    """
+    with ctx.uow() as uow:
+        p = get_partition(uow, partition_id)
+        policy = effective_policy(ctx, uow, p)
+    if policy is None or not policy.auto_restore_on_data_loss:
+        raise BackupNotEnabled(
+            f"partition {p.partition_id} has no policy with AutoRestoreOnDataLoss: "
+            "restore it explicitly"
+        )
+    return request_restore(ctx, p.partition_id, {}, latest=True)

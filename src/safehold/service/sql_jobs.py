@@ -1,0 +1,258 @@
+"""
+The jobs table over SQLAlchemy Core: claims, fenced updates, sweeps and purges.
+
+Every change after a job is created is a conditional update on its current state
+(and, once an agent holds it, its attempt number): see ``update_if``. The reads
+that run on every tick or claim go through the partial index on active jobs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from safehold.service import catalog as t
+from safehold.service.model import ACTIVE_STATES, RUNNING_STATE, RUNNING_STATES, JobRecord
+from safehold.service.sql_stores import Repo, chunks
+
+__all__ = ["JobRepo"]
+
+
+def _job(row: Any) -> JobRecord:
+    return JobRecord(
+        id=row.id,
+        partition_id=row.partition_id,
+        kind=row.kind,
+        state=row.state,
+        scheduled=row.scheduled,
+        created_at=row.created_at,
+        deadline=row.deadline,
+        params=json.loads(row.params),
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        agent_id=row.agent_id,
+        heartbeat_at=row.heartbeat_at,
+        result=json.loads(row.result) if row.result else None,
+        failure_code=row.failure_code,
+        failure_message=row.failure_message,
+        progress=json.loads(row.progress) if row.progress else {},
+        attempt=row.attempt,
+        incarnation=row.incarnation,
+    )
+
+
+class JobRepo(Repo):
+    """Jobs, newest last."""
+
+    def get(self, job_id: str) -> JobRecord | None:
+        """Return one job."""
+        row = self.conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).first()
+        return None if row is None else _job(row)
+
+    def latest(self, partition_id: str, kinds: Iterable[str]) -> JobRecord | None:
+        """Return the partition's newest job of one of *kinds*."""
+        row = self.conn.execute(
+            sa.select(t.jobs)
+            .where(t.jobs.c.partition_id == partition_id, t.jobs.c.kind.in_(list(kinds)))
+            .order_by(t.jobs.c.created_at.desc(), t.jobs.c.id.desc())
+            .limit(1)
+        ).first()
+        return None if row is None else _job(row)
+
+    def active(self, partition_id: str | None = None) -> list[JobRecord]:
+        """Return the jobs that are accepted or running, oldest first."""
+        q = sa.select(t.jobs).where(t.jobs.c.state.in_(ACTIVE_STATES)).order_by(t.jobs.c.created_at)
+        if partition_id is not None:
+            q = q.where(t.jobs.c.partition_id == partition_id)
+        return [_job(r) for r in self.conn.execute(q)]
+
+    def save(self, j: JobRecord) -> None:
+        """Insert or update a job."""
+        values = _job_values(j)
+        done = self.conn.execute(t.jobs.update().where(t.jobs.c.id == j.id).values(**values))
+        if done.rowcount == 0:
+            self.conn.execute(t.jobs.insert().values(id=j.id, **values))
+
+    def insert_many(self, jobs: Sequence[JobRecord]) -> None:
+        """Insert new jobs in one statement."""
+        if jobs:
+            self.conn.execute(t.jobs.insert(), [{"id": j.id, **_job_values(j)} for j in jobs])
+
+    def update_if(self, j: JobRecord, *, states: Sequence[str], attempt: int | None) -> bool:
+        """
+        Write *j* only if the stored job is still in one of *states* (and on *attempt*).
+
+        This is the fence every state change goes through: a sweep, a stale agent
+        or a second controller cannot overwrite an outcome recorded meanwhile.
+        """
+        c = t.jobs.c
+        q = t.jobs.update().where(c.id == j.id, c.state.in_(list(states)))
+        if attempt is not None:
+            q = q.where(c.attempt == attempt)
+        return bool(self.conn.execute(q.values(**_job_values(j))).rowcount)
+
+    def claim_next(
+        self, agent_id: str, incarnation: str | None, now: datetime, kinds: Sequence[str]
+    ) -> JobRecord | None:
+        """
+        Take the oldest accepted job *agent_id* may run, or ``None``.
+
+        A job may run when its partition has no other job running and is not
+        pinned to another agent. On PostgreSQL the candidate row is locked with
+        ``FOR UPDATE SKIP LOCKED``, so agents racing for work skip each other's
+        rows instead of waiting; the conditional update is the final word.
+        """
+        j, p, r = t.jobs.alias("j"), t.partitions, t.jobs.alias("r")
+        busy = (
+            sa.select(r.c.id)
+            .where(r.c.partition_id == j.c.partition_id, r.c.state.in_(RUNNING_STATES))
+            .exists()
+        )
+        q = (
+            sa.select(j.c.id, j.c.kind)
+            .join(p, p.c.partition_id == j.c.partition_id)
+            .where(
+                j.c.state == "Accepted",
+                j.c.kind.in_(list(kinds)),
+                sa.or_(p.c.agent.is_(None), p.c.agent == agent_id),
+                ~busy,
+            )
+            .order_by(j.c.created_at, j.c.id)
+            .limit(1)
+        )
+        if self.conn.dialect.name == "postgresql":
+            q = q.with_for_update(of=j, skip_locked=True)
+        row = self.conn.execute(q).first()
+        if row is None:
+            return None
+        c = t.jobs.c
+        done = self.conn.execute(
+            t.jobs.update()
+            .where(c.id == row.id, c.state == "Accepted")
+            .values(
+                state=RUNNING_STATE[row.kind],
+                agent_id=agent_id,
+                incarnation=incarnation,
+                attempt=c.attempt + 1,
+                started_at=now,
+                heartbeat_at=now,
+            )
+        )
+        return self.get(row.id) if done.rowcount else None
+
+    def heartbeat(
+        self,
+        job_id: str,
+        agent_id: str,
+        attempt: int | None,
+        now: datetime,
+        progress: dict[str, Any],
+    ) -> bool:
+        """Record a running job's heartbeat, if it is still this agent's (and attempt's)."""
+        c = t.jobs.c
+        q = t.jobs.update().where(
+            c.id == job_id, c.agent_id == agent_id, c.state.in_(RUNNING_STATES)
+        )
+        if attempt is not None:
+            q = q.where(c.attempt == attempt)
+        done = self.conn.execute(q.values(heartbeat_at=now, progress=json.dumps(progress)))
+        return bool(done.rowcount)
+
+    def fail_incarnations(self, agent_id: str, keep: str, now: datetime) -> list[JobRecord]:
+        """End as Failure the running jobs of *agent_id* held by a run other than *keep*."""
+        c = t.jobs.c
+        where = (
+            c.agent_id == agent_id,
+            c.state.in_(RUNNING_STATES),
+            sa.or_(c.incarnation.is_(None), c.incarnation != keep),
+        )
+        rows = [_job(r) for r in self.conn.execute(sa.select(t.jobs).where(*where))]
+        self.conn.execute(
+            t.jobs.update()
+            .where(*where)
+            .values(
+                state="Failure",
+                finished_at=now,
+                failure_code="SAFEHOLD_E_AGENT_RESTARTED",
+                failure_message=f"agent {agent_id} restarted while running this job",
+            )
+        )
+        return rows
+
+    def expired(self, now: datetime, silent_since: datetime) -> list[JobRecord]:
+        """Return active jobs past their deadline, and running ones not heard of since then."""
+        c = t.jobs.c
+        q = sa.select(t.jobs).where(
+            c.state.in_(ACTIVE_STATES),
+            sa.or_(
+                c.deadline < now,
+                sa.and_(c.state.in_(RUNNING_STATES), c.heartbeat_at < silent_since),
+            ),
+        )
+        return [_job(r) for r in self.conn.execute(q)]
+
+    def running_count(self) -> int:
+        """Return how many jobs run now."""
+        q = sa.select(sa.func.count()).select_from(t.jobs).where(t.jobs.c.state.in_(RUNNING_STATES))
+        return int(self.conn.execute(q).scalar_one())
+
+    def busy_partitions(self, partition_ids: Sequence[str]) -> set[str]:
+        """Return which of *partition_ids* have a job accepted or running."""
+        out: set[str] = set()
+        for chunk in chunks(partition_ids):
+            q = sa.select(t.jobs.c.partition_id).where(
+                t.jobs.c.state.in_(ACTIVE_STATES), t.jobs.c.partition_id.in_(chunk)
+            )
+            out.update(r.partition_id for r in self.conn.execute(q))
+        return out
+
+    def purge_finished(self, before: datetime, limit: int) -> int:
+        """Delete up to *limit* jobs that finished before *before*; return how many."""
+        c = t.jobs.c
+        ids = sa.select(c.id).where(c.finished_at < before).limit(limit).scalar_subquery()
+        return int(self.conn.execute(t.jobs.delete().where(c.id.in_(ids))).rowcount or 0)
+
+    def outcome_stats(self, kind: str) -> dict[str, tuple[int, float]]:
+        """Per final state of *kind* jobs kept: how many, and their summed run seconds."""
+        c = t.jobs.c
+        if self.conn.dialect.name == "postgresql":
+            secs: Any = sa.func.extract("epoch", c.finished_at - c.started_at)
+        else:
+            secs = (sa.func.julianday(c.finished_at) - sa.func.julianday(c.started_at)) * 86400.0
+        q = (
+            sa.select(c.state, sa.func.count(), sa.func.coalesce(sa.func.sum(secs), 0.0))
+            .where(c.kind == kind, c.finished_at.is_not(None))
+            .group_by(c.state)
+        )
+        return {state: (int(n), float(total)) for state, n, total in self.conn.execute(q)}
+
+    def running_by_agent(self) -> list[JobRecord]:
+        """Return the running jobs."""
+        q = sa.select(t.jobs).where(t.jobs.c.state.in_(RUNNING_STATES))
+        return [_job(r) for r in self.conn.execute(q)]
+
+
+def _job_values(j: JobRecord) -> dict[str, Any]:
+    return {
+        "partition_id": j.partition_id,
+        "kind": j.kind,
+        "state": j.state,
+        "scheduled": j.scheduled,
+        "created_at": j.created_at,
+        "started_at": j.started_at,
+        "finished_at": j.finished_at,
+        "deadline": j.deadline,
+        "agent_id": j.agent_id,
+        "heartbeat_at": j.heartbeat_at,
+        "params": json.dumps(j.params),
+        "result": json.dumps(j.result) if j.result is not None else None,
+        "failure_code": j.failure_code,
+        "failure_message": j.failure_message,
+        "progress": json.dumps(j.progress),
+        "attempt": j.attempt,
+        "incarnation": j.incarnation,
+    }

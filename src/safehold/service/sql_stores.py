@@ -1,0 +1,482 @@
+"""
+The catalog's stores over SQLAlchemy Core: one class per record kind.
+
+Each method is one or a few statements, and its docstring says which rows it
+reads; the scale-sensitive ones (due partitions, claims, sweeps, purges) read
+through an index and never the whole table. ``SqlUnitOfWork`` hands them one
+connection inside one transaction.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.dialects.postgresql
+import sqlalchemy.dialects.sqlite
+
+from safehold.core.policy import EntityRef
+from safehold.core.snapshot import Epoch
+from safehold.service import catalog as t
+from safehold.service.model import BackupRecord, PartitionRecord
+
+__all__ = [
+    "UNSET",
+    "AgentRepo",
+    "BackupRepo",
+    "MappingRepo",
+    "OperationRepo",
+    "PartitionRepo",
+    "PolicyRepo",
+    "Repo",
+    "Unset",
+    "chunks",
+]
+
+#: How many ids go into one ``IN (...)`` list.
+CHUNK = 500
+
+
+class Unset:
+    """The type of ``UNSET``: an argument that was not given (``None`` is a value)."""
+
+
+UNSET = Unset()
+
+
+def _insert_for(conn: sa.Connection) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT (PostgreSQL and SQLite both do)."""
+    if conn.dialect.name == "postgresql":
+        return sa.dialects.postgresql.insert(t.agents)
+    return sa.dialects.sqlite.insert(t.agents)
+
+
+def chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    """Split *items* into lists short enough for one ``IN (...)``."""
+    for i in range(0, len(items), CHUNK):
+        yield items[i : i + CHUNK]
+
+
+class Repo:
+    """A store bound to the unit of work's connection."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+
+
+class PolicyRepo(Repo):
+    """Policies, stored as their JSON with secrets sealed."""
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        """Return the stored JSON of policy *name*."""
+        row = self.conn.execute(
+            sa.select(t.policies.c.doc).where(t.policies.c.name == name)
+        ).first()
+        return None if row is None else dict(json.loads(row.doc))
+
+    def list(self) -> list[dict[str, Any]]:
+        """Return every policy, by name."""
+        rows = self.conn.execute(sa.select(t.policies.c.doc).order_by(t.policies.c.name))
+        return [json.loads(r.doc) for r in rows]
+
+    def add(self, name: str, doc: dict[str, Any], now: datetime) -> None:
+        """Insert a policy."""
+        self.conn.execute(
+            t.policies.insert().values(name=name, doc=json.dumps(doc), created_at=now)
+        )
+
+    def update(self, name: str, doc: dict[str, Any]) -> None:
+        """Replace a policy's JSON."""
+        self.conn.execute(
+            t.policies.update().where(t.policies.c.name == name).values(doc=json.dumps(doc))
+        )
+
+    def delete(self, name: str) -> None:
+        """Remove a policy."""
+        self.conn.execute(t.policies.delete().where(t.policies.c.name == name))
+
+
+def _partition(row: Any) -> PartitionRecord:
+    return PartitionRecord(
+        partition_id=row.partition_id,
+        application=row.application,
+        service=row.service,
+        source=row.source,
+        restore_to=row.restore_to,
+        agent=row.agent,
+        epoch=Epoch(row.data_loss_number, row.configuration_number),
+        lsn=row.lsn,
+        last_scheduled_at=row.last_scheduled_at,
+        created_at=row.created_at,
+        next_due_at=row.next_due_at,
+        schedule_key=row.schedule_key,
+        reschedule=bool(row.reschedule),
+        last_backup_at=row.last_backup_at,
+        last_backup_state=row.last_backup_state,
+        last_failure=row.last_failure,
+    )
+
+
+class PartitionRepo(Repo):
+    """Registered partitions."""
+
+    def get(self, partition_id: str) -> PartitionRecord | None:
+        """Return one partition."""
+        row = self.conn.execute(
+            sa.select(t.partitions).where(t.partitions.c.partition_id == partition_id)
+        ).first()
+        return None if row is None else _partition(row)
+
+    def list(
+        self, *, application: str | None = None, service: str | None = None
+    ) -> list[PartitionRecord]:
+        """Return the partitions, optionally of one application or service."""
+        q = sa.select(t.partitions).order_by(t.partitions.c.partition_id)
+        if application is not None:
+            q = q.where(t.partitions.c.application == application)
+        if service is not None:
+            q = q.where(t.partitions.c.service == service)
+        return [_partition(r) for r in self.conn.execute(q)]
+
+    def save(self, p: PartitionRecord) -> None:
+        """Insert or update a partition."""
+        values = {
+            "application": p.application,
+            "service": p.service,
+            "source": p.source,
+            "restore_to": p.restore_to,
+            "agent": p.agent,
+            "data_loss_number": p.epoch.data_loss_number,
+            "configuration_number": p.epoch.configuration_number,
+            "lsn": p.lsn,
+            "last_scheduled_at": p.last_scheduled_at,
+            "created_at": p.created_at,
+        }
+        done = self.conn.execute(
+            t.partitions.update()
+            .where(t.partitions.c.partition_id == p.partition_id)
+            .values(**values)
+        )
+        if done.rowcount == 0:
+            self.conn.execute(t.partitions.insert().values(partition_id=p.partition_id, **values))
+
+    def delete(self, partition_id: str) -> None:
+        """Remove a partition."""
+        self.conn.execute(t.partitions.delete().where(t.partitions.c.partition_id == partition_id))
+
+    def count(self) -> int:
+        """Return how many partitions are registered."""
+        return int(
+            self.conn.execute(sa.select(sa.func.count()).select_from(t.partitions)).scalar_one()
+        )
+
+    def due(self, now: datetime, limit: int) -> builtins.list[PartitionRecord]:
+        """Return up to *limit* partitions whose next periodic backup is due, most overdue first."""
+        q = (
+            sa.select(t.partitions)
+            .where(t.partitions.c.next_due_at <= now)
+            .order_by(t.partitions.c.next_due_at)
+            .limit(limit)
+        )
+        return [_partition(r) for r in self.conn.execute(q)]
+
+    def to_reschedule(self, limit: int) -> builtins.list[PartitionRecord]:
+        """Return up to *limit* partitions whose protection changed since they were scheduled."""
+        q = sa.select(t.partitions).where(t.partitions.c.reschedule == sa.true()).limit(limit)
+        return [_partition(r) for r in self.conn.execute(q)]
+
+    def set_schedule(
+        self,
+        partition_id: str,
+        *,
+        next_due_at: datetime | None,
+        schedule_key: str | None,
+        expected_due: datetime | Unset | None = UNSET,
+        scheduled_at: datetime | None = None,
+    ) -> bool:
+        """
+        Set when the partition is next due (and clear its reschedule mark).
+
+        With *expected_due*, only if the partition is still due at that time: two
+        schedulers cannot both take the same slot. Returns whether it was set.
+        """
+        c = t.partitions.c
+        q = t.partitions.update().where(c.partition_id == partition_id)
+        if not isinstance(expected_due, Unset):
+            q = q.where(
+                c.next_due_at.is_(None) if expected_due is None else c.next_due_at == expected_due
+            )
+        values: dict[str, Any] = {
+            "next_due_at": next_due_at,
+            "schedule_key": schedule_key,
+            "reschedule": False,
+        }
+        if scheduled_at is not None:
+            values["last_scheduled_at"] = scheduled_at
+        return bool(self.conn.execute(q.values(**values)).rowcount)
+
+    def mark_reschedule(
+        self,
+        *,
+        application: str | None = None,
+        service: str | None = None,
+        partition_id: str | None = None,
+    ) -> None:
+        """Mark the partitions of an entity (all, with no argument) to be scheduled anew."""
+        c = t.partitions.c
+        q = t.partitions.update().values(reschedule=True)
+        if application is not None:
+            q = q.where(c.application == application)
+        if service is not None:
+            q = q.where(c.service == service)
+        if partition_id is not None:
+            q = q.where(c.partition_id == partition_id)
+        self.conn.execute(q)
+
+    def record_backup_outcome(
+        self, partition_id: str, *, state: str, failure: str | None, good_at: datetime | None
+    ) -> None:
+        """Keep the outcome of the partition's newest backup job (health reads it)."""
+        values: dict[str, Any] = {"last_backup_state": state, "last_failure": failure}
+        if good_at is not None:
+            values["last_backup_at"] = good_at
+        self.conn.execute(
+            t.partitions.update()
+            .where(t.partitions.c.partition_id == partition_id)
+            .values(**values)
+        )
+
+
+class MappingRepo(Repo):
+    """Which policy is enabled where, and which entities are suspended."""
+
+    def all(self) -> dict[EntityRef, str]:
+        """Return every mapping."""
+        rows = self.conn.execute(sa.select(t.mappings))
+        return {EntityRef(r.kind, r.key): r.policy_name for r in rows}
+
+    def enabled_at(self, entity: EntityRef) -> datetime | None:
+        """Return when backup was enabled on *entity* directly."""
+        row = self.conn.execute(
+            sa.select(t.mappings.c.enabled_at).where(
+                t.mappings.c.kind == entity.kind, t.mappings.c.key == entity.key
+            )
+        ).first()
+        return None if row is None else row.enabled_at
+
+    def enabled_times(self) -> dict[EntityRef, datetime]:
+        """Return when backup was enabled on each entity that has a mapping."""
+        rows = self.conn.execute(
+            sa.select(t.mappings.c.kind, t.mappings.c.key, t.mappings.c.enabled_at)
+        )
+        return {EntityRef(r.kind, r.key): r.enabled_at for r in rows}
+
+    def _touch(self, entity: EntityRef) -> None:
+        # Every change to protection marks the entity's partitions, so the
+        # scheduler looks at exactly those again (and not at the whole fleet).
+        col = {
+            "Application": t.partitions.c.application,
+            "Service": t.partitions.c.service,
+            "Partition": t.partitions.c.partition_id,
+        }[entity.kind]
+        self.conn.execute(t.partitions.update().where(col == entity.key).values(reschedule=True))
+
+    def assign(self, entity: EntityRef, policy: str, now: datetime) -> None:
+        """Enable *policy* on *entity* (replacing an earlier mapping)."""
+        self.remove(entity)
+        self.conn.execute(
+            t.mappings.insert().values(
+                kind=entity.kind, key=entity.key, policy_name=policy, enabled_at=now
+            )
+        )
+        self._touch(entity)
+
+    def remove(self, entity: EntityRef) -> bool:
+        """Remove the mapping of *entity*; return whether there was one."""
+        done = self.conn.execute(
+            t.mappings.delete().where(
+                t.mappings.c.kind == entity.kind, t.mappings.c.key == entity.key
+            )
+        )
+        if done.rowcount:
+            self._touch(entity)
+        return bool(done.rowcount)
+
+    def of_policy(self, policy: str) -> list[EntityRef]:
+        """Return the entities that *policy* is enabled on."""
+        rows = self.conn.execute(sa.select(t.mappings).where(t.mappings.c.policy_name == policy))
+        return [EntityRef(r.kind, r.key) for r in rows]
+
+    def suspensions(self) -> set[EntityRef]:
+        """Return the suspended entities."""
+        return {EntityRef(r.kind, r.key) for r in self.conn.execute(sa.select(t.suspensions))}
+
+    def suspend(self, entity: EntityRef) -> None:
+        """Suspend *entity* (idempotent)."""
+        self.resume(entity)
+        self.conn.execute(t.suspensions.insert().values(kind=entity.kind, key=entity.key))
+        self._touch(entity)
+
+    def resume(self, entity: EntityRef) -> None:
+        """Resume *entity* (idempotent)."""
+        done = self.conn.execute(
+            t.suspensions.delete().where(
+                t.suspensions.c.kind == entity.kind, t.suspensions.c.key == entity.key
+            )
+        )
+        if done.rowcount:
+            self._touch(entity)
+
+
+def _backup(row: Any) -> BackupRecord:
+    return BackupRecord(
+        backup_id=row.backup_id,
+        snapshot_id=row.snapshot_id,
+        partition_id=row.partition_id,
+        application=row.application,
+        service=row.service,
+        backup_type=row.backup_type,
+        chain_id=row.chain_id,
+        parent_id=row.parent_id,
+        location=row.location,
+        epoch=Epoch(row.data_loss_number, row.configuration_number),
+        lsn=row.lsn,
+        created_at=row.created_at,
+        size_bytes=row.size_bytes,
+        storage=json.loads(row.storage),
+    )
+
+
+class BackupRepo(Repo):
+    """Backups known to the catalog."""
+
+    def get(self, backup_id: str) -> BackupRecord | None:
+        """Return one backup."""
+        row = self.conn.execute(
+            sa.select(t.backups).where(t.backups.c.backup_id == backup_id)
+        ).first()
+        return None if row is None else _backup(row)
+
+    def list(
+        self,
+        *,
+        partition_id: str | None = None,
+        application: str | None = None,
+        service: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[BackupRecord]:
+        """Return backups, oldest first, filtered by entity and creation time (inclusive)."""
+        q = sa.select(t.backups).order_by(t.backups.c.created_at, t.backups.c.backup_id)
+        if partition_id is not None:
+            q = q.where(t.backups.c.partition_id == partition_id)
+        if application is not None:
+            q = q.where(t.backups.c.application == application)
+        if service is not None:
+            q = q.where(t.backups.c.service == service)
+        if start is not None:
+            q = q.where(t.backups.c.created_at >= start)
+        if end is not None:
+            q = q.where(t.backups.c.created_at <= end)
+        return [_backup(r) for r in self.conn.execute(q)]
+
+    def add(self, b: BackupRecord) -> None:
+        """Insert a backup."""
+        self.conn.execute(
+            t.backups.insert().values(
+                backup_id=b.backup_id,
+                snapshot_id=b.snapshot_id,
+                partition_id=b.partition_id,
+                application=b.application,
+                service=b.service,
+                backup_type=b.backup_type,
+                chain_id=b.chain_id,
+                parent_id=b.parent_id,
+                location=b.location,
+                data_loss_number=b.epoch.data_loss_number,
+                configuration_number=b.epoch.configuration_number,
+                lsn=b.lsn,
+                created_at=b.created_at,
+                size_bytes=b.size_bytes,
+                storage=json.dumps(b.storage),
+            )
+        )
+
+    def of_partitions(self, partition_ids: Sequence[str]) -> dict[str, builtins.list[BackupRecord]]:
+        """Return the backups of each of *partition_ids*, oldest first, in few queries."""
+        out: dict[str, list[BackupRecord]] = {pid: [] for pid in partition_ids}
+        for chunk in chunks(partition_ids):
+            q = (
+                sa.select(t.backups)
+                .where(t.backups.c.partition_id.in_(chunk))
+                .order_by(t.backups.c.created_at, t.backups.c.backup_id)
+            )
+            for row in self.conn.execute(q):
+                out[row.partition_id].append(_backup(row))
+        return out
+
+    def total_bytes(self) -> int:
+        """Return the logical bytes of every catalogued backup."""
+        q = sa.select(sa.func.coalesce(sa.func.sum(t.backups.c.size_bytes), 0))
+        return int(self.conn.execute(q).scalar_one())
+
+    def delete(self, backup_ids: Iterable[str]) -> None:
+        """Remove backups from the catalog."""
+        ids = list(backup_ids)
+        if ids:
+            self.conn.execute(t.backups.delete().where(t.backups.c.backup_id.in_(ids)))
+
+
+class AgentRepo(Repo):
+    """Agents and when they were last heard from."""
+
+    def seen(self, agent_id: str, now: datetime, incarnation: str | None = None) -> str | None:
+        """
+        Record that *agent_id* was heard from; return the incarnation it had before.
+
+        Without *incarnation* (a heartbeat, an older agent) the stored one is kept.
+        """
+        c = t.agents.c
+        row = self.conn.execute(sa.select(c.incarnation).where(c.id == agent_id)).first()
+        values: dict[str, Any] = {"last_seen": now}
+        if incarnation is not None:
+            values["incarnation"] = incarnation
+        # An upsert: two slots of a new agent may say hello at the same moment.
+        insert = _insert_for(self.conn).values(id=agent_id, **values)
+        self.conn.execute(insert.on_conflict_do_update(index_elements=[c.id], set_=values))
+        if row is None:
+            return None
+        return str(row.incarnation) if row.incarnation is not None else None
+
+    def all(self) -> dict[str, datetime]:
+        """Return every agent's last heartbeat."""
+        return {r.id: r.last_seen for r in self.conn.execute(sa.select(t.agents))}
+
+
+class OperationRepo(Repo):
+    """Long-running configuration backup/restore operations."""
+
+    def get(self, op_id: str) -> dict[str, Any] | None:
+        """Return one operation."""
+        row = self.conn.execute(sa.select(t.operations).where(t.operations.c.id == op_id)).first()
+        return None if row is None else dict(row._mapping)
+
+    def fail_in_progress(self, now: datetime, message: str) -> None:
+        """End every operation still in progress as Failed."""
+        self.conn.execute(
+            t.operations.update()
+            .where(t.operations.c.state == "InProgress")
+            .values(state="Failed", finished_at=now, message=message)
+        )
+
+    def save(self, op_id: str, **values: Any) -> None:
+        """Insert or update an operation."""
+        done = self.conn.execute(
+            t.operations.update().where(t.operations.c.id == op_id).values(**values)
+        )
+        if done.rowcount == 0:
+            self.conn.execute(t.operations.insert().values(id=op_id, **values))

@@ -1,0 +1,256 @@
+"""
+Read-only views for the operator console: paged, filtered, and a few queries each.
+
+The use cases in ``protection``/``jobs`` answer one entity at a time, or all
+of them; the console's lists must stay under 300 ms at 10,000 partitions, so
+these views page and filter in the catalog: two or three queries per page
+whatever the number of partitions. They never write. On the SQL catalog they
+query its tables; on any other ``UnitOfWork`` (the in-memory one of the tests)
+they fall back to the stores' lists, which give the same answers more slowly.
+
+The overview's health is ``service.health``'s own: one source of truth for
+what Ok, Warning and Error mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from safehold.core.policy import EntityRef, effective_config
+from safehold.service import catalog as t
+from safehold.service import health
+from safehold.service.context import ServiceContext
+from safehold.service.model import JobRecord
+from safehold.service.uow import UnitOfWork
+
+__all__ = [
+    "Activity",
+    "EntityConfig",
+    "Overview",
+    "PartitionRow",
+    "job_history",
+    "overview",
+    "partition_page",
+]
+
+SEVERITY = {"Error": 0, "Warning": 1, "Ok": 2}
+
+
+@dataclass(frozen=True)
+class PartitionRow:
+    """One partition in the tree, with where its policy and suspension come from."""
+
+    partition_id: str
+    application: str
+    service: str
+    source: str
+    policy: str | None
+    policy_from: str | None
+    suspended: bool
+    suspended_from: str | None
+
+
+@dataclass(frozen=True)
+class EntityConfig:
+    """What is set directly on an application or service: its policy and suspension."""
+
+    policy: str | None
+    suspended: bool
+
+
+@dataclass(frozen=True)
+class Overview:
+    """Health counts, the partitions that need attention (worst first), and jobs running."""
+
+    counts: dict[str, int]
+    problems: list[health.PartitionHealth]
+    total: int
+    active_jobs: int
+
+
+def _conn(uow: UnitOfWork) -> sa.Connection | None:
+    # The SQL unit of work's stores carry its connection; the in-memory one has none.
+    conn = getattr(uow.partitions, "conn", None)
+    return conn if isinstance(conn, sa.Connection) else None
+
+
+def partition_page(
+    ctx: ServiceContext, *, query: str = "", offset: int = 0, limit: int = 50
+) -> tuple[list[PartitionRow], int, dict[EntityRef, EntityConfig]]:
+    """
+    Return one page of partitions ordered by application, service and id.
+
+    *query* keeps the partitions whose application, service or id contains it.
+    Also returns the total that match, and the direct configuration of the
+    applications and services on the page.
+    """
+    offset, limit = max(offset, 0), max(1, min(limit, 500))
+    with ctx.uow() as uow:
+        mappings = uow.mappings.all()
+        suspended = uow.mappings.suspensions()
+        conn = _conn(uow)
+        if conn is not None:
+            p = t.partitions.c
+            where: sa.ColumnElement[bool] = sa.true()
+            if query:
+                like = f"%{query.replace('%', '').replace('_', '')}%"
+                where = sa.or_(
+                    p.application.like(like), p.service.like(like), p.partition_id.like(like)
+                )
+            total = conn.execute(
+                sa.select(sa.func.count()).where(where).select_from(t.partitions)
+            ).scalar_one()
+            rows = conn.execute(
+                sa.select(p.partition_id, p.application, p.service, p.source)
+                .where(where)
+                .order_by(p.application, p.service, p.partition_id)
+                .offset(offset)
+                .limit(limit)
+            ).all()
+            items = [(r.partition_id, r.application, r.service, r.source) for r in rows]
+        else:
+            every = sorted(
+                uow.partitions.list(), key=lambda r: (r.application, r.service, r.partition_id)
+            )
+            every = [
+                r
+                for r in every
+                if not query or any(query in x for x in (r.application, r.service, r.partition_id))
+            ]
+            total = len(every)
+            items = [
+                (r.partition_id, r.application, r.service, r.source)
+                for r in every[offset : offset + limit]
+            ]
+    out = []
+    entities: dict[EntityRef, EntityConfig] = {}
+    for pid, app, svc, source in items:
+        chain = [
+            EntityRef("Application", app),
+            EntityRef("Service", svc),
+            EntityRef("Partition", pid),
+        ]
+        eff = effective_config(chain, mappings, suspended)
+        out.append(
+            PartitionRow(
+                pid,
+                app,
+                svc,
+                source,
+                eff.policy_name,
+                eff.policy_from,
+                eff.suspended,
+                eff.suspended_from,
+            )
+        )
+        for e in chain[:2]:
+            entities[e] = EntityConfig(mappings.get(e), e in suspended)
+    return out, total, entities
+
+
+def job_history(ctx: ServiceContext, partition_id: str, limit: int = 25) -> list[JobRecord]:
+    """Return the partition's newest jobs, newest first (one query)."""
+    with ctx.uow() as uow:
+        conn = _conn(uow)
+        if conn is None:
+            found = [
+                uow.jobs.latest(partition_id, [k])
+                for k in ("backup", "restore", "clean", "dataloss")
+            ]
+            jobs = [j for j in found if j is not None]
+            return sorted(jobs, key=lambda j: j.created_at, reverse=True)[:limit]
+        ids = conn.execute(
+            sa.select(t.jobs.c.id)
+            .where(t.jobs.c.partition_id == partition_id)
+            .order_by(t.jobs.c.created_at.desc(), t.jobs.c.id.desc())
+            .limit(limit)
+        ).scalars()
+        return [j for j in (uow.jobs.get(i) for i in list(ids)) if j is not None]
+
+
+def overview(
+    ctx: ServiceContext,
+    states: list[health.PartitionHealth] | None = None,
+    *,
+    problems: int = 50,
+) -> Overview:
+    """
+    Health counts, the worst *problems* partitions first, and how many jobs run.
+
+    *states* is the fleet's health when the caller has it (the app shares one
+    ``health.FleetView`` between the console, ``/metrics`` and ``/safehold/health``);
+    otherwise it is computed now.
+    """
+    if states is None:
+        states = health.partition_health(ctx)
+    counts = {"Ok": 0, "Warning": 0, "Error": 0}
+    for h in states:
+        counts[h.state] = counts.get(h.state, 0) + 1
+    bad = sorted(
+        (h for h in states if h.state != "Ok"), key=lambda h: (SEVERITY[h.state], h.partition_id)
+    )
+    with ctx.uow() as uow:
+        active = uow.jobs.running_count()
+    return Overview(counts, bad[:problems], len(states), active)
+
+
+@dataclass(frozen=True)
+class Activity:
+    """Jobs finished per hour over the last *hours* hours, oldest hour first."""
+
+    hours: list[datetime]
+    succeeded: list[int]
+    failed: list[int]
+
+
+def _hour_key(column: Any, dialect: str) -> Any:
+    if dialect == "postgresql":
+        return sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM-DD HH24")
+    return sa.func.strftime("%Y-%m-%d %H", column)
+
+
+def activity(ctx: ServiceContext, hours: int = 24) -> Activity:
+    """
+    Count the jobs that finished in each of the last *hours* hours (one grouped query).
+
+    Succeeded means ``Success``; failed means ``Failure`` or ``Timeout``. On a
+    catalog other than SQL (the in-memory one) every count is 0.
+    """
+    now = ctx.clock().replace(minute=0, second=0, microsecond=0)
+    starts = [now - timedelta(hours=hours - 1 - i) for i in range(hours)]
+    index = {h.strftime("%Y-%m-%d %H"): i for i, h in enumerate(starts)}
+    ok, bad = [0] * hours, [0] * hours
+    with ctx.uow() as uow:
+        conn = _conn(uow)
+        if conn is not None:
+            j = t.jobs.c
+            key = _hour_key(j.finished_at, conn.dialect.name).label("hour")
+            rows = conn.execute(
+                sa.select(key, j.state, sa.func.count())
+                .where(j.finished_at >= starts[0], j.state.in_(("Success", "Failure", "Timeout")))
+                .group_by(key, j.state)
+            ).all()
+            for hour, state, count in rows:
+                i = index.get(hour)
+                if i is not None:
+                    (ok if state == "Success" else bad)[i] += int(count)
+    return Activity(starts, ok, bad)
+
+
+def job_json(j: JobRecord) -> dict[str, Any]:
+    """A job as the console shows it (no parameters: they may name storages)."""
+    return {
+        "id": j.id,
+        "kind": j.kind,
+        "state": j.state,
+        "scheduled": j.scheduled,
+        "created_at": j.created_at,
+        "finished_at": j.finished_at,
+        "agent": j.agent_id,
+        "failure": f"{j.failure_code}: {j.failure_message}" if j.failure_code else None,
+        "progress": j.progress,
+    }
