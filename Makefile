@@ -66,3 +66,8 @@ bench-index: install
 .PHONY: bench-excludes
 bench-excludes: install
 	$(BIN)/python bench/exclude_bench.py
+
+# issue 11: PostgreSQL against pgBackRest (installs the Debian package if missing).
+.PHONY: bench-db
+bench-db: install
+	bash bench/db_run.sh $(DB_BENCH_ARGS)

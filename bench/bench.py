@@ -48,6 +48,7 @@ class Result:
     peak_mb: float = 0.0
     repo_mb: float = 0.0
     restore_peak_mb: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)  # user + system seconds per step
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Rounds:
             statistics.median(r.peak_mb for r in self.rounds),
             statistics.median(r.repo_mb for r in self.rounds),
             statistics.median(r.restore_peak_mb for r in self.rounds),
+            {s: statistics.median(r.cpu[s] for r in self.rounds) for s in self.rounds[0].cpu},
         )
 
 
@@ -138,7 +140,9 @@ def change_one_percent(root: Path, size_mb: int) -> None:
         p.write_bytes(rng.randbytes(budget // 4 // 100))
 
 
-def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, float]:
+def run(
+    cmd: list[str], env: dict[str, str], cwd: Path | None = None, cpu: list[float] | None = None
+) -> tuple[float, float]:
     """Run *cmd* after a sync; return (seconds, peak RSS in MB). Fails loudly if it fails."""
     os.sync()  # the previous step's dirty pages are written back on nobody's clock
     start = time.perf_counter()
@@ -151,6 +155,8 @@ def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[f
     if code != 0:
         err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         raise SystemExit(f"{' '.join(cmd)} failed with {code}: {err[-2000:]}")
+    if cpu is not None:  # CPU time is steadier than wall time on a shared machine
+        cpu.append(usage.ru_utime + usage.ru_stime)
     return elapsed, usage.ru_maxrss / 1024
 
 
@@ -232,8 +238,10 @@ def bench_tool(
         if step != "first backup" and step not in steps:
             continue  # the first backup is always needed; the others only when asked for
         cmd = cmds["restore"] if step == "full restore" else cmds["backup"]
-        seconds, peak = run(cmd, env)
+        spent: list[float] = []
+        seconds, peak = run(cmd, env, cpu=spent)
         result.seconds[step] = seconds
+        result.cpu[step] = spent[0]
         peaks.append(peak)
         if step == "full restore":
             result.restore_peak_mb = peak
@@ -334,6 +342,14 @@ def report(all_rounds: list[Rounds], size_mb: int) -> str:
         vals = " | ".join(f"{r.restore_peak_mb:.0f} MB" for r in results)
         ratios = " | ".join(f"{r.restore_peak_mb / base.restore_peak_mb:.2f}×" for r in others)
         lines.append(f"| restore peak memory | {vals} | {ratios} |")
+    lines += ["", "CPU seconds (user + system, median; steadier than wall time when shared):", ""]
+    lines += ["| step | " + " | ".join(r.tool for r in results) + " | "]
+    lines[-1] += " | ".join(f"{r.tool} / safehold" for r in others) + " |"
+    lines += ["|" + " --- |" * (1 + len(results) + len(others))]
+    for step in steps:
+        vals = " | ".join(f"{r.cpu[step]:.2f} s" for r in results)
+        ratios = " | ".join(f"{r.cpu[step] / base.cpu[step]:.2f}×" for r in others)
+        lines.append(f"| {step} | {vals} | {ratios} |")
     lines += ["", "Spread across rounds (slowest / fastest; each round's seconds):", ""]
     lines += ["| step | " + " | ".join(r.tool for r in all_rounds) + " |"]
     lines += ["|" + " --- |" * (1 + len(all_rounds))]
@@ -343,6 +359,16 @@ def report(all_rounds: list[Rounds], size_mb: int) -> str:
             for r in all_rounds
         ]
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    ours = next(r for r in all_rounds if r.tool == "safehold")
+    lines += ["", "Each round's ratio (the other tool's time / safehold's, same round):", ""]
+    for step in steps:
+        for rr in (r for r in all_rounds if r.tool != "safehold"):
+            pairs = zip(rr.rounds, ours.rounds, strict=True)
+            per = [o.seconds[step] / b.seconds[step] for o, b in pairs]
+            lines.append(
+                f"- {step}, {rr.tool}: {', '.join(f'{x:.2f}×' for x in per)} "
+                f"(median {statistics.median(per):.2f}×)"
+            )
     first = base.seconds["first backup"]
     lines += [
         "",

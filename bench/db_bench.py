@@ -64,20 +64,45 @@ def python_argv() -> list[str]:
 
 
 def timed(argv: list[str]) -> tuple[float, float, str]:
-    """Run *argv*; return (seconds, its peak RSS in MB from wait4, stdout). Raises on failure."""
+    """
+    Run *argv*; return (seconds, peak RSS in MB, stdout). Raises on failure.
+
+    The peak RSS comes from ``/usr/bin/time``, a small process: a child forked
+    from this one would start its max RSS at this process's size.
+    """
     import tempfile
 
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with tempfile.NamedTemporaryFile() as rss, tempfile.TemporaryFile() as out:
         t = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", rss.name, *argv],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
         elapsed = time.perf_counter() - t
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
         if proc.returncode:
-            raise RuntimeError(f"{argv[:6]} failed ({proc.returncode}): {err.read()[-800:]!r}")
-        return elapsed, usage.ru_maxrss / 1024, out.read().decode()
+            raise RuntimeError(f"{argv[:6]} failed ({proc.returncode}): {proc.stderr[-800:]!r}")
+        out.seek(0)
+        return elapsed, int(Path(rss.name).read_text().split()[-1]) / 1024, out.read().decode()
+
+
+def cpu_loop(script: str) -> tuple[float, float]:
+    """Run a shell loop as the postgres user; return (wall seconds, CPU seconds user+sys)."""
+    before = os.times()
+    t = time.perf_counter()
+    subprocess.run(as_pg("sh", "-c", script), check=True)
+    wall = time.perf_counter() - t
+    after = os.times()
+    cpu = (after.children_user - before.children_user) + (
+        after.children_system - before.children_system
+    )
+    return wall, cpu
+
+
+def spread(v: list[tuple[float, float, int]]) -> float:
+    """Slowest round over fastest."""
+    return max(x for x, _, _ in v) / min(x for x, _, _ in v)
 
 
 def as_pg(*argv: str) -> list[str]:
@@ -87,9 +112,7 @@ def as_pg(*argv: str) -> list[str]:
 def du(path: Path) -> int:
     """Bytes under *path*, without a safehold repository's WAL archive (``wal/``)."""
     wal = path / "wal"
-    return sum(
-        p.stat().st_size for p in path.rglob("*") if p.is_file() and wal not in p.parents
-    )
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and wal not in p.parents)
 
 
 def sql(server: LocalServer, q: str) -> Any:
@@ -104,6 +127,7 @@ class Bench:
     scale: int
     rounds: int
     pitr_wal_mb: int
+    chunk_size: int = 8192
     rows: list[tuple[str, str, str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -145,7 +169,8 @@ class Bench:
         return as_pg("pgbackrest", f"--config={conf or self.conf}", "--stanza=bench", *args)
 
     def set_archive(self, repo: Path, spool: Path) -> None:
-        cmd = f"{self.hook(repo, spool)} && pgbackrest --config={self.conf} --stanza=bench archive-push %p"
+        pgbr = f"pgbackrest --config={self.conf} --stanza=bench archive-push %p"
+        cmd = f"{self.hook(repo, spool)} && {pgbr}"
         sql(self.pg, f"ALTER SYSTEM SET archive_command = '{cmd}'")
         sql(self.pg, "SELECT pg_reload_conf()")
 
@@ -163,7 +188,8 @@ class Bench:
             f"lock-path={self.work / 'pgbr-lock'}\nspool-path={self.work / 'pgbr-spool'}\n"
             "log-level-console=warn\nlog-level-file=off\nstart-fast=y\n"
             "[bench]\n"
-            f"pg1-path={self.pg.datadir}\npg1-port={self.pg.port}\npg1-socket-path={self.work / 'pg.sock'}\n"
+            f"pg1-path={self.pg.datadir}\npg1-port={self.pg.port}\n"
+            f"pg1-socket-path={self.work / 'pg.sock'}\n"
         )
         for d in ("pgbr", "pgbr-log", "pgbr-lock", "pgbr-spool"):
             (self.work / d).mkdir()
@@ -197,7 +223,8 @@ class Bench:
         size = sql(self.pg, "SELECT pg_database_size('postgres')")[0][0]
         self.db_mb = size / 1e6
         self.notes.append(
-            f"pgbench -s {self.scale}: database {self.db_mb:.0f} MB (made in {time.perf_counter() - t:.0f} s)"
+            f"pgbench -s {self.scale}: database {self.db_mb:.0f} MB "
+            f"(made in {time.perf_counter() - t:.0f} s)"
         )
         self.repo = self.new_repo("repo-0")
         self.spool = self.work / "spool-0"
@@ -220,7 +247,15 @@ class Bench:
                     self.set_archive(self.repo, self.spool)
                     before = du(self.repo)
                     secs, rss, _ = timed(
-                        self.safehold("pg", "backup", self.pg.url, "--repo", str(self.repo))
+                        self.safehold(
+                            "pg",
+                            "backup",
+                            self.pg.url,
+                            "--repo",
+                            str(self.repo),
+                            "--chunk-size",
+                            str(self.chunk_size),
+                        )
                     )
                     grown = du(self.repo) - before
                 else:
@@ -232,19 +267,28 @@ class Bench:
                     grown = du(self.work / "pgbr" / "backup") - before
                 results.setdefault(tool, []).append((secs, rss, grown))
                 print(
-                    f"round {r + 1}: {tool} full backup {secs:.2f} s, {grown / 1e6:.1f} MB, {rss:.0f} MB RSS",
+                    f"round {r + 1}: {tool} full backup {secs:.2f} s, "
+                    f"{grown / 1e6:.1f} MB, {rss:.0f} MB RSS",
                     flush=True,
                 )
-        med = {t: statistics.median(s for s, _, _ in v) for t, v in results.items()}
-        sh = med["safehold"]
-        for t in tools:
+        med = {t: statistics.median(x for x, _, _ in v) for t, v in results.items()}
+
+        def cell(t: str) -> str:
             v = results[t]
+            stored = statistics.median(g for _, _, g in v) / 1e6
+            rss = max(m for _, m, _ in v)
+            return f"{med[t]:.2f} s (spread {spread(v):.2f}×), {stored:.1f} MB, RSS {rss:.0f} MB"
+
+        for t, label in (
+            ("pgbackrest-gz", "defaults, gz"),
+            ("pgbackrest-zst2", "zst, 2 processes"),
+        ):
             self.rows.append(
                 (
-                    f"full backup ({t})",
-                    f"{med[t]:.2f} s (spread {max(s for s, _, _ in v) / min(s for s, _, _ in v):.2f}×)",
-                    f"{statistics.median(g for _, _, g in v) / 1e6:.1f} MB stored, peak RSS {max(m for _, m, _ in v):.0f} MB",
-                    "1.00×" if t == "safehold" else f"{med[t] / sh:.2f}× slower than safehold",
+                    f"full backup (pgBackRest {label})",
+                    cell("safehold"),
+                    cell(t),
+                    f"{med[t] / med['safehold']:.2f}× (pgBackRest / safehold time)",
                 )
             )
 
@@ -258,8 +302,16 @@ class Bench:
         )
         subprocess.run(["sync"], check=True)
         b = du(self.repo)
-        s1, _, out = timed(
-            self.safehold("pg", "backup", self.pg.url, "--repo", str(self.repo), "--json")
+        s1, _, _ = timed(
+            self.safehold(
+                "pg",
+                "backup",
+                self.pg.url,
+                "--repo",
+                str(self.repo),
+                "--chunk-size",
+                str(self.chunk_size),
+            )
         )
         sh_grow = du(self.repo) - b
         b = du(self.work / "pgbr" / "backup")
@@ -350,7 +402,10 @@ class Bench:
                 timeout=600,
             )
             wal_mb = (
-                float(sql(self.pg, f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{start}')")[0][0]) / 1e6
+                float(
+                    sql(self.pg, f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{start}')")[0][0]
+                )
+                / 1e6
             )
             if wal_mb >= self.pitr_wal_mb * 0.9 and target_time is None:
                 target_time = datetime.now(UTC)
@@ -415,10 +470,12 @@ class Bench:
         repo = self.new_repo("repo-wal")
         spool = self.work / "spool-wal"
         hook = self.hook(repo, spool).split()
+        # Both loops run as the postgres user in one shell, as PostgreSQL's
+        # archiver runs archive_command: no runuser per segment on the clock.
+        files = " ".join(str(src / n) for n in names)
+        loop = " ".join(hook).replace("%p", '"$f"')
         t = time.perf_counter()
-        for n in names:
-            subprocess.run(as_pg(*[a.replace("%p", str(src / n)) for a in hook]), check=True)
-        acked = time.perf_counter() - t
+        acked, sh_cpu = cpu_loop(f"for f in {files}; do {loop} || exit 1; done")
         out = spool / stanza_for(self.sysid) / "out"
         while any(out.glob("0*")):
             time.sleep(0.02)
@@ -434,25 +491,25 @@ class Bench:
         (self.work / "pgbr-wal").mkdir()
         subprocess.run(["chown", "-R", "postgres:postgres", str(self.work)], check=True)
         subprocess.run(self.pgbr("stanza-create", conf=conf2), check=True, capture_output=True)
-        t = time.perf_counter()
-        for n in names:
-            subprocess.run(
-                self.pgbr("--compress-type=zst", "archive-push", str(src / n), conf=conf2),
-                check=True,
-            )
-        br = time.perf_counter() - t
-        mb = len(names) * 16
+        push = " ".join(self.pgbr("--compress-type=zst", "archive-push", '"$f"', conf=conf2)[4:])
+        br, br_cpu = cpu_loop(f"for f in {files}; do {push} || exit 1; done")
+        mb, n = len(names) * 16, len(names)
         self.rows.append(
             (
-                f"WAL archiving, {len(names)} segments one process each",
-                f"safehold {mb / acked:.0f} MB/s acknowledged ({acked / len(names) * 1000:.0f} ms a segment); "
-                f"spool empty {lag:.2f} s after the last",
-                f"pgBackRest (sync, zst) {mb / br:.0f} MB/s ({br / len(names) * 1000:.0f} ms a segment)",
-                f"{(mb / acked) / (mb / br):.2f}× (safehold / pgBackRest rate)",
+                f"WAL archiving, {n} segments, one process each",
+                f"safehold hook {mb / acked:.0f} MB/s acknowledged "
+                f"({acked / n * 1000:.0f} ms, CPU {sh_cpu / n * 1000:.0f} ms a segment); "
+                f"archive complete {lag:.2f} s after the last",
+                f"pgBackRest (sync, zst) {mb / br:.0f} MB/s "
+                f"({br / n * 1000:.0f} ms, CPU {br_cpu / n * 1000:.0f} ms a segment)",
+                f"{br / acked:.2f}× (safehold rate / pgBackRest rate)",
             )
         )
         # one segment fetched
         dest = self.work / "got"
+        (self.work / "gotbr").mkdir()
+        subprocess.run(["chown", "postgres:postgres", str(self.work / "gotbr")], check=True)
+        dest_br = self.work / "gotbr" / "segment"
         sh_cold, sh_spool, br_get = [], [], []
         for n in names[:5]:
             t = time.perf_counter()
@@ -471,10 +528,10 @@ class Bench:
             )
             sh_cold.append(time.perf_counter() - t)
             t = time.perf_counter()
-            subprocess.run(self.pgbr("archive-get", n, str(dest), conf=conf2), check=True)
+            subprocess.run(self.pgbr("archive-get", n, str(dest_br), conf=conf2), check=True)
             br_get.append(time.perf_counter() - t)
         # from the prefetch spool: one fetch brings the next 8; the hook serves them
-        first = names[8]
+        first = names[len(names) // 3]
         subprocess.run(
             self.safehold(
                 "pg",
@@ -492,7 +549,7 @@ class Bench:
             ),
             check=True,
         )
-        for n in names[9:14]:
+        for n in names[len(names) // 3 + 1 : len(names) // 3 + 6]:
             t = time.perf_counter()
             subprocess.run(
                 [
@@ -510,20 +567,35 @@ class Bench:
                 check=True,
             )
             sh_spool.append(time.perf_counter() - t)
+        # safehold restore's own restore_command: a shell script over the spool
+        # that its prefetcher fills (here filled beforehand, as the prefetcher does).
+        from safehold.db.prefetch import write_restore_script
+
+        rs = self.work / "restore-spool"
+        script = write_restore_script(rs)
+        sh_script = []
+        for n in names[:5]:
+            shutil.copy(src / n, rs / "in" / n)
+            t = time.perf_counter()
+            subprocess.run([str(script), n, str(dest)], check=True)
+            sh_script.append(time.perf_counter() - t)
         m = statistics.median
         self.rows.append(
             (
                 "one segment fetched (archive-get)",
-                f"safehold {m(sh_cold):.3f} s from the repository, {m(sh_spool):.3f} s prefetched (hook)",
+                f"safehold {m(sh_cold):.3f} s from the repository, "
+                f"{m(sh_spool):.3f} s prefetched (hook), "
+                f"{m(sh_script):.3f} s prefetched (restore's script)",
                 f"pgBackRest {m(br_get):.3f} s",
-                f"{m(br_get) / m(sh_spool):.2f}× prefetched, {m(br_get) / m(sh_cold):.2f}× cold",
+                f"{m(br_get) / m(sh_script):.1f}× script, {m(br_get) / m(sh_spool):.2f}× hook, "
+                f"{m(br_get) / m(sh_cold):.2f}× cold (pgBackRest / safehold time)",
             )
         )
 
     def report(self) -> str:
         lines = [
             f"## Database run ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, pgbench -s {self.scale}, "
-            f"{self.rounds} rounds)",
+            f"{self.rounds} rounds, safehold chunk {self.chunk_size} B)",
             "",
             "| measure | safehold | pgBackRest | ratio |",
             "| --- | --- | --- | --- |",
@@ -542,10 +614,11 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/safehold-db-bench"))
     ap.add_argument("--out", type=Path, default=Path("bench/out/db-results.md"))
     ap.add_argument("--steps", default="full updates restore pitr wal")
+    ap.add_argument("--chunk-size", type=int, default=16384, help="safehold's page chunk")
     a = ap.parse_args()
     if not shutil.which("pgbackrest"):
         sys.exit("pgbackrest is not installed (make bench-db installs it)")
-    b = Bench(a.work, a.scale, a.rounds, a.pitr_wal_mb)
+    b = Bench(a.work, a.scale, a.rounds, a.pitr_wal_mb, a.chunk_size)
     b.setup()
     try:
         steps = a.steps.split()

@@ -56,13 +56,11 @@ def _account(i: int) -> dict[str, Any]:
 # -- the anchor: plain sqlite3 -------------------------------------------------------------
 
 
-def _plain(path: Path, sync: str, seconds: float) -> float:
+def _plain(path: Path, sync: str, seconds: float) -> dict[str, Any]:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {sync}")
-    conn.execute(
-        "CREATE TABLE acct (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
-    )
+    conn.execute("CREATE TABLE acct (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
     conn.execute("BEGIN")
     conn.executemany(
         "INSERT INTO acct VALUES (?, ?)",
@@ -71,6 +69,7 @@ def _plain(path: Path, sync: str, seconds: float) -> float:
     conn.execute("COMMIT")
     rng = random.Random(1)
     n = 0
+    cpu = time.process_time()
     start = time.perf_counter()
     end = start + seconds
     while time.perf_counter() < end:
@@ -86,8 +85,9 @@ def _plain(path: Path, sync: str, seconds: float) -> float:
         conn.execute("COMMIT")
         n += 1
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     conn.close()
-    return n / elapsed
+    return {"tx_per_s": n / elapsed, "cpu_us_per_tx": cpu / n * 1e6}
 
 
 # -- the store -------------------------------------------------------------------------------
@@ -129,6 +129,8 @@ async def _store(
                 async with store.transaction() as tx:
                     va = await d.get(tx, ka)
                     vb = await d.get(tx, kb)
+                    assert va is not None
+                    assert vb is not None
                     va["balance"] -= 1
                     vb["balance"] += 1
                     await d.set(tx, ka, va)
@@ -148,45 +150,63 @@ async def _store(
             tasks.append(asyncio.create_task(backer()))
         if profile is not None:
             profile.enable()
+        cpu = time.process_time()
         start = time.perf_counter()
         await asyncio.sleep(seconds)
         stop.set()
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu
         if profile is not None:
             profile.disable()
     shutil.rmtree(work / "repo")
     shutil.rmtree(work / "store")
-    return {"tx_per_s": commits / elapsed, "backups": taken}
+    return {
+        "tx_per_s": commits / elapsed,
+        "cpu_us_per_tx": cpu / max(commits, 1) * 1e6,
+        "backups": taken,
+    }
 
 
 async def _throughput(work: Path, seconds: float, rounds: int, writers: int) -> dict[str, Any]:
     configs = ("sqlite", f"store x{writers}", "store x1", f"store x{writers} + backups")
     out: dict[str, Any] = {}
-    for sync, durability in (("NORMAL", "normal"), ("FULL", "full")):
+    levels: tuple[tuple[str, Durability], ...] = (("NORMAL", "normal"), ("FULL", "full"))
+    for sync, durability in levels:
         runs: dict[str, list[float]] = {c: [] for c in configs}
+        cpus: dict[str, list[float]] = {c: [] for c in configs}
         backups: list[dict[str, int]] = []
         for r in range(rounds):
             order = configs if r % 2 == 0 else tuple(reversed(configs))
             for c in order:
+                res: dict[str, Any]
                 if c == "sqlite":
-                    runs[c].append(_plain(work / f"plain-{r}.db", sync, seconds))
+                    res = _plain(work / f"plain-{r}.db", sync, seconds)
                     for p in work.glob(f"plain-{r}.db*"):
                         p.unlink()
                 else:
                     n = writers if c != "store x1" else 1
-                    res = await _store(work, durability, seconds, n, "backups" in c)  # type: ignore[arg-type]
-                    runs[c].append(res["tx_per_s"])
+                    res = await _store(work, durability, seconds, n, "backups" in c)
                     if "backups" in c:
                         backups.append(res["backups"])
-                print(f"  {sync:6} round {r + 1} {c:22} {runs[c][-1]:>9.0f} tx/s", flush=True)
+                runs[c].append(res["tx_per_s"])
+                cpus[c].append(res["cpu_us_per_tx"])
+                print(
+                    f"  {sync:6} round {r + 1} {c:22} {runs[c][-1]:>9.0f} tx/s "
+                    f"{cpus[c][-1]:>7.1f} CPU us/tx",
+                    flush=True,
+                )
         med = {c: statistics.median(v) for c, v in runs.items()}
+        cpu = {c: statistics.median(v) for c, v in cpus.items()}
         base = med["sqlite"]
         idle = med[f"store x{writers}"]
         out[sync] = {
             "median_tx_per_s": {c: round(v, 1) for c, v in med.items()},
             "runs": {c: [round(x, 1) for x in v] for c, v in runs.items()},
             "ratio_to_sqlite": {c: round(v / base, 3) for c, v in med.items()},
+            "median_cpu_us_per_tx": {c: round(v, 1) for c, v in cpu.items()},
+            # tx per CPU-second against SQLite's: what the ratio is when CPU is not shared
+            "cpu_ratio_to_sqlite": {c: round(cpu["sqlite"] / v, 3) for c, v in cpu.items()},
             "backup_cost": round(1 - med[f"store x{writers} + backups"] / idle, 3),
             "backups_taken": backups,
         }
@@ -236,7 +256,7 @@ async def _profile(work: Path, seconds: float, writers: int) -> None:
     prof = cProfile.Profile()
     res = await _store(work, "normal", seconds, writers, False, prof)
     print(f"store x{writers} at NORMAL under cProfile: {res['tx_per_s']:.0f} tx/s")
-    pstats.Stats(prof).sort_stats("ncalls").print_stats(60)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(30)
 
 
 async def main() -> None:
@@ -255,13 +275,20 @@ async def main() -> None:
         if args.profile:
             await _profile(work, args.seconds, args.writers)
             return
-        results: dict[str, Any] = {"throughput": await _throughput(
-            work, args.seconds, args.rounds, args.writers
-        )}
-        print("\nmedians (ratio to plain sqlite3 at the same synchronous level):")
+        results: dict[str, Any] = {
+            "throughput": await _throughput(work, args.seconds, args.rounds, args.writers)
+        }
+        print(
+            "\nmedians: tx/s and ratio to plain sqlite3 at the same synchronous level; "
+            "CPU time per tx and its ratio (SQLite's CPU/tx over the store's)"
+        )
         for sync, r in results["throughput"].items():
             for c, v in r["median_tx_per_s"].items():
-                print(f"  {sync:6} {c:22} {v:>9.0f} tx/s  {r['ratio_to_sqlite'][c]:.2f}x")
+                print(
+                    f"  {sync:6} {c:22} {v:>9.0f} tx/s  {r['ratio_to_sqlite'][c]:.2f}x   "
+                    f"{r['median_cpu_us_per_tx'][c]:>7.1f} CPU us/tx  "
+                    f"{r['cpu_ratio_to_sqlite'][c]:.2f}x"
+                )
             print(f"  {sync:6} back-to-back backups cost {r['backup_cost']:.0%} of throughput")
         if args.keys:
             s = await _sizes(work, args.keys)

@@ -89,6 +89,8 @@ def start_controller(
             str(tokens),
             "--tick-seconds",
             "0.5",
+            "--schedule-spread",  # first periodic backups at once, as SF takes them
+            "0",
             *(extra or []),
         ],
         data / "serve.log",
@@ -140,6 +142,28 @@ def api(url: str, method: str, path: str, **kwargs: Any) -> Any:
     return r.json() if r.content else None
 
 
+def wait_backups(url: str, pid: str, count: int = 1, limit: float = 60) -> list[dict[str, Any]]:
+    """Poll a partition's GetBackups until it lists *count* backups (periodic ones too)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        items: list[dict[str, Any]] = api(url, "GET", f"/Partitions/{pid}/$/GetBackups")["Items"]
+        if len(items) >= count:
+            return items
+        time.sleep(0.2)
+    raise AssertionError(f"partition {pid} did not get {count} backup(s)")
+
+
+def wait_health(url: str, pid: str, text: str, limit: float = 60) -> dict[str, Any]:
+    """Poll a partition's health until its description holds *text*."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        h: dict[str, Any] = api(url, "GET", f"/safehold/partitions/{pid}/health")
+        if text in h["Description"]:
+            return h
+        time.sleep(0.2)
+    raise AssertionError(f"the health of {pid} never said {text!r}")
+
+
 def wait_state(url: str, pid: str, kind: str, limit: float = 60) -> dict[str, Any]:
     """Poll a partition's Backup/Restore progress until it ends."""
     deadline = time.monotonic() + limit
@@ -156,3 +180,108 @@ def wait_state(url: str, pid: str, kind: str, limit: float = 60) -> dict[str, An
             return info
         time.sleep(0.1)
     raise AssertionError(f"the {kind.lower()} of {pid} did not end")
+
+
+def start_agent(
+    urls: list[str], name: str, log: Path, *, slots: int = 1, extra: list[str] | None = None
+) -> Proc:
+    """Start ``safehold agent`` against the controllers at *urls* (comma-separated on the line)."""
+    return start(
+        [
+            "agent",
+            "--controller",
+            ",".join(urls),
+            "--token",
+            AGENT,
+            "--id",
+            name,
+            "--slots",
+            str(slots),
+            "--poll",
+            "0.2",
+            "--heartbeat",
+            "1",
+            *(extra or []),
+        ],
+        log,
+    )
+
+
+def start_replica(
+    data: Path,
+    catalog: str,
+    secret_key: Path,
+    *,
+    port: int | None = None,
+    extra: list[str] | None = None,
+) -> tuple[Proc, str]:
+    """
+    Start one controller replica on a shared PostgreSQL *catalog*.
+
+    Replicas share the catalog and the key that seals policy secrets (*secret_key*,
+    created by the first one if missing); each has its own data directory and log.
+    """
+    return start_controller(
+        data,
+        port=port,
+        extra=["--catalog", catalog, "--secret-key-file", str(secret_key), *(extra or [])],
+    )
+
+
+def is_leader(url: str) -> bool | None:
+    """What ``/healthz`` says of *url*'s leadership (None if it does not answer)."""
+    try:
+        r = httpx.get(f"{url}/healthz", timeout=2)
+    except httpx.HTTPError:
+        return None
+    leading: bool | None = r.json().get("Leader") if r.status_code == 200 else None
+    return leading
+
+
+def wait_leader(urls: list[str], limit: float = 30) -> str:
+    """Return the URL of the replica that leads, waiting up to *limit* seconds for one."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        for url in urls:
+            if is_leader(url):
+                return url
+        time.sleep(0.1)
+    raise AssertionError(f"no replica of {urls} became the leader within {limit} s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process *pid* (all its threads) has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # After the ")" that ends the command name: utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+_PRELOADED = """
+import pathlib, sys, time
+go = pathlib.Path(sys.argv[1])
+import safehold.bootstrap, safehold.cli  # the imports a cold start spends its seconds on
+while not go.exists():
+    time.sleep(0.02)
+sys.argv = ["safehold", *sys.argv[2:]]
+safehold.cli.main()
+"""
+
+
+def preloaded_agent(urls: list[str], name: str, log: Path, go: Path, *, slots: int = 1) -> Proc:
+    """
+    ``safehold agent`` in a process that has imported everything and waits for *go* to exist.
+
+    A restart test can then start the new run of an agent the moment the old one
+    dies, whatever a loaded machine's cold start costs (seconds, with 2 cores busy).
+    """
+    args = ["agent", "--controller", ",".join(urls), "--token", AGENT, "--id", name]
+    args += ["--slots", str(slots), "--poll", "0.2", "--heartbeat", "1"]
+    with log.open("ab") as out:
+        p = subprocess.Popen(
+            [sys.executable, "-c", _PRELOADED, str(go), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env(),
+            start_new_session=True,
+        )
+    return Proc(p, log)

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from safehold.testing import free_port
 from tests.agent.procs import (
     AGENT,
     PASSWORD,
@@ -17,7 +18,8 @@ from tests.agent.procs import (
     cli,
     start,
     start_controller,
-    wait_state,
+    wait_backups,
+    wait_health,
 )
 
 P1 = "f0000000-0000-4000-8000-000000000001"
@@ -117,15 +119,14 @@ def test_two_agents_pull_their_partitions_and_a_lost_agent_fails_its_job(tmp_pat
         cli("policy", "create", "--url", url, str(policy_file(tmp_path, tmp_path / "store")))
         cli("policy", "enable", "proc", "--url", url, "--application", "fabric:/Multi")
         for pid, name in ((P1, "east"), (P2, "west")):
-            info = wait_state(url, pid, "Backup")  # the scheduler's first backup
-            assert (info["BackupState"], info["AgentId"]) == ("Success", name), info["FailureError"]
+            wait_backups(url, pid)  # the scheduler's first backup, on the partition's agent
+            owned = {a["AgentId"]: a for a in api(url, "GET", "/safehold/agents")}
+            assert name in owned
         cli("policy", "suspend", "--url", url, "--application", "fabric:/Multi")
         # The scheduler's backup of P3 runs on agent east, which dies in the middle.
         wait_file(marker)
         agents[0].kill()
-        info = wait_state(url, P3, "Backup", limit=30)
-        assert info["BackupState"] == "Failure", info
-        assert "agent east disappeared" in info["FailureError"]["Message"]
+        wait_health(url, P3, "agent east disappeared", limit=30)
         agents_seen = {a["AgentId"]: a for a in api(url, "GET", "/safehold/agents")}
         assert not agents_seen["east"]["Alive"]
         assert agents_seen["west"]["Alive"]
@@ -139,9 +140,10 @@ def test_two_agents_pull_their_partitions_and_a_lost_agent_fails_its_job(tmp_pat
 
 
 def test_controller_killed_mid_backup_restarts_consistent(tmp_path: Path) -> None:
-    """A crash mid-backup leaves a Failure with a reason; all works after the restart."""
+    """A crash mid-backup fails only that job, with the reason; all works after the restart."""
     data = tmp_path / "ctl"
-    controller, url = start_controller(data)
+    port = free_port()  # the same port after the restart: the same embedded agent id
+    controller, url = start_controller(data, port=port)
     marker = tmp_path / "started"
     store = tmp_path / "store"
     try:
@@ -179,23 +181,23 @@ def test_controller_killed_mid_backup_restarts_consistent(tmp_path: Path) -> Non
         cli("policy", "create", "--url", url, str(policy_file(tmp_path, store)))
         cli("policy", "enable", "proc", "--url", url, "--partition-id", P1)
         cli("policy", "enable", "proc", "--url", url, "--partition-id", P2)
-        assert wait_state(url, P1, "Backup")["BackupState"] == "Success"
+        wait_backups(url, P1)
         wait_file(marker)  # P2's backup is running in the embedded agent
         controller.kill()
     finally:
         controller.stop()
-    controller, url = start_controller(data)
+    controller, url = start_controller(data, port=port)
     try:
-        info = api(url, "GET", f"/Partitions/{P2}/$/GetBackupProgress")
-        assert info["BackupState"] == "Failure", info
-        assert "controller restarted" in info["FailureError"]["Message"]
+        # The embedded agent is back with a new incarnation: the job its dead run
+        # held fails at once, with the reason; nothing else was failed.
+        wait_health(url, P2, "SAFEHOLD_E_AGENT_RESTARTED", limit=30)
         before = api(url, "GET", f"/Partitions/{P1}/$/GetBackups")["Items"]
         assert len(before) == 1
         r = cli("partition", "backup", P1, "--wait", "--url", url)
         assert "stored at" in r.stdout
         assert len(api(url, "GET", f"/Partitions/{P1}/$/GetBackups")["Items"]) == 2
         (src / "f.txt").write_text("bad")
-        cli("partition", "restore", P1, "--latest", "--wait", "--url", url)
+        cli("partition", "restore", P1, "--latest", "--wait", "--yes", "--url", url)
         assert (src / "f.txt").read_text() == "good data"
     finally:
         controller.stop()
@@ -212,7 +214,6 @@ def test_controller_killed_mid_backup_restarts_consistent(tmp_path: Path) -> Non
 
 def test_demo_script_runs_non_interactively(tmp_path: Path) -> None:
     """scripts/demo.sh registers, enables, backs up and restores, then exits (in test mode)."""
-    from safehold.testing import free_port
 
     root = Path(__file__).resolve().parents[2]
     env = {

@@ -125,7 +125,8 @@ def test_full_flow_with_the_azure_servicefabric_client(live: Any) -> None:
         "the backup",
     )
     assert done.backup_state == "Success", done.failure_error
-    assert done.backup_location.startswith(f"Shop/Orders/{PID}/")
+    assert done.backup_location.startswith(f"Shop\\Orders\\{PID}\\")
+    assert done.backup_location.endswith(".zip")  # SF's layout
     assert done.lsn_of_last_backup_record == "1"
 
     metrics = httpx.get(f"{url}/metrics", headers=auth(READER)).text
@@ -169,6 +170,25 @@ def test_full_flow_with_the_azure_servicefabric_client(live: Any) -> None:
     assert not (data / "extra").exists()
     assert bytes(range(256)) * 100 == (data / "sub" / "b.bin").read_bytes()
 
+    # SF restores another partition's backup when the partition kinds agree (ids
+    # always differ between clusters); a ranged partition cannot take a Singleton's.
+    ranged = {
+        "ApplicationName": "fabric:/Shop",
+        "ServiceName": "fabric:/Shop/Orders",
+        "PartitionId": PID2,
+        "Source": f"dir:{tmp_path / 'other'}",
+        "PartitionKind": "Int64Range",
+        "LowKey": 0,
+        "HighKey": 99,
+    }
+    r = httpx.post(f"{url}/safehold/partitions", json=ranged, headers=auth(ADMIN))
+    assert r.status_code == 201, r.text
+    assert r.json()["PartitionInformation"] == {
+        "ServicePartitionKind": "Int64Range",
+        "Id": PID2,
+        "LowKey": "0",
+        "HighKey": "99",
+    }
     with pytest.raises(m.FabricErrorException) as mismatch:
         op.restore_partition(
             PID2,

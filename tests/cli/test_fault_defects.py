@@ -6,22 +6,37 @@ it: a clear message and a documented exit code, never an internal error.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from safehold.repo import Repository, backup_paths
+from safehold.storage.file import FileStorage
 from tests.cli.conftest import Run
+from tests.conftest import FAST_KDF
+
+
+@pytest.fixture(scope="module")
+def shared_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One repository with one snapshot, made once (the tests undo their damage)."""
+    root = tmp_path_factory.mktemp("defects")
+    data = root / "data"
+    data.mkdir()
+    (data / "f").write_text("hello")
+    repo = Repository.init(FileStorage(root / "repo"), "s3cret-pass", kdf=FAST_KDF)
+    backup_paths(repo, [data])
+    return root / "repo"
 
 
 @pytest.fixture
-def backed_up(run: Run, tmp_path: Path) -> Path:
-    """A repository with one snapshot; returns the repository's path."""
-    run("init", check=True)
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "f").write_text("hello")
-    run("backup", str(data), check=True)
-    return tmp_path / "repo"
+def backed_up(shared_repo: Path, cli_env: dict[str, str]) -> Iterator[Path]:
+    """The shared repository, as this test's SAFEHOLD_REPO; its files are put back after."""
+    cli_env["SAFEHOLD_REPO"] = str(shared_repo)
+    saved = {p: p.read_bytes() for p in shared_repo.rglob("*") if p.is_file()}
+    yield shared_repo
+    for p, raw in saved.items():
+        p.write_bytes(raw)
 
 
 def _clean(proc: object) -> None:

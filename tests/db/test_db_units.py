@@ -168,3 +168,26 @@ def test_spool_pushes_in_order_takes_and_drops_when_full(
     (spool / "in" / names[0]).write_bytes(b"x")
     assert spool_take(spool, names[0], tmp_path / "dest")
     assert not spool_take(spool, names[0], tmp_path / "dest")
+
+
+def test_cli_refuses_a_time_without_a_zone_and_two_targets(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "safehold", "pg", "restore", str(tmp_path / "d")]
+    out = subprocess.run(
+        [*base, "--time", "2026-01-01T00:00:00", "--repo", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "no time zone" in out.stderr
+    out = subprocess.run(
+        [*base, "--lsn", "0/1", "--name", "x", "--repo", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "at most one" in out.stderr

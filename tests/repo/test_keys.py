@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from safehold.repo import Repository, backup_paths, restore
-from safehold.repo.errors import KeyNotAllowed, RepoError, WrongPassword
+from safehold.repo import Repository, backup_paths, check, restore
+from safehold.repo.errors import IntegrityError, KeyNotAllowed, RepoError, WrongPassword
 from safehold.repo.pack import PREFIX_SIZE, parse_prefix
 from safehold.storage.file import FileStorage
 from tests.conftest import FAST_KDF, PASSWORD, reopen, tree_state
@@ -87,3 +87,19 @@ def test_write_only_key_backs_up_but_cannot_read(
     out = tmp_path / "out"
     restore(reopen(repo_path), reopen(repo_path).find_snapshot(again.snapshot.id), out)
     assert tree_state(first) == tree_state(out / "data")
+
+
+def test_a_damaged_key_file_is_reported_and_removable(repo: Repository, repo_path: Path) -> None:
+    """A second key file damaged: the first still opens, check names it, and it can go."""
+    second = repo.key_store.add(repo.keys, "second password", "full", FAST_KDF)
+    path = repo_path / "keys" / second
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x04
+    path.write_bytes(bytes(raw))
+    opened = reopen(repo_path)
+    assert [f"keys/{second}" in e for e in check(opened).errors].count(True) == 1
+    with pytest.raises(IntegrityError, match=f"keys/{second}"):
+        reopen(repo_path, "second password")
+    opened.key_store.remove(opened.keys, second[:8])
+    assert not path.exists()
+    assert check(reopen(repo_path)).ok

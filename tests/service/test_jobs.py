@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from safehold.service.errors import (
     PartitionMismatch,
     RestoreInProgress,
 )
+from safehold.service.model import PartitionKey
 from safehold.storage.errors import StorageUnavailable
 from safehold.testing import FakeClock, FakeEngine
 from tests.service.helpers import P1, P2, P3, add_partition, policy_doc, run_agent_once
@@ -66,7 +68,7 @@ def test_on_demand_backup_goes_accepted_in_progress_success(
     assert run_agent_once(ctx)
     progress = backup_progress(ctx, P1)
     assert progress["BackupState"] == "Success"
-    assert progress["BackupLocation"].startswith(f"Shop/Orders/{P1}/")
+    assert progress["BackupLocation"].startswith(f"Shop\\Orders\\{P1}\\")
     assert progress["LsnOfLastBackupRecord"] == "1"
     [b] = jobs.list_backups(ctx, PART, start=None, end=None, latest=False)
     assert (b.backup_id, "Full") == (progress["BackupId"], b.backup_type)
@@ -107,14 +109,24 @@ def test_concurrent_requests_give_exactly_one_job(ctx: ServiceContext, enabled: 
 
 
 def test_restore_checks_id_location_and_partition(ctx: ServiceContext, enabled: Path) -> None:
-    """Mismatched location and another partition's backup without consent are refused."""
+    """Mismatched location, kinds that differ, and a strict partition are refused."""
     jobs.request_backup(ctx, P1)
     run_agent_once(ctx)
     [b] = jobs.list_backups(ctx, PART, start=None, end=None, latest=False)
     with pytest.raises(PartitionMismatch, match="mismatch"):
         jobs.request_restore(ctx, P1, {"BackupId": b.backup_id, "BackupLocation": "x/y"})
+    ask = {"BackupId": b.backup_id, "BackupLocation": b.location}
+    p2 = protection.find_partition(ctx, P2)
+    ranged = protection.PartitionCreate(
+        p2.application, p2.service, P2, p2.source, key=PartitionKey("Int64Range", 0, 9)
+    )
+    protection.register_partition(ctx, ranged)
+    with pytest.raises(PartitionMismatch, match="kinds and keys must agree"):
+        jobs.request_restore(ctx, P2, ask)
+    strict = replace(ranged, key=PartitionKey(), strict_restore=True)
+    protection.register_partition(ctx, strict)
     with pytest.raises(PartitionMismatch, match="AllowRestoreToOtherPartition"):
-        jobs.request_restore(ctx, P2, {"BackupId": b.backup_id, "BackupLocation": b.location})
+        jobs.request_restore(ctx, P2, ask)
     with pytest.raises(BackupNotFound):
         jobs.request_restore(
             ctx, P1, {"BackupId": "99999999-9999-9999-9999-999999999999", "BackupLocation": "a"}
@@ -123,16 +135,17 @@ def test_restore_checks_id_location_and_partition(ctx: ServiceContext, enabled: 
         jobs.request_restore(ctx, P1, {"BackupId": "nope", "BackupLocation": "a"})
     with pytest.raises(PolicyError):
         jobs.request_restore(ctx, P1, {})
+    # Either separator, with or without SF's ".zip", names the same location.
+    sf_style = b.location.replace("\\", "/").removesuffix(".zip")
+    jobs.request_restore(ctx, P1, {"BackupId": b.backup_id, "BackupLocation": sf_style})
 
 
-def test_restore_into_another_partition_with_consent(ctx: ServiceContext, enabled: Path) -> None:
-    """With consent, P2 gets P1's data, and its epoch moves on (a data loss)."""
+def test_restore_into_another_partition_as_sf_does(ctx: ServiceContext, enabled: Path) -> None:
+    """Partitions of the same kind: P2 gets P1's data, and its epoch moves on (a data loss)."""
     jobs.request_backup(ctx, P1)
     run_agent_once(ctx)
     [b] = jobs.list_backups(ctx, PART, start=None, end=None, latest=False)
-    jobs.request_restore(
-        ctx, P2, {"BackupId": b.backup_id, "BackupLocation": b.location}, allow_other_partition=True
-    )
+    jobs.request_restore(ctx, P2, {"BackupId": b.backup_id, "BackupLocation": b.location})
     assert run_agent_once(ctx)
     progress = restore_progress(ctx, P2)
     assert progress["RestoreState"] == "Success", progress

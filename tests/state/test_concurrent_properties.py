@@ -52,7 +52,7 @@ txn = st.tuples(st.lists(step, min_size=1, max_size=4), abort)
 writers = st.lists(st.lists(txn, min_size=1, max_size=5), min_size=2, max_size=4)
 backups = st.lists(st.tuples(st.sampled_from(["full", "incr"]), st.integers(0, 6)), max_size=4)
 
-SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 class Aborted(Exception):
@@ -66,7 +66,7 @@ class Model:
     d: dict[str, int] = field(default_factory=dict)
     q: list[int] = field(default_factory=list)
 
-    def apply(self, o: tuple[Any, ...]) -> Any:
+    def apply(self, o: tuple[Any, ...]) -> Any:  # noqa: PLR0911 (one return per op)
         """Apply one op as the store must; return its result."""
         d = self.d
         match o:
@@ -101,7 +101,7 @@ class Model:
         return {"d:d0": sorted(self.d.items()), "q:q0": list(self.q)}
 
 
-async def _run_op(store: StateStore, tx: Transaction, o: tuple[Any, ...]) -> Any:
+async def _run_op(store: StateStore, tx: Transaction, o: tuple[Any, ...]) -> Any:  # noqa: PLR0911
     d, q = store.dictionary("d0"), store.queue("q0")
     match o:
         case ("try_add", k, v):

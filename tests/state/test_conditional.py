@@ -46,7 +46,8 @@ async def test_try_update_compares_with_the_current_value(open_store: OpenStore)
             await d.set(tx, "k", {"b": 1, "a": [1]})
         async with store.transaction() as tx:
             assert not await d.try_update(tx, "k", {"n": 2}, {"a": [1]})
-            assert await d.try_update(tx, "k", {"n": 2}, {"a": [1], "b": 1})  # key order is no matter
+            # The order of keys is no matter: values compare in canonical JSON.
+            assert await d.try_update(tx, "k", {"n": 2}, {"a": [1], "b": 1})
             assert not await d.try_update(tx, "k", {"n": 3}, {"a": [1], "b": 1})
         async with store.snapshot() as snap:
             assert {"n": 2} == await d.get(snap, "k")

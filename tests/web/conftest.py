@@ -65,6 +65,7 @@ def fleet() -> Iterator[Fleet]:
         data_dir=tmp / "data", tokens=dict(TOKENS), tick_seconds=3600, fast_kdf=True
     )
     controller = build_controller(settings)
+    controller.app.state.console_activity_ttl = 0  # the 24 h chart uncached: tests see each job
     try:
         with (
             serve_in_thread(controller.app, lifespan="on") as url,

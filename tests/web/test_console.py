@@ -41,7 +41,7 @@ def test_admin_creates_a_policy_and_sees_the_validation_error_beside_the_field(
     driver: Any, fleet: Fleet
 ) -> None:
     sign_in(driver, fleet, ADMIN, shot="login")
-    check_page(driver, "overview")
+    check_page(driver)
     visit(driver, fleet, "/console/policies")
     click(driver, "new-policy")
     fill(driver, "Name", "nightly")

@@ -15,6 +15,7 @@ Importing this module loads neither FastAPI nor SQLAlchemy.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import uuid
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 import tenacity
 
 from safehold.agent.worker import KINDS, execute
+from safehold.core import logctx
 from safehold.core.errors import SafeholdError
 from safehold.core.progress import CountingProgress
 from safehold.core.work import ClaimRequest, ControllerLink, Heartbeat, Outcome, WorkItem
@@ -55,6 +57,7 @@ class Agent:
         poll_interval: float = 1.0,
         heartbeat_interval: float = 5.0,
         report_for: float = 600.0,
+        report_backoff: float = 0.5,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._link = link
@@ -64,6 +67,7 @@ class Agent:
         self._poll = poll_interval
         self._beat = heartbeat_interval
         self._report_for = report_for
+        self._report_backoff = report_backoff
         self._clock = clock
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -100,7 +104,10 @@ class Agent:
         item = self._link.claim(ClaimRequest(Incarnation=self.incarnation, Kinds=list(KINDS)))
         if item is None:
             return False
-        self._run(item)
+        # Every log line of the job carries its ids; its storage secrets are redacted.
+        part = item.Partition.PartitionId
+        with logctx.job_context(item.JobId, part, self.agent_id, item.Kind, item.Storage):
+            self._run(item)
         return True
 
     def _loop(self) -> None:
@@ -130,7 +137,12 @@ class Agent:
                 except SafeholdError as exc:
                     log.warning("heartbeat for job %s failed: %s", job_id, exc.message)
 
-        beater = threading.Thread(target=beat, name=f"heartbeat-{job_id[:8]}", daemon=True)
+        beater = threading.Thread(
+            target=contextvars.copy_context().run,  # the job's log ids, in this thread too
+            args=(beat,),
+            name=f"heartbeat-{job_id[:8]}",
+            daemon=True,
+        )
         beater.start()
         try:
             outcome = execute(
@@ -150,7 +162,7 @@ class Agent:
         """Send the outcome until a controller takes it (or refuses it for good)."""
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(_worth_retrying),
-            wait=tenacity.wait_random_exponential(multiplier=0.5, max=15),
+            wait=tenacity.wait_random_exponential(multiplier=self._report_backoff, max=15),
             stop=tenacity.stop_after_delay(self._report_for),
             before_sleep=lambda rs: log.warning(
                 "reporting job %s failed (%s); retrying",

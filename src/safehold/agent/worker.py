@@ -31,6 +31,8 @@ from typing import Any, BinaryIO, cast
 
 from pydantic import ValidationError
 
+from safehold.agent.drill import run_drill
+from safehold.agent.hooks import around_backup
 from safehold.core.errors import SafeholdError
 from safehold.core.policy import parse_storage
 from safehold.core.progress import ProgressSink
@@ -42,7 +44,7 @@ from safehold.service.engine import BackupEngine, StorageOpener
 __all__ = ["KINDS", "execute"]
 
 #: The job kinds this agent runs.
-KINDS = ("backup", "restore", "clean")
+KINDS = ("backup", "restore", "clean", "drill")
 
 log = logging.getLogger("safehold.agent")
 
@@ -62,7 +64,15 @@ def _meta(item: WorkItem, now: datetime) -> SnapshotMeta:
     return SnapshotMeta(
         host=f"partition-{part.PartitionId}",
         tags=("safehold-service",),
-        partition=PartitionRef(part.ApplicationName, part.ServiceName, part.PartitionId),
+        partition=PartitionRef(
+            part.ApplicationName,
+            part.ServiceName,
+            part.PartitionId,
+            kind=None if part.Kind == "Singleton" else part.Kind,
+            low_key=part.LowKey,
+            high_key=part.HighKey,
+            name=part.Name,
+        ),
         backup_type="incremental" if incremental else "full",
         parent=params.parent_snapshot if incremental else None,
         chain_id=params.chain_snapshot if incremental else None,
@@ -231,15 +241,18 @@ def _run(
     storage = open_storage(parse_storage(item.Storage))
     try:
         if item.Kind == "backup":
-            snap = _backup(item, engine, storage, progress, clock())
+            with around_backup(item) as hooks:  # the partition's before/after commands
+                snap = _backup(item, engine, storage, progress, clock())
             removed = _retention(item, engine, storage, clock())
             ref = SnapshotRef(Id=snap.id, Time=format_time(snap.time), Size=snap.sizes.logical)
-            return Outcome(State="Success", Snapshot=ref, Removed=removed)
+            return Outcome(State="Success", Snapshot=ref, Removed=removed, Result=hooks.result())
         if item.Kind == "restore":
             _restore(item, engine, storage, progress)
             return Outcome(State="Success")
         if item.Kind == "clean":
             return Outcome(State="Success", Removed=_clean(item, engine, storage))
+        if item.Kind == "drill":  # restore into a sandbox and validate (agent.drill)
+            return run_drill(item, engine, storage, progress, clock)
         return Outcome.refused(item.Kind)  # pragma: no cover - KINDS is checked first
     finally:
         storage.close()

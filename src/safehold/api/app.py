@@ -30,6 +30,7 @@ from safehold.api.routes import (
     agents,
     cluster,
     config,
+    drills,
     entities,
     faults,
     partition_jobs,
@@ -124,6 +125,7 @@ def create_app(ctx: ServiceContext, tokens: TokenStore) -> FastAPI:
 
     for module in (policies, entities, partition_jobs, partitions, agents, config, faults, cluster):
         app.include_router(module.router)
+    app.include_router(drills.router)  # restore drills and alerts (service.drills)
     sf_schemas.install(app)
     web.install(app)  # the operator console at /console/, and /docs, /redoc
 

@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Summa
 from prometheus_client.registry import Collector
 
 from safehold.service.context import ServiceContext
-from safehold.service.health import FleetView
+from safehold.service.health import FleetHealth, FleetView
 
 __all__ = ["CatalogCollector"]
 
@@ -62,3 +62,39 @@ class CatalogCollector(Collector):
             if h.last_good is not None:
                 ages.add_metric([h.partition_id], (view.at - h.last_good).total_seconds())
         yield ages
+        yield from _drill_metrics(view)
+
+
+def _drill_metrics(view: FleetHealth) -> Iterator[GaugeMetricFamily]:
+    """Per partition: the newest drill's time and outcome, measured RTO, achieved RPO."""
+    label = ["partition_id"]
+    last = GaugeMetricFamily(
+        "safehold_drill_last_timestamp_seconds",
+        "When the newest drill ended (Unix time).",
+        labels=label,
+    )
+    ok = GaugeMetricFamily(
+        "safehold_drill_last_success", "1 if the newest drill passed, else 0.", labels=label
+    )
+    good = GaugeMetricFamily(
+        "safehold_drill_last_success_timestamp_seconds",
+        "When the newest successful drill ended (Unix time).",
+        labels=label,
+    )
+    rto = GaugeMetricFamily(
+        "safehold_drill_rto_seconds", "Measured RTO of the newest successful drill.", labels=label
+    )
+    rpo = GaugeMetricFamily(
+        "safehold_drill_rpo_seconds", "Achieved RPO of the newest drill.", labels=label
+    )
+    for pid, st in sorted(view.drills.items()):
+        if st.last_finished_at is not None:
+            last.add_metric([pid], st.last_finished_at.timestamp())
+            ok.add_metric([pid], 1.0 if st.last_state == "Success" else 0.0)
+        if st.last_success_at is not None:
+            good.add_metric([pid], st.last_success_at.timestamp())
+        if st.rto_seconds is not None:
+            rto.add_metric([pid], st.rto_seconds)
+        if st.rpo_seconds is not None:
+            rpo.add_metric([pid], st.rpo_seconds)
+    yield from (last, ok, good, rto, rpo)

@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any, Literal
 
-__all__ = ["HealthPublic", "PagedPartitionList", "PartitionCreate", "PartitionPublic"]
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "HealthPublic",
+    "HooksBody",
+    "PagedPartitionList",
+    "PartitionCreate",
+    "PartitionPublic",
+]
+
+
+class HooksBody(BaseModel):
+    """Shell commands run by the agent around each backup of a partition, with a time limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    Before: str | None = Field(None, max_length=4096)
+    After: str | None = Field(None, max_length=4096)
+    TimeoutSeconds: float = Field(300.0, gt=0, le=86400)
 
 
 class PartitionCreate(BaseModel):
@@ -18,6 +36,12 @@ class PartitionCreate(BaseModel):
     Source: str
     RestoreTo: str | None = None
     Agent: str | None = None
+    Hooks: HooksBody | None = None
+    PartitionKind: Literal["Singleton", "Int64Range", "Named"] = "Singleton"
+    LowKey: int | None = None
+    HighKey: int | None = None
+    PartitionName: str | None = None
+    RestoreOnlyOwnBackups: bool = False
 
 
 class PartitionPublic(BaseModel):
@@ -29,6 +53,9 @@ class PartitionPublic(BaseModel):
     Source: str
     RestoreTo: str | None
     Agent: str | None
+    Hooks: HooksBody | None = None
+    PartitionInformation: dict[str, Any]
+    RestoreOnlyOwnBackups: bool
 
 
 class HealthPublic(BaseModel):
@@ -40,6 +67,7 @@ class HealthPublic(BaseModel):
     HealthState: str
     Description: str
     LastSuccessfulBackupUtc: str | None
+    Drill: dict[str, str | None] | None = None  # restore drills' own verdict (service.drills)
 
 
 class PagedPartitionList(BaseModel):

@@ -30,7 +30,7 @@ def backup_info(b: BackupRecord) -> dict[str, Any]:
         "BackupChainId": b.chain_id,
         "ApplicationName": b.application,
         "ServiceName": b.service,
-        "PartitionInformation": {"ServicePartitionKind": "Singleton", "Id": b.partition_id},
+        "PartitionInformation": b.key.to_json(b.partition_id),
         "BackupLocation": b.location,
         "BackupType": b.backup_type,
         "EpochOfLastBackupRecord": epoch_json(b.epoch),

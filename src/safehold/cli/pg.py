@@ -16,6 +16,7 @@ spool. The design is in ``docs/databases.md``.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -34,7 +35,6 @@ from safehold.cli.common import (
     storage_for,
 )
 from safehold.core.errors import UsageError
-from safehold.core.snapshot import parse_time
 from safehold.db import (
     BackupId,
     Latest,
@@ -208,9 +208,12 @@ def _target(time_: str | None, lsn: str | None, name: str | None, backup: str | 
         raise UsageError("give at most one of --time, --lsn, --name and --backup")
     if time_:
         try:
-            return Time(parse_time(time_))
+            at = datetime.fromisoformat(time_.replace("Z", "+00:00"))
         except ValueError as exc:
-            raise UsageError(f"{time_!r} is not an ISO 8601 time with a zone") from exc
+            raise UsageError(f"{time_!r} is not an ISO 8601 time") from exc
+        if at.tzinfo is None:
+            raise UsageError(f"{time_!r} has no time zone: add Z or an offset like +01:00")
+        return Time(at.astimezone(UTC))
     if lsn:
         return Lsn(lsn)
     if name:

@@ -1,40 +1,50 @@
 """
-Client commands of the backup-restore service, over HTTP(S) with httpx.
+Client commands of the backup-restore service: ``safehold policy …`` and ``safehold partition …``.
 
-``safehold policy …`` and ``safehold partition …`` talk to a controller given
-by ``--url`` (``SAFEHOLD_URL``, default ``http://127.0.0.1:19080``) with an API
-token from ``--token``/``SAFEHOLD_TOKEN`` or ``--token-file``.
+They talk to the controller(s) given by ``--url`` (``SAFEHOLD_URL``, default
+``http://127.0.0.1:19080``; several comma-separated) with an API token from
+``--token``/``SAFEHOLD_TOKEN`` or ``--token-file``, through
+``safehold.client.ControllerClient`` (``cli/service_api.py``). Lists and shows
+print tables or lines, or the controller's JSON with ``--json``
+(``cli/service_output.py``). A restore overwrites a partition's live data, so it
+asks first on a terminal; without one it needs ``--yes``.
 
-Exit codes: 0 ok; 1 failure (or the job failed); 2 bad input (HTTP 400);
+Exit codes: 0 ok; 1 failure (or the job failed, or a restore was not confirmed);
+2 bad input (HTTP 400, or a restore without ``--yes`` and without a terminal);
 11 conflict (HTTP 409, a job is already running); 16 not found (HTTP 404).
 """
 
 from __future__ import annotations
 
 import json
-import ssl
-import time
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from safehold.core.errors import ExitCode, SafeholdError, UsageError
-from safehold.core.policy import id_from_name
-
-__all__ = ["ApiClient", "config_app", "partition_app", "policy_app"]
-
-console = Console()
-V = {"api-version": "6.4"}
-
-EXIT_CODES = (
-    "Exit codes: 0 ok; 1 failure (the job failed); 2 bad input (HTTP 400); "
-    "11 conflict (HTTP 409); 16 not found (HTTP 404)."
+from safehold.cli import service_output as out
+from safehold.cli.service_api import (
+    DEFAULT_URL,
+    EXIT_CODES,
+    Api,
+    CaOpt,
+    JsonOpt,
+    OperationFailed,
+    TokenFileOpt,
+    TokenOpt,
+    UrlOpt,
+    connect,
+    entity_path,
 )
+from safehold.core.errors import UsageError
+
+__all__ = ["partition_app", "policy_app"]
+
+err_console = Console(stderr=True)
+
 policy_app = typer.Typer(
     help=f"Backup policies and where they are enabled. {EXIT_CODES}", no_args_is_help=True
 )
@@ -42,100 +52,17 @@ partition_app = typer.Typer(
     help=f"Partitions: register, back up, restore, list. {EXIT_CODES}", no_args_is_help=True
 )
 
-UrlOpt = Annotated[str, typer.Option("--url", envvar="SAFEHOLD_URL", help="The controller's URL.")]
-TokenOpt = Annotated[
-    str | None,
-    typer.Option("--token", envvar="SAFEHOLD_TOKEN", help="API token.", show_default=False),
-]
-TokenFileOpt = Annotated[
-    Path | None, typer.Option("--token-file", help="Read the API token from a file.")
-]
-CaOpt = Annotated[
-    Path | None, typer.Option("--ca-cert", help="CA bundle to verify the controller's TLS.")
-]
-DEFAULT_URL = "http://127.0.0.1:19080"
-
-
-class ApiError(SafeholdError):
-    """The controller refused a request."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{message} ({code}, HTTP {status})")
-        self.code = code
-        self.http_status = status
-        self.exit_code = {
-            400: ExitCode.USAGE,
-            404: ExitCode.NOT_FOUND,
-            409: ExitCode.LOCKED,
-        }.get(status, ExitCode.FAILURE)
-
-
-class OperationFailed(SafeholdError):
-    """A backup, restore or configuration operation ended without success (exit 1)."""
-
-    exit_code = ExitCode.FAILURE
-
-
-class ApiClient:
-    """A thin client of the controller's REST API."""
-
-    def __init__(self, url: str, token: str, *, verify: bool | str = True) -> None:
-        self._http = httpx.Client(
-            base_url=url.rstrip("/"),
-            headers={"Authorization": f"Bearer {token}"},
-            verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify,
-            timeout=60,
-        )
-
-    def request(self, method: str, path: str, *, sf: bool = True, **kwargs: Any) -> Any:
-        """Send a request; raise ``ApiError`` for an error answer; return the JSON or None."""
-        if sf:
-            kwargs["params"] = {**V, **kwargs.get("params", {})}
-        try:
-            resp = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise SafeholdError(f"cannot reach the controller: {exc}") from exc
-        if resp.status_code >= 400:
-            try:
-                err = resp.json()["Error"]
-                raise ApiError(resp.status_code, err["Code"], err["Message"])
-            except (ValueError, KeyError, TypeError):
-                raise ApiError(resp.status_code, "E_FAIL", resp.text[:200]) from None
-        if not resp.content:
-            return None
-        return resp.json()
-
-
-def client(
-    url: str, token: str | None, token_file: Path | None, ca_cert: Path | None = None
-) -> ApiClient:
-    """Build a client from the common options."""
-    if token is None and token_file is not None:
-        token = token_file.read_text().strip()
-    if not token:
-        raise UsageError("an API token is needed: --token, SAFEHOLD_TOKEN or --token-file")
-    return ApiClient(url, token, verify=str(ca_cert) if ca_cert else True)
-
-
-def entity_path(application: str | None, service: str | None, partition_id: str | None) -> str:
-    """Return ``/Applications/X``, ``/Services/X~Y`` or ``/Partitions/P`` for exactly one given."""
-    given = [x for x in (application, service, partition_id) if x]
-    if len(given) != 1:
-        raise UsageError("give exactly one of --application, --service, --partition-id")
-    if application:
-        return f"/Applications/{id_from_name(application)}"
-    if service:
-        return f"/Services/{id_from_name(service)}"
-    return f"/Partitions/{partition_id}"
-
-
-def _print(value: Any) -> None:
-    console.print_json(json.dumps(value))
-
-
 AppOpt = Annotated[str | None, typer.Option("--application", help="fabric:/App")]
 SvcOpt = Annotated[str | None, typer.Option("--service", help="fabric:/App/Service")]
 PidOpt = Annotated[str | None, typer.Option("--partition-id", help="A partition GUID.")]
+
+
+def _read_json(file: Path) -> Any:
+    text = typer.get_text_stream("stdin").read() if str(file) == "-" else file.read_text()
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{file} is not JSON: {exc}") from exc
 
 
 @policy_app.command("create")
@@ -149,15 +76,11 @@ def policy_create(
     ca_cert: CaOpt = None,
 ) -> None:
     """Create a backup policy from a JSON file."""
-    text = typer.get_text_stream("stdin").read() if str(file) == "-" else file.read_text()
-    try:
-        body = json.loads(text)
-    except ValueError as exc:
-        raise UsageError(f"{file} is not JSON: {exc}") from exc
-    client(url, token, token_file, ca_cert).request(
+    body = _read_json(file)
+    connect(url, token, token_file, ca_cert).call(
         "POST", "/BackupRestore/BackupPolicies/$/Create", json=body
     )
-    console.print(f"created policy {body.get('Name')}")
+    out.say(f"created policy {body.get('Name')}")
 
 
 @policy_app.command("update")
@@ -170,45 +93,49 @@ def policy_update(
     ca_cert: CaOpt = None,
 ) -> None:
     """Replace policy NAME; secrets given as **** keep their stored values."""
-    try:
-        body = json.loads(file.read_text())
-    except ValueError as exc:
-        raise UsageError(f"{file} is not JSON: {exc}") from exc
-    client(url, token, token_file, ca_cert).request(
+    body = _read_json(file)
+    connect(url, token, token_file, ca_cert).call(
         "POST", f"/BackupRestore/BackupPolicies/{name}/$/Update", json=body
     )
-    console.print(f"updated policy {name}")
+    out.say(f"updated policy {name}")
 
 
 @policy_app.command("list")
 def policy_list(
+    json_output: JsonOpt = False,
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
     token_file: TokenFileOpt = None,
     ca_cert: CaOpt = None,
 ) -> None:
     """List the backup policies (secrets redacted)."""
-    _print(
-        client(url, token, token_file, ca_cert).request("GET", "/BackupRestore/BackupPolicies")[
-            "Items"
-        ]
-    )
+    items = connect(url, token, token_file, ca_cert).call("GET", "/BackupRestore/BackupPolicies")[
+        "Items"
+    ]
+    if json_output:
+        out.print_json(items)
+    else:
+        out.print_table(out.POLICY_COLUMNS, out.policy_rows(items))
 
 
 @policy_app.command("show")
 def policy_show(
     name: str,
+    json_output: JsonOpt = False,
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
     token_file: TokenFileOpt = None,
     ca_cert: CaOpt = None,
 ) -> None:
     """Show one backup policy (secrets redacted)."""
-    _print(
-        client(url, token, token_file, ca_cert).request(
-            "GET", f"/BackupRestore/BackupPolicies/{name}"
-        )
+    doc = connect(url, token, token_file, ca_cert).call(
+        "GET", f"/BackupRestore/BackupPolicies/{name}"
     )
+    if json_output:
+        out.print_json(doc)
+        return
+    for column, value in zip(out.POLICY_COLUMNS, out.policy_rows([doc])[0], strict=True):
+        print(f"{column}: {value}")
 
 
 @policy_app.command("delete")
@@ -220,10 +147,10 @@ def policy_delete(
     ca_cert: CaOpt = None,
 ) -> None:
     """Delete a backup policy that nothing uses."""
-    client(url, token, token_file, ca_cert).request(
+    connect(url, token, token_file, ca_cert).call(
         "POST", f"/BackupRestore/BackupPolicies/{name}/$/Delete"
     )
-    console.print(f"deleted policy {name}")
+    out.say(f"deleted policy {name}")
 
 
 @policy_app.command("enable")
@@ -239,10 +166,10 @@ def policy_enable(
 ) -> None:
     """Enable periodic backup with policy NAME on an application, service or partition."""
     path = entity_path(application, service, partition_id)
-    client(url, token, token_file, ca_cert).request(
+    connect(url, token, token_file, ca_cert).call(
         "POST", f"{path}/$/EnableBackup", json={"BackupPolicyName": name}
     )
-    console.print(f"enabled {name} on {path}")
+    out.say(f"enabled {name} on {path}")
 
 
 @policy_app.command("disable")
@@ -258,10 +185,10 @@ def policy_disable(
 ) -> None:
     """Disable backup where it was enabled (--clean deletes the backups too)."""
     path = entity_path(application, service, partition_id)
-    client(url, token, token_file, ca_cert).request(
+    connect(url, token, token_file, ca_cert).call(
         "POST", f"{path}/$/DisableBackup", json={"CleanBackup": clean}
     )
-    console.print(f"disabled backup on {path}")
+    out.say(f"disabled backup on {path}")
 
 
 def _simple(action: str) -> Any:
@@ -275,9 +202,9 @@ def _simple(action: str) -> Any:
         ca_cert: CaOpt = None,
     ) -> None:
         path = entity_path(application, service, partition_id)
-        client(url, token, token_file, ca_cert).request("POST", f"{path}/$/{action}Backup")
+        connect(url, token, token_file, ca_cert).call("POST", f"{path}/$/{action}Backup")
         done = {"Suspend": "suspended", "Resume": "resumed"}[action]
-        console.print(f"{done} backup on {path}")
+        out.say(f"{done} backup on {path}")
 
     command.__doc__ = f"{action} periodic backup of an application, service or partition."
     return command
@@ -300,13 +227,25 @@ def partition_add(
     agent: Annotated[
         str | None, typer.Option("--agent", help="Only this agent backs it up.")
     ] = None,
+    before: Annotated[
+        str | None,
+        typer.Option("--before", help="Shell command run before each backup; failing fails it."),
+    ] = None,
+    after: Annotated[
+        str | None,
+        typer.Option("--after", help="Shell command run after each backup, even a failed one."),
+    ] = None,
+    hook_timeout: Annotated[
+        float | None,
+        typer.Option("--hook-timeout", min=0.1, help="Seconds each hook may run (default 300)."),
+    ] = None,
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
     token_file: TokenFileOpt = None,
     ca_cert: CaOpt = None,
 ) -> None:
-    """Register a partition whose data comes from SOURCE."""
-    body = {
+    """Register a partition whose data comes from SOURCE, with optional hooks around backups."""
+    body: dict[str, Any] = {
         "ApplicationName": application,
         "ServiceName": service,
         "PartitionId": partition_id,
@@ -314,10 +253,17 @@ def partition_add(
         "RestoreTo": restore_to,
         "Agent": agent,
     }
-    out = client(url, token, token_file, ca_cert).request(
+    if before or after:
+        hooks: dict[str, Any] = {"Before": before, "After": after}
+        if hook_timeout is not None:
+            hooks["TimeoutSeconds"] = hook_timeout
+        body["Hooks"] = hooks
+    elif hook_timeout is not None:
+        raise UsageError("--hook-timeout needs --before or --after")
+    done = connect(url, token, token_file, ca_cert).call(
         "POST", "/safehold/partitions", sf=False, json=body
     )
-    console.print(f"registered partition {out['PartitionId']} of {out['ServiceName']}")
+    out.say(f"registered partition {done['PartitionId']} of {done['ServiceName']}")
 
 
 @partition_app.command("remove")
@@ -329,80 +275,94 @@ def partition_remove(
     ca_cert: CaOpt = None,
 ) -> None:
     """Forget a partition's registration (its backups stay)."""
-    client(url, token, token_file, ca_cert).request(
+    connect(url, token, token_file, ca_cert).call(
         "DELETE", f"/safehold/partitions/{partition_id}", sf=False
     )
-    console.print(f"removed partition {partition_id}")
+    out.say(f"removed partition {partition_id}")
 
 
 @partition_app.command("list")
 def partition_list(
+    json_output: JsonOpt = False,
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
     token_file: TokenFileOpt = None,
     ca_cert: CaOpt = None,
 ) -> None:
     """List the registered partitions with their backup health."""
-    api = client(url, token, token_file, ca_cert)
-    parts = api.request("GET", "/safehold/partitions", sf=False)["Items"]
-    health = {h["PartitionId"]: h for h in api.request("GET", "/safehold/health", sf=False)}
-    table = Table("PartitionId", "Service", "Source", "Health", "Reason")
-    for p in parts:
-        h = health.get(p["PartitionId"], {})
-        table.add_row(
-            p["PartitionId"],
-            p["ServiceName"],
-            p["Source"],
-            h.get("HealthState", ""),
-            h.get("Description", ""),
+    api = connect(url, token, token_file, ca_cert)
+    parts: list[dict[str, Any]] = []
+    continuation = ""
+    while True:  # every page: a long list is never cut short
+        page = api.call(
+            "GET", "/safehold/partitions", sf=False, params={"ContinuationToken": continuation}
         )
-    console.print(table)
+        parts += page["Items"]
+        continuation = page.get("ContinuationToken") or ""
+        if not continuation:
+            break
+    health = {h["PartitionId"]: h for h in api.call("GET", "/safehold/health", sf=False)}
+    if json_output:
+        out.print_json(
+            [{**p, "Health": health.get(p["PartitionId"])} for p in parts],
+        )
+        return
+    out.print_table(out.PARTITION_COLUMNS, out.partition_rows(parts, health))
 
 
 @partition_app.command("backups")
 def partition_backups(
     partition_id: str,
-    latest: Annotated[bool, typer.Option("--latest")] = False,
+    latest: Annotated[bool, typer.Option("--latest", help="Only the newest backup.")] = False,
+    json_output: JsonOpt = False,
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
     token_file: TokenFileOpt = None,
     ca_cert: CaOpt = None,
 ) -> None:
-    """List a partition's backups."""
-    out = client(url, token, token_file, ca_cert).request(
-        "GET", f"/Partitions/{partition_id}/$/GetBackups", params={"Latest": str(latest).lower()}
-    )
-    table = Table("BackupId", "Type", "Created (UTC)", "Location")
-    for b in out["Items"]:
-        table.add_row(b["BackupId"], b["BackupType"], b["CreationTimeUtc"], b["BackupLocation"])
-    console.print(table)
+    """List a partition's backups (full BackupIds, for ``restore --backup-id``)."""
+    api = connect(url, token, token_file, ca_cert)
+    items: list[dict[str, Any]] = []
+    params: dict[str, str] = {"Latest": str(latest).lower()}
+    while True:
+        page = api.call("GET", f"/Partitions/{partition_id}/$/GetBackups", params=params)
+        items += page["Items"]
+        if not page.get("ContinuationToken"):
+            break
+        params["ContinuationToken"] = page["ContinuationToken"]
+    if json_output:
+        out.print_json(items)
+    else:
+        out.print_table(out.BACKUP_COLUMNS, out.backup_rows(items))
 
 
-def _wait(api: ApiClient, partition_id: str, kind: str, poll: float = 0.5) -> dict[str, Any]:
+def _wait(api: Api, partition_id: str, kind: str) -> dict[str, Any]:
+    """Poll a job's progress until it ends: a bar on a terminal's stderr, silence otherwise."""
     path = f"/Partitions/{partition_id}/$/Get{kind}Progress"
     key = f"{kind}State"
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        DownloadColumn(),
+        DownloadColumn(binary_units=True),
         TimeElapsedColumn(),
-        console=console,
+        console=err_console,
         transient=True,
+        disable=not err_console.is_terminal,
     ) as bar:
         task = bar.add_task(f"{kind.lower()} accepted", total=None)
+        info: dict[str, Any] = api.poll(path, every=0)
         while True:
-            info: dict[str, Any] = api.request("GET", path)
-            state = info[key]
+            state = info.get(key)
             counters = info.get("Progress") or {}
             bar.update(
                 task,
                 description=f"{kind.lower()}: {state}",
-                completed=counters.get("done_bytes", 0),
+                completed=counters.get("done_bytes") or 0,
                 total=counters.get("total_bytes"),
             )
             if state in ("Success", "Failure", "Timeout"):
                 return info
-            time.sleep(poll)
+            info = api.poll(path)
 
 
 def _finish(info: dict[str, Any], kind: str) -> None:
@@ -430,37 +390,66 @@ def partition_backup(
     ca_cert: CaOpt = None,
 ) -> None:
     """Take a full backup of a partition now."""
-    api = client(url, token, token_file, ca_cert)
+    api = connect(url, token, token_file, ca_cert)
     body = None
     if storage_path is not None:
         body = {"BackupStorage": {"StorageKind": "FileShare", "Path": str(storage_path.absolute())}}
-    api.request(
+    api.call(
         "POST", f"/Partitions/{partition_id}/$/Backup", params={"BackupTimeout": timeout}, json=body
     )
     if not wait:
-        console.print(
+        out.say(
             "backup accepted; follow it with: safehold partition backup-progress " + partition_id
         )
         return
     info = _wait(api, partition_id, "Backup")
     _finish(info, "Backup")
-    console.print(f"backup {info['BackupId']} stored at {info['BackupLocation']}")
+    size = (info.get("Progress") or {}).get("done_bytes")
+    read = f" ({out.human_size(size)} read)" if size is not None else ""
+    out.say(f"backup {info['BackupId']} stored at {info['BackupLocation']}{read}")
 
 
-@partition_app.command("backup-progress")
-def partition_backup_progress(
-    partition_id: str,
-    url: UrlOpt = DEFAULT_URL,
-    token: TokenOpt = None,
-    token_file: TokenFileOpt = None,
-    ca_cert: CaOpt = None,
-) -> None:
-    """Show the latest backup's progress."""
-    _print(
-        client(url, token, token_file, ca_cert).request(
-            "GET", f"/Partitions/{partition_id}/$/GetBackupProgress"
+def _progress_command(kind: str) -> Any:
+    def command(
+        partition_id: str,
+        json_output: JsonOpt = False,
+        url: UrlOpt = DEFAULT_URL,
+        token: TokenOpt = None,
+        token_file: TokenFileOpt = None,
+        ca_cert: CaOpt = None,
+    ) -> None:
+        info = connect(url, token, token_file, ca_cert).call(
+            "GET", f"/Partitions/{partition_id}/$/Get{kind}Progress"
         )
+        if json_output:
+            out.print_json(info)
+        else:
+            print(out.progress_line(info, kind))
+
+    command.__doc__ = f"Show the latest {kind.lower()}'s state and progress."
+    return command
+
+
+partition_app.command("backup-progress")(_progress_command("Backup"))
+partition_app.command("restore-progress")(_progress_command("Restore"))
+
+
+def _confirm_restore(api: Api, partition_id: str, what: str, yes: bool) -> None:
+    """Ask before a restore replaces live data; refuse without a terminal unless --yes."""
+    if yes:
+        return
+    reg = api.call("GET", f"/safehold/partitions/{partition_id}", sf=False)
+    target = reg.get("RestoreTo") or reg["Source"]
+    question = (
+        f"Restoring {what} replaces the live data of partition {partition_id} ({target}). Continue?"
     )
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"restoring {what} would replace the live data of partition {partition_id} "
+            f"({target}); confirm on a terminal, or pass --yes"
+        )
+    if not typer.confirm(question, default=False, err=True):
+        raise OperationFailed("restore cancelled; nothing was changed")
 
 
 @partition_app.command("restore")
@@ -481,6 +470,12 @@ def partition_restore(
             "--allow-other-partition", help="Consent to restore another partition's backup."
         ),
     ] = False,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes", "-y", help="Replace the live data without asking (needed in scripts)."
+        ),
+    ] = False,
     wait: Annotated[bool, typer.Option("--wait")] = False,
     timeout: Annotated[int, typer.Option("--timeout", help="RestoreTimeout in minutes.")] = 10,
     url: UrlOpt = DEFAULT_URL,
@@ -488,14 +483,19 @@ def partition_restore(
     token_file: TokenFileOpt = None,
     ca_cert: CaOpt = None,
 ) -> None:
-    """Restore a partition from a backup (by id, the latest, or at a point in time)."""
-    api = client(url, token, token_file, ca_cert)
+    """
+    Restore a partition from a backup (by id, the latest, or at a point in time).
+
+    The partition's live data is replaced: on a terminal you are asked first;
+    without a terminal, --yes is required.
+    """
+    api = connect(url, token, token_file, ca_cert)
     body: dict[str, Any] = {}
     if backup_id:
         if backup_location is None:
-            found = api.request(
-                "GET", f"/Partitions/{from_partition or partition_id}/$/GetBackups"
-            )["Items"]
+            found = api.call("GET", f"/Partitions/{from_partition or partition_id}/$/GetBackups")[
+                "Items"
+            ]
             match = [b for b in found if b["BackupId"] == backup_id]
             if not match:
                 raise UsageError(f"backup {backup_id} not found; give --backup-location")
@@ -510,68 +510,18 @@ def partition_restore(
         params["RestorePointTime"] = at
     if allow_other_partition:
         params["AllowRestoreToOtherPartition"] = "true"
-    api.request("POST", f"/Partitions/{partition_id}/$/Restore", params=params, json=body)
+    what = (
+        f"backup {backup_id}"
+        if backup_id
+        else ("the backup at " + at if at else "the latest backup")
+    )
+    _confirm_restore(api, partition_id, what, yes)
+    api.call("POST", f"/Partitions/{partition_id}/$/Restore", params=params, json=body)
     if not wait:
-        console.print("restore accepted")
+        out.say(
+            "restore accepted; follow it with: safehold partition restore-progress " + partition_id
+        )
         return
     info = _wait(api, partition_id, "Restore")
     _finish(info, "Restore")
-    console.print(f"restored epoch {info['RestoredEpoch']} LSN {info['RestoredLsn']}")
-
-
-config_app = typer.Typer(
-    help=f"Back up and restore the service's own configuration. {EXIT_CODES}",
-    no_args_is_help=True,
-)
-
-
-def _config_operation(
-    action: str, storage_path: Path, name: str, wait: bool, api: ApiClient
-) -> None:
-    body = {
-        "Storage": {"StorageKind": "FileShare", "Path": str(storage_path.absolute())},
-        "BackupName": name,
-    }
-    accepted = api.request("POST", f"/safehold/config/$/{action}", sf=False, json=body)
-    location = f"/safehold/config/operations/{accepted['Id']}"
-    if not wait:
-        console.print(f"{action.lower()} accepted: follow {location}")
-        return
-    while True:
-        status = api.request("GET", location, sf=False)
-        if status["Status"] != "InProgress":
-            break
-        time.sleep(0.3)
-    if status["Status"] != "Succeeded":
-        raise OperationFailed(
-            f"{action.lower()} failed: {status.get('Error', {}).get('Message', '')}"
-        )
-    console.print(f"configuration {action.lower()} {name}: done")
-
-
-@config_app.command("backup")
-def config_backup(
-    storage_path: Annotated[Path, typer.Option("--storage-path", help="A FileShare directory.")],
-    name: Annotated[str, typer.Option("--name", help="The backup's name.")],
-    wait: Annotated[bool, typer.Option("--wait")] = False,
-    url: UrlOpt = DEFAULT_URL,
-    token: TokenOpt = None,
-    token_file: TokenFileOpt = None,
-    ca_cert: CaOpt = None,
-) -> None:
-    """Save policies, registrations, mappings and suspensions as a named backup."""
-    _config_operation("Backup", storage_path, name, wait, client(url, token, token_file, ca_cert))
-
-
-@config_app.command("restore")
-def config_restore(
-    storage_path: Annotated[Path, typer.Option("--storage-path", help="A FileShare directory.")],
-    name: Annotated[str, typer.Option("--name", help="The backup's name.")],
-    wait: Annotated[bool, typer.Option("--wait")] = False,
-    url: UrlOpt = DEFAULT_URL,
-    token: TokenOpt = None,
-    token_file: TokenFileOpt = None,
-    ca_cert: CaOpt = None,
-) -> None:
-    """Replace the configuration with the newest backup of that name."""
-    _config_operation("Restore", storage_path, name, wait, client(url, token, token_file, ca_cert))
+    out.say(out.restore_result(info))

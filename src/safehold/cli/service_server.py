@@ -6,10 +6,11 @@ or ``--catalog postgresql://…``), the scheduler and one embedded agent.
 ``agent`` pulls work from a controller over HTTP(S); no inbound port is needed.
 """
 
+# ruff: noqa: ARG001 - serve's and agent's options are read from ctx.params, where the
+# configuration file and the environment are merged in (cli/config.py).
 from __future__ import annotations
 
 import importlib
-import logging
 import signal
 import socket
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
+from safehold.cli import service_setup
 from safehold.core.errors import UsageError
 
 __all__ = ["agent", "serve"]
@@ -35,7 +37,23 @@ def _composition_root() -> ModuleType:
     return bootstrap
 
 
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        envvar="SAFEHOLD_CONFIG",
+        help="A TOML configuration file ([serve], [agent], [log]); flags and the "
+        "environment override it.",
+    ),
+]
+LogFormatOpt = Annotated[
+    str, typer.Option("--log-format", help="Log lines as text, json or logfmt.")
+]
+LogLevelOpt = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+
+
 def serve(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[
         int, typer.Option("--port", help="Port (19080, like SF's HTTP gateway).")
@@ -109,37 +127,48 @@ def serve(
     agent_timeout: Annotated[
         float, typer.Option("--agent-timeout", help="Seconds without heartbeat before a job fails.")
     ] = 60.0,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-listen",
+            help="Also serve /metrics, without an API token, at HOST:PORT (e.g. 127.0.0.1:9464).",
+        ),
+    ] = None,
+    metrics_token_file: Annotated[
+        Path | None,
+        typer.Option("--metrics-token-file", help="With --metrics-listen: require this token."),
+    ] = None,
+    log_format: LogFormatOpt = "text",
+    log_level: LogLevelOpt = "info",
+    config: ConfigOpt = None,
 ) -> None:
     """Run the controller: the REST API, the scheduler and an embedded agent."""
     import uvicorn
 
     root = _composition_root()
-
+    # The file and the environment fill in what no flag gave (cli/config.py).
+    o = service_setup.serve_options(ctx, config)
+    tls_cert, tls_key = o["tls_cert"], o["tls_key"]
+    client_certs_file, client_ca = o["client_certs_file"], o["client_ca"]
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("give both --tls-cert and --tls-key, or neither")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    settings = root.Settings(
-        data_dir=data_dir,
-        catalog=catalog,
-        password_file=password_file,
-        secret_key_file=secret_key_file,
-        tokens_file=tokens_file,
-        embedded_agent=embedded_agent,
-        agent_slots=agent_slots,
-        max_running_jobs=max_running_jobs,
-        job_retention_hours=job_retention_hours,
-        port=port,
-        tick_seconds=tick_seconds,
-        schedule_spread=schedule_spread,
-        agent_timeout_seconds=agent_timeout,
-    )
-    controller = root.build_controller(settings)
+    service_setup.start_logging(o)
+    controller = root.build_controller(service_setup.settings_for(root.Settings, o))
+    service_setup.serve_extras(controller.app, o)
     options: dict[str, Any] = {}
     if tls_cert is not None and tls_key is not None:
         options = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)}
     if client_certs_file is not None or client_ca is not None:
         options.update(_client_cert_options(controller.app, client_certs_file, client_ca, options))
-    uvicorn.run(controller.app, host=host, port=port, log_level="warning", **options)
+    # log_config=None: uvicorn's loggers go through the handler of start_logging.
+    uvicorn.run(
+        controller.app,
+        host=o["host"],
+        port=o["port"],
+        log_level="warning",
+        log_config=None,
+        **options,
+    )
 
 
 def _client_cert_options(
@@ -156,13 +185,14 @@ def _client_cert_options(
 
 
 def agent(
+    ctx: typer.Context,
     controller: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--controller",
             help="The controller's URL; several replicas comma-separated (tried in turn).",
         ),
-    ],
+    ] = None,
     token: Annotated[
         str | None,
         typer.Option(
@@ -185,22 +215,30 @@ def agent(
     heartbeat: Annotated[
         float, typer.Option("--heartbeat", help="Seconds between heartbeats.")
     ] = 5.0,
+    log_format: LogFormatOpt = "text",
+    log_level: LogLevelOpt = "info",
+    config: ConfigOpt = None,
 ) -> None:
     """Run an agent that pulls work from a controller."""
-    if token is None and token_file is not None:
-        token = token_file.read_text().strip()
+    # The file and the environment fill in what no flag gave (cli/config.py).
+    o = service_setup.agent_options(ctx, config)
+    token = o["token"]
+    if token is None and o["token_file"] is not None:
+        token = o["token_file"].read_text().strip()
     if not token:
         raise UsageError("an agent token is needed: --token, SAFEHOLD_TOKEN or --token-file")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not o["controller"]:
+        raise UsageError("the controller's URL is needed: --controller or [agent] controller")
+    service_setup.start_logging(o, token)
     runner = _composition_root().build_agent(
-        controller,
+        o["controller"],
         token,
-        agent_id or socket.gethostname(),
-        password_file=password_file,
-        slots=slots,
-        verify=str(ca_cert) if ca_cert else True,
-        poll_interval=poll,
-        heartbeat_interval=heartbeat,
+        o["agent_id"] or socket.gethostname(),
+        password_file=o["password_file"],
+        slots=o["slots"],
+        verify=str(o["ca_cert"]) if o["ca_cert"] else True,
+        poll_interval=o["poll"],
+        heartbeat_interval=o["heartbeat"],
     )
 
     def stop(signum: int, frame: object) -> None:

@@ -9,7 +9,7 @@ partition it belongs to, its place in a backup chain, and its sizes.
 from __future__ import annotations
 
 import posixpath
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -50,11 +50,21 @@ def root_name(source: str) -> str:
 
 @dataclass(frozen=True)
 class PartitionRef:
-    """The Service Fabric-style identity of the state a snapshot holds; all optional."""
+    """
+    The Service Fabric-style identity of the state a snapshot holds; all optional.
+
+    ``kind`` with ``low_key``/``high_key`` or ``name`` is SF's partition
+    information (Singleton, Int64Range, Named): a restore into another cluster
+    maps partitions by it, since partition ids differ between clusters.
+    """
 
     application: str | None = None
     service: str | None = None
     partition_id: str | None = None
+    kind: str | None = None
+    low_key: int | None = None
+    high_key: int | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -169,7 +179,7 @@ class Snapshot:
             "tags": list(self.tags),
             "tree": self.tree,
             "source": {"kind": self.source_kind, "name": self.source_name},
-            "partition": asdict(self.partition) if self.partition else None,
+            "partition": _partition_json(self.partition) if self.partition else None,
             "backup_type": self.backup_type,
             "parent": self.parent,
             "chain_id": self.chain_id,
@@ -199,7 +209,7 @@ class Snapshot:
             source_kind=source.get("kind", "dir"),
             source_name=source.get("name"),
             tags=tuple(doc.get("tags", ())),
-            partition=PartitionRef(**part) if part else None,
+            partition=_partition_ref(part) if part else None,
             backup_type=doc.get("backup_type", "full"),
             parent=doc.get("parent"),
             chain_id=doc.get("chain_id"),
@@ -262,3 +272,14 @@ class SnapshotFilter:
             parts.append("tags " + " or ".join(",".join(g) for g in self.tags))
         parts += [f"path {p!r}" for p in self.paths]
         return " and ".join(parts) if parts else "any snapshot"
+
+
+def _partition_ref(doc: dict[str, Any]) -> PartitionRef:
+    # Fields this version does not know (a newer writer's) are ignored.
+    known = {f.name for f in fields(PartitionRef)}
+    return PartitionRef(**{k: v for k, v in doc.items() if k in known})
+
+
+def _partition_json(p: PartitionRef) -> dict[str, Any]:
+    # Only what is set: snapshots of a Singleton partition read as before.
+    return {k: v for k, v in asdict(p).items() if v is not None or k == "partition_id"}

@@ -25,6 +25,7 @@ __all__ = [
     "ClaimRequest",
     "ControllerLink",
     "DataLossParams",
+    "DrillParams",
     "ErrorInfo",
     "Heartbeat",
     "Outcome",
@@ -35,9 +36,9 @@ __all__ = [
     "WorkItem",
 ]
 
-JobKind = Literal["backup", "restore", "clean", "dataloss"]
+JobKind = Literal["backup", "restore", "clean", "dataloss", "drill"]
 #: The job kinds this version of the protocol defines.
-JOB_KINDS: tuple[str, ...] = ("backup", "restore", "clean", "dataloss")
+JOB_KINDS: tuple[str, ...] = ("backup", "restore", "clean", "dataloss", "drill")
 
 
 class _Message(BaseModel):
@@ -52,6 +53,11 @@ class PartitionInfo(_Message):
     ServiceName: str
     Source: str
     RestoreTo: str | None = None
+    Hooks: dict[str, Any] | None = None
+    Kind: str = "Singleton"
+    LowKey: int | None = None
+    HighKey: int | None = None
+    Name: str | None = None
 
 
 class RetentionRule(_Message):
@@ -93,6 +99,17 @@ class DataLossParams(_Message):
     lsn: int = 0
 
 
+class DrillParams(_Message):
+    """A restore drill (``core.drill``): restore a backup into a sandbox and validate it."""
+
+    drill_id: str
+    snapshot_id: str
+    backup_id: str = ""
+    backup_time: str
+    validators: list[dict[str, Any]] = Field(default_factory=list)
+    sandbox_dir: str | None = None
+
+
 class WorkItem(_Message):
     """
     One job handed to an agent.
@@ -121,6 +138,10 @@ class WorkItem(_Message):
     def data_loss(self) -> DataLossParams:
         """The parameters of a data-loss job."""
         return DataLossParams.model_validate(self.Params)
+
+    def drill(self) -> DrillParams:
+        """The parameters of a restore drill."""
+        return DrillParams.model_validate(self.Params)
 
 
 class ClaimRequest(_Message):

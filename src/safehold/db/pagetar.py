@@ -20,8 +20,10 @@ writes the data directory exactly as the tar described it (modes, owners, times)
 from __future__ import annotations
 
 import getpass
+import queue
 import socket
 import stat
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import BinaryIO
@@ -34,7 +36,7 @@ from safehold.repo.repository import Repository
 from safehold.repo.tree import Node, Tree, validate_name
 from safehold.repo.writer import BlobWriter
 
-__all__ = ["DEFAULT_PAGE", "TarIngest", "TarResult", "make_snapshot"]
+__all__ = ["DEFAULT_PAGE", "ReadAhead", "TarIngest", "TarResult", "make_snapshot"]
 
 DEFAULT_PAGE = 8192
 _BLOCK = 512
@@ -68,6 +70,61 @@ def _octal(field_: bytes) -> int:
         return n
     text = field_.split(b"\0", 1)[0].strip()
     return int(text, 8) if text else 0
+
+
+class ReadAhead:
+    """
+    Read a pipe ahead in a thread, so the producer (``pg_basebackup``) keeps
+    writing while pages are hashed and compressed: a pipe holds 64 KiB, so
+    without this the two would mostly take turns. Holds at most *depth* blocks.
+    """
+
+    def __init__(self, stream: BinaryIO, *, block: int = _WINDOW, depth: int = 8) -> None:
+        self._stream = stream
+        self._block = block
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(depth)
+        self._cur = memoryview(b"")
+        self._done = False
+        self._thread = threading.Thread(target=self._fill, name="safehold-readahead", daemon=True)
+        self._thread.start()
+
+    def _fill(self) -> None:
+        try:
+            while True:
+                data = self._stream.read(self._block)
+                if not data:
+                    break
+                self._queue.put(data)
+        except BaseException as exc:  # handed to the reader, which raises it
+            self._queue.put(exc)
+            return
+        self._queue.put(None)
+
+    def readinto(self, out: memoryview) -> int:
+        """Fill *out* from the read-ahead blocks; 0 only at the end of the stream."""
+        while not self._cur:
+            if self._done:
+                return 0
+            item = self._queue.get()
+            if item is None:
+                self._done = True
+                return 0
+            if isinstance(item, BaseException):
+                raise item
+            self._cur = memoryview(item)
+        n = min(len(out), len(self._cur))
+        out[:n] = self._cur[:n]
+        self._cur = self._cur[n:]
+        return n
+
+    def close(self) -> None:
+        """Stop reading: drain what the thread holds so it can finish."""
+        self._done = True
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
 
 
 def _read_exact(stream: BinaryIO, view: memoryview) -> int:

@@ -32,7 +32,7 @@ from safehold.core.progress import NullProgress, ProgressSink
 from safehold.core.snapshot import Snapshot, SnapshotMeta, SnapshotSizes
 from safehold.db.catalog import BackupPosition, PgBackup, pg_backups
 from safehold.db.errors import BackupIncomplete, DbError, DbToolError
-from safehold.db.pagetar import DEFAULT_PAGE, TarIngest, make_snapshot
+from safehold.db.pagetar import DEFAULT_PAGE, ReadAhead, TarIngest, make_snapshot
 from safehold.db.pgwal import Segment, is_segment_name, parse_lsn, segment_of
 from safehold.db.recovery import PgRestoreResult, Target, restore_postgres
 from safehold.db.server import find_bindir
@@ -169,9 +169,14 @@ class PostgresSource:
                     capture=_CAPTURE,
                     progress=progress,
                 )
+                ahead = ReadAhead(cast(BinaryIO, proc.stdout))
                 try:
-                    tar = ingest.run(cast(BinaryIO, proc.stdout))
+                    tar = ingest.run(cast(BinaryIO, ahead))
+                except BaseException:
+                    proc.kill()  # so the read-ahead thread meets the end at once
+                    raise
                 finally:
+                    ahead.close()
                     proc.stdout.close()
                     code = proc.wait()
                 err.seek(0)

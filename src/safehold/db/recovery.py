@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 _NOT_REACHED = "recovery ended before configured recovery target was reached"
+_BEFORE_CONSISTENT = "requested recovery stop point is before consistent recovery point"
 
 
 @dataclass(frozen=True)
@@ -281,7 +282,14 @@ def _restore_one(
             server.start(wait=False)
             server.wait_ready(timeout)
         except DbToolError as exc:
-            if _NOT_REACHED in server.log_tail(50):
+            log = server.log_tail(50)
+            if _BEFORE_CONSISTENT in log:
+                raise RecoveryTargetError(
+                    f"the target {_describe(to)} is before base backup "
+                    f"{backup.snapshot.short_id} became consistent (is the agent's clock "
+                    "ahead of the database server's?): choose an earlier backup"
+                ) from exc
+            if _NOT_REACHED in log:
                 raise RecoveryTargetError(
                     f"the archived WAL does not reach the target {_describe(to)}: it is after "
                     f"the end of the recoverable window (base backup {backup.snapshot.short_id})"

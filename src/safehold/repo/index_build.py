@@ -20,7 +20,7 @@ from safehold.repo.pack import PackInfo
 
 __all__ = ["SORT_MAX", "TableBuilder"]
 
-SPILL_BYTES = 16 << 20
+SPILL_BYTES = 8 << 20
 SORT_MAX = 1_000_000
 
 

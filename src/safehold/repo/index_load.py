@@ -38,8 +38,9 @@ __all__ = [
 
 log = logging.getLogger("safehold.repo")
 
-MEMORY_BLOBS = 200_000
+MEMORY_BLOBS = 100_000
 TABLE_NAME = "index-v1.shx"
+_BATCH_BYTES = 2 << 20
 _REPO_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -93,9 +94,19 @@ def default_cache_dir() -> Path | None:
 
 
 def read_files(
-    storage: Storage, index_key: bytes, names: Sequence[str], workers: int
+    storage: Storage,
+    index_key: bytes,
+    names: Sequence[str],
+    workers: int,
+    sizes: dict[str, int] | None = None,
 ) -> Iterator[tuple[str, list[PackInfo] | IntegrityError]]:
-    """Read index files in parallel, in order; a damaged one yields its error."""
+    """
+    Read index files in parallel, in order; a damaged one yields its error.
+
+    Parsed index files are the peak of a cold load, so a batch in flight holds
+    at most ``workers * 2`` files and, when *sizes* are known, about
+    ``_BATCH_BYTES`` of them (at least one file).
+    """
 
     def one(name: str) -> list[PackInfo] | IntegrityError:
         try:
@@ -103,11 +114,20 @@ def read_files(
         except IntegrityError as exc:
             return exc
 
-    # Few files in flight: parsed index files are the peak of a cold load.
-    step = max(1, workers) * 2
+    most = max(1, workers) * 2
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for i in range(0, len(names), step):
-            batch = names[i : i + step]
+        i = 0
+        while i < len(names):
+            batch = [names[i]]
+            total = sizes.get(names[i], 0) if sizes else 0
+            i += 1
+            while i < len(names) and len(batch) < most:
+                size = sizes.get(names[i], 0) if sizes else 0
+                if total + size > _BATCH_BYTES:
+                    break
+                batch.append(names[i])
+                total += size
+                i += 1
             yield from zip(batch, pool.map(one, batch), strict=True)
 
 
@@ -127,8 +147,9 @@ def open_table(src: IndexSource) -> IndexTable | None:
     return None
 
 
-def _listing(storage: Storage) -> list[str]:
-    return sorted(i.name for i in storage.list("index/"))
+def _listing(storage: Storage) -> tuple[list[str], dict[str, int]]:
+    infos = {i.name: i.size for i in storage.list("index/")}
+    return sorted(infos), infos
 
 
 def _diff(table: IndexTable, names: list[str]) -> tuple[bool, list[str]]:
@@ -158,7 +179,7 @@ def load_index(src: IndexSource, *, strict: bool = False) -> Index:
     Raises:
         IntegrityError: with *strict*, an index file is damaged (named).
     """
-    names = _listing(src.storage)
+    names, sizes = _listing(src.storage)
     table = open_table(src)
     if table is not None:
         gone, new = _diff(table, names)
@@ -167,7 +188,7 @@ def load_index(src: IndexSource, *, strict: bool = False) -> Index:
             table = None
         else:
             names = new
-    return _read_into(src, Index(table), names, strict)
+    return _read_into(src, Index(table), names, sizes, strict)
 
 
 def refresh(src: IndexSource, index: Index) -> Index:
@@ -179,7 +200,7 @@ def refresh(src: IndexSource, index: Index) -> Index:
     """
     if index.unfiled:  # a failed writer left packs no index file names
         return load_index(src)
-    names = _listing(src.storage)
+    names, sizes = _listing(src.storage)
     mem = set(index.files)
     new = names
     if index.table is not None:
@@ -189,14 +210,16 @@ def refresh(src: IndexSource, index: Index) -> Index:
     if not mem <= set(names):
         return load_index(src)
     index.damaged = []
-    return _read_into(src, index, [n for n in new if n not in mem], strict=False)
+    return _read_into(src, index, [n for n in new if n not in mem], sizes, strict=False)
 
 
-def _read_into(src: IndexSource, index: Index, names: list[str], strict: bool) -> Index:
+def _read_into(
+    src: IndexSource, index: Index, names: list[str], sizes: dict[str, int], strict: bool
+) -> Index:
     builder: TableBuilder | None = None
     can_build = src.table_path is not None
     try:
-        for name, packs in read_files(src.storage, src.index_key, names, src.workers):
+        for name, packs in read_files(src.storage, src.index_key, names, src.workers, sizes):
             if isinstance(packs, IntegrityError):
                 if strict:
                     raise packs

@@ -80,7 +80,7 @@ def _header_mac(key: bytes, fields: bytes, macs: bytes | bytearray) -> bytes:
 class TableWriter:
     """
     Write a table at *path*: ``add_blobs`` (sorted, unique, in order), then
-    ``add_pack`` records in pack-number order, then ``finish``.
+    ``add_packs`` (records in pack-number order), then ``finish``.
 
     The file is written under a temporary name and renamed into place by
     ``finish``, so a reader sees a whole table or none.
@@ -131,14 +131,6 @@ class TableWriter:
         self._blobs = n
         self._write(view)
 
-    def add_pack(self, record: bytes) -> int:
-        """Append one pack record; return its number."""
-        if self._packs_off < 0:
-            self._end_blobs()
-        self._write(record)
-        self._packs += 1
-        return self._packs - 1
-
     def add_packs(self, records: bytes | bytearray | memoryview) -> None:
         """Append pack records (76 bytes each) in pack-number order."""
         if self._packs_off < 0:
@@ -148,7 +140,10 @@ class TableWriter:
 
     def _end_blobs(self) -> None:
         remaining = (1 << self._bits) + 1 - self._next_prefix
-        self._fanout.write(_U64.pack(self._blobs) * remaining)
+        while remaining > 0:
+            n = min(remaining, 1 << 17)
+            self._fanout.write(_U64.pack(self._blobs) * n)
+            remaining -= n
         self._fanout_off = self._pos + len(self._buf)
         self._fanout.seek(0)
         while chunk := self._fanout.read(1 << 20):

@@ -403,10 +403,15 @@ class KeyStore:
         return self._write_key_file(kind, passphrase, payload, kdf)
 
     def remove(self, ring: Keyring, key_id: str) -> None:
-        """Remove a key file; never the one in use, never the last full key."""
+        """
+        Remove a key file; never the one in use, never the last full key.
+
+        A damaged key file can be removed too (it opens nothing).
+        """
         infos = {k.id: k for k in self.list(ring.key_id)}
+        damaged = [k for k, doc, _ in self._all_key_files() if doc is None]
         key_id = key_id.lower()
-        matches = [k for k in infos if k.startswith(key_id)] if key_id else []
+        matches = [k for k in [*infos, *damaged] if k.startswith(key_id)] if key_id else []
         if not matches:
             raise KeyNotFound(f"no key file matches {key_id!r}")
         if len(matches) > 1:
@@ -414,7 +419,8 @@ class KeyStore:
         target = matches[0]
         if target == ring.key_id:
             raise RepoError("refusing to remove the key in use; open with another key first")
-        if infos[target].kind == "full" and sum(k.kind == "full" for k in infos.values()) == 1:
+        full = sum(k.kind == "full" for k in infos.values())
+        if target in infos and infos[target].kind == "full" and full == 1:
             raise RepoError("refusing to remove the last full key: the data would be lost")
         self._storage.delete(f"keys/{target}")
 

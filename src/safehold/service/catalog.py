@@ -99,6 +99,12 @@ partitions = sa.Table(
     sa.Column("last_backup_at", UTCDateTime),
     sa.Column("last_backup_state", sa.String(32)),
     sa.Column("last_failure", sa.Text),
+    sa.Column("partition_kind", sa.String(16), nullable=False, server_default="Singleton"),
+    sa.Column("low_key", sa.BigInteger),
+    sa.Column("high_key", sa.BigInteger),
+    sa.Column("partition_name", sa.String(256)),
+    sa.Column("hooks", sa.Text),
+    sa.Column("strict_restore", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 mappings = sa.Table(
     "mappings",
@@ -154,6 +160,7 @@ backups = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("size_bytes", sa.BigInteger, nullable=False),
     sa.Column("storage", sa.Text, nullable=False),
+    sa.Column("partition_info", sa.Text),
 )
 agents = sa.Table(
     "agents",
@@ -171,6 +178,76 @@ operations = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("finished_at", UTCDateTime),
     sa.Column("message", sa.Text),
+)
+
+
+# Restore drills (service.drills; revision 0004).
+drill_policies = sa.Table(
+    "drill_policies",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("doc", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+drill_mappings = sa.Table(
+    "drill_mappings",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("key", sa.String(512), primary_key=True),
+    sa.Column("policy_name", sa.String(128), sa.ForeignKey("drill_policies.name"), nullable=False),
+    sa.Column("enabled_at", UTCDateTime, nullable=False),
+)
+drill_runs = sa.Table(
+    "drill_runs",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("partition_id", sa.String(36), nullable=False),
+    sa.Column("policy_name", sa.String(128)),
+    sa.Column("job_id", sa.String(36)),
+    sa.Column("trigger", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("backup_id", sa.String(36), nullable=False),
+    sa.Column("backup_time", UTCDateTime, nullable=False),
+    sa.Column("rto_seconds", sa.Float),
+    sa.Column("rpo_seconds", sa.Float),
+    sa.Column("rto_objective", sa.Float),
+    sa.Column("rpo_objective", sa.Float),
+    sa.Column("agent_id", sa.String(128)),
+    sa.Column("failure", sa.Text),
+    sa.Column("result", sa.Text),
+    sa.Index("ix_drill_runs_partition_created", "partition_id", "created_at"),
+)
+drill_state = sa.Table(
+    "drill_state",
+    metadata,
+    sa.Column("partition_id", sa.String(36), primary_key=True),
+    sa.Column("last_run_id", sa.String(36)),
+    sa.Column("last_started_at", UTCDateTime),
+    sa.Column("last_finished_at", UTCDateTime),
+    sa.Column("last_state", sa.String(32)),
+    sa.Column("last_failure", sa.Text),
+    sa.Column("last_success_at", UTCDateTime),
+    sa.Column("rto_seconds", sa.Float),
+    sa.Column("rpo_seconds", sa.Float),
+    sa.Column("objectives_met", sa.Boolean),
+)
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("key", sa.String(600), primary_key=True),
+    sa.Column("event", sa.String(32), nullable=False),
+    sa.Column("subject", sa.String(512), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("changed_at", UTCDateTime, nullable=False),
+    sa.Column("notified", sa.String(16)),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_try_at", UTCDateTime),
+    sa.Column("last_error", sa.Text),
 )
 
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from safehold.core.drill import DrillVerdict
 from safehold.core.errors import SafeholdError
 from safehold.core.policy import (
     EntityRef,
@@ -30,7 +31,9 @@ from safehold.core.policy import (
     next_due,
 )
 from safehold.core.snapshot import format_time
+from safehold.service import drills
 from safehold.service.context import ServiceContext
+from safehold.service.drill_records import DrillState
 from safehold.service.protection import find_partition, load_policy
 
 __all__ = ["FleetHealth", "FleetView", "PartitionHealth", "health_of", "partition_health"]
@@ -44,10 +47,14 @@ class PartitionHealth:
     state: str
     reason: str
     last_good: datetime | None
+    # With a drill policy (service.drills): the backup's own state, and the drills' verdict.
+    backup_state: str | None = None
+    drill_state: str | None = None
+    drill_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the API shape."""
-        return {
+        doc: dict[str, Any] = {
             "PartitionId": self.partition_id,
             "SourceId": "System.BackupRestoreManager",
             "Property": "Backup",
@@ -55,6 +62,9 @@ class PartitionHealth:
             "Description": self.reason,
             "LastSuccessfulBackupUtc": format_time(self.last_good) if self.last_good else None,
         }
+        if self.drill_state is not None:
+            doc["Drill"] = {"HealthState": self.drill_state, "Description": self.drill_reason}
+        return doc
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,7 @@ class FleetHealth:
     partitions: list[PartitionHealth]
     outcomes: dict[str, tuple[int, float]]
     backup_bytes: int
+    drills: dict[str, DrillState] = field(default_factory=dict)  # partition id → newest drill
 
     def counts(self) -> dict[str, int]:
         """How many partitions are in each health state."""
@@ -102,6 +113,7 @@ def _compute(ctx: ServiceContext, partition_id: str | None = None) -> FleetHealt
         whole = partition_id is None
         outcomes = uow.jobs.outcome_stats("backup") if whole else {}
         backup_bytes = uow.backups.total_bytes() if whole else 0
+        verdicts, drill_states = drills.judge_partitions(uow, parts, now)
     for p in parts:
         eff = effective_config(p.chain(), mappings, suspended)
         last_good = p.last_backup_at
@@ -112,6 +124,8 @@ def _compute(ctx: ServiceContext, partition_id: str | None = None) -> FleetHealt
             continue
         if eff.suspended:
             reason = f"periodic backup is suspended (at the {eff.suspended_from} level)"
+            if p.last_backup_state in ("Failure", "Timeout"):
+                reason += f"; the last backup failed: {p.last_failure}"
             out.append(PartitionHealth(p.partition_id, "Warning", reason, last_good))
             continue
         schedule = schedules.get(eff.policy_name)
@@ -122,7 +136,27 @@ def _compute(ctx: ServiceContext, partition_id: str | None = None) -> FleetHealt
         entity = next(e for e in p.chain() if e.kind == eff.policy_from)
         since = last_good or enabled.get(EntityRef(entity.kind, entity.key)) or p.created_at
         out.append(_judge(p.partition_id, schedule, since, last_good, p, now))
-    return FleetHealth(now, out, outcomes, backup_bytes)
+    out = [_with_drills(h, verdicts.get(h.partition_id)) for h in out]
+    return FleetHealth(now, out, outcomes, backup_bytes, drill_states)
+
+
+_RANK = {"Ok": 0, "Warning": 1, "Error": 2}
+
+
+def _with_drills(h: PartitionHealth, verdict: DrillVerdict | None) -> PartitionHealth:
+    """The worse of the backup's health and the drills' verdict, with both reasons."""
+    if verdict is None:
+        return h
+    worse = verdict.state if _RANK[verdict.state] > _RANK[h.state] else h.state
+    reason = h.reason if verdict.state == "Ok" else f"{h.reason}; {verdict.reason}"
+    return replace(
+        h,
+        state=worse,
+        reason=reason,
+        backup_state=h.state,
+        drill_state=verdict.state,
+        drill_reason=verdict.reason,
+    )
 
 
 def _judge(

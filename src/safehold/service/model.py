@@ -19,13 +19,15 @@ __all__ = [
     "RUNNING_STATE",
     "RUNNING_STATES",
     "BackupRecord",
+    "Hooks",
     "JobRecord",
+    "PartitionKey",
     "PartitionRecord",
     "backup_id_for",
     "backup_location",
 ]
 
-JobKind = Literal["backup", "restore", "clean", "dataloss"]
+JobKind = Literal["backup", "restore", "clean", "dataloss", "drill"]
 ACTIVE_STATES = ("Accepted", "BackupInProgress", "RestoreInProgress", "InProgress")
 RUNNING_STATES = ("BackupInProgress", "RestoreInProgress", "InProgress")
 #: The state a job of each kind is in while an agent runs it.
@@ -34,9 +36,74 @@ RUNNING_STATE = {
     "restore": "RestoreInProgress",
     "clean": "InProgress",
     "dataloss": "InProgress",
+    "drill": "InProgress",
 }
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
+
+
+PartitionKind = Literal["Singleton", "Int64Range", "Named"]
+
+
+@dataclass(frozen=True)
+class PartitionKey:
+    """
+    SF's partition information: a Singleton, a range of Int64 keys, or a name.
+
+    A backup may be restored into another partition (another cluster's) when
+    their keys agree, as SF checks them.
+    """
+
+    kind: PartitionKind = "Singleton"
+    low_key: int | None = None
+    high_key: int | None = None
+    name: str | None = None
+
+    def matches(self, other: PartitionKey) -> bool:
+        """Whether a backup of *self* may be restored into *other*, as SF checks it."""
+        if self.kind != other.kind:
+            return False
+        if self.kind == "Int64Range":
+            return (self.low_key, self.high_key) == (other.low_key, other.high_key)
+        return self.kind != "Named" or self.name == other.name
+
+    def stored(self) -> dict[str, Any]:
+        """The key as the catalog and snapshots keep it."""
+        return {
+            "kind": self.kind,
+            "low_key": self.low_key,
+            "high_key": self.high_key,
+            "name": self.name,
+        }
+
+    @classmethod
+    def parse(cls, doc: dict[str, Any] | None) -> PartitionKey:
+        """Read a stored key (None, or no kind: a Singleton)."""
+        if not doc or not doc.get("kind"):
+            return cls()
+        return cls(doc["kind"], doc.get("low_key"), doc.get("high_key"), doc.get("name"))
+
+    def to_json(self, partition_id: str) -> dict[str, Any]:
+        """SF's ``PartitionInformation``."""
+        doc: dict[str, Any] = {"ServicePartitionKind": self.kind, "Id": partition_id}
+        if self.kind == "Int64Range":
+            doc.update(LowKey=str(self.low_key), HighKey=str(self.high_key))
+        elif self.kind == "Named":
+            doc["Name"] = self.name
+        return doc
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """Commands run around a backup of a partition (to flush or freeze an application)."""
+
+    before: str | None = None
+    after: str | None = None
+    timeout_seconds: float = 300.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The hooks as stored and as the API shows them."""
+        return {"Before": self.before, "After": self.after, "TimeoutSeconds": self.timeout_seconds}
 
 
 @dataclass
@@ -53,6 +120,9 @@ class PartitionRecord:
     lsn: int
     last_scheduled_at: datetime | None
     created_at: datetime
+    key: PartitionKey = field(default_factory=PartitionKey)
+    hooks: Hooks | None = None
+    strict_restore: bool = False  # restore only this partition's own backups (opt-in)
     # Kept by the scheduler and by job completion, never written by ``save``:
     next_due_at: datetime | None = None
     schedule_key: str | None = None
@@ -117,6 +187,7 @@ class BackupRecord:
     created_at: datetime
     size_bytes: int
     storage: dict[str, Any]  # the storage JSON with secrets sealed
+    key: PartitionKey = field(default_factory=PartitionKey)
 
 
 def backup_id_for(snapshot_id: str) -> str:
@@ -138,10 +209,11 @@ def backup_location(application: str, service: str, partition_id: str, when: dat
     """
     Return a backup's location, laid out as Service Fabric does.
 
-    ``<App>/<Svc>/<PartitionId>/<yyyy-MM-dd HH.mm.ss>`` with ``/`` inside names
-    turned into ``$``.
+    ``<App>\\<Svc>\\<PartitionId>\\<yyyy-MM-dd HH.mm.ss>.zip`` (SF's
+    ``BackupLocation``), with ``/`` inside names turned into ``$``. Comparisons
+    treat ``\\`` and ``/`` alike, so locations of older catalogs still match.
     """
     app = application.removeprefix("fabric:/").replace("/", "$")
     svc = service.removeprefix(application + "/").replace("/", "$")
     stamp = when.astimezone(UTC).strftime("%Y-%m-%d %H.%M.%S")
-    return f"{app}/{svc}/{partition_id}/{stamp}"
+    return f"{app}\\{svc}\\{partition_id}\\{stamp}.zip"

@@ -9,7 +9,7 @@ only works where backup was enabled directly, and Resume at the level of Suspend
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from safehold.core.errors import ConflictError
@@ -35,7 +35,7 @@ from safehold.service.errors import (
     PolicyExists,
     PolicyNotFound,
 )
-from safehold.service.model import PartitionRecord
+from safehold.service.model import Hooks, PartitionKey, PartitionRecord
 from safehold.service.secrets import SECRET_KEYS
 from safehold.service.uow import UnitOfWork
 
@@ -203,6 +203,9 @@ class PartitionCreate:
     source: str
     restore_to: str | None = None
     agent: str | None = None
+    key: PartitionKey = field(default_factory=PartitionKey)
+    strict_restore: bool = False
+    hooks: Hooks | None = None
 
 
 def check_source(source: str) -> str:
@@ -217,6 +220,18 @@ def check_source(source: str) -> str:
     if source.startswith("dir:") and not source[4:].startswith("/"):
         raise PolicyError(f"source {source!r}: the directory must be an absolute path")
     return source
+
+
+def check_hooks(hooks: Hooks | None) -> Hooks | None:
+    """Check a partition's hooks: at least one command, a positive timeout; none when empty."""
+    if hooks is None or not (hooks.before or hooks.after):
+        return None
+    if hooks.timeout_seconds <= 0:
+        raise PolicyError("Hooks.TimeoutSeconds must be more than 0")
+    for cmd in (hooks.before, hooks.after):
+        if cmd is not None and not cmd.strip():
+            raise PolicyError("a hook command must not be blank")
+    return hooks
 
 
 def check_restore_to(target: str | None) -> str | None:
@@ -263,10 +278,27 @@ def register_partition(ctx: ServiceContext, req: PartitionCreate) -> PartitionRe
             lsn=old.lsn if old else 0,
             last_scheduled_at=old.last_scheduled_at if old else None,
             created_at=old.created_at if old else ctx.clock(),
+            key=check_partition_key(req.key),
+            strict_restore=req.strict_restore,
+            hooks=check_hooks(req.hooks),
         )
         uow.partitions.save(rec)
         uow.commit()
     return rec
+
+
+def check_partition_key(key: PartitionKey) -> PartitionKey:
+    """Check SF's partition information: a range needs LowKey ≤ HighKey, a Named one a name."""
+    if key.kind == "Int64Range":
+        lo, hi = key.low_key, key.high_key
+        if lo is None or hi is None or lo > hi or min(lo, hi) < -(2**63) or max(lo, hi) >= 2**63:
+            raise PolicyError("an Int64Range partition needs Int64 LowKey ≤ HighKey")
+        return PartitionKey("Int64Range", lo, hi)
+    if key.kind == "Named":
+        if not key.name:
+            raise PolicyError("a Named partition needs its PartitionName")
+        return PartitionKey("Named", name=key.name)
+    return PartitionKey()
 
 
 def get_partition(uow: UnitOfWork, partition_id: str) -> PartitionRecord:
@@ -290,6 +322,9 @@ def partition_json(p: PartitionRecord) -> dict[str, Any]:
         "Source": p.source,
         "RestoreTo": p.restore_to,
         "Agent": p.agent,
+        "PartitionInformation": p.key.to_json(p.partition_id),
+        "RestoreOnlyOwnBackups": p.strict_restore,
+        "Hooks": p.hooks.to_json() if p.hooks else None,
     }
 
 
@@ -388,9 +423,16 @@ def suspend_backup(ctx: ServiceContext, entity: EntityRef) -> None:
 
 
 def resume_backup(ctx: ServiceContext, entity: EntityRef) -> None:
-    """Resume what was suspended at this very level (idempotent)."""
+    """
+    Resume what was suspended at this very level (idempotent).
+
+    Raises:
+        BackupNotEnabled: nothing is enabled on or above the entity (SF's 404).
+    """
     with ctx.uow() as uow:
         entity = chain_of(uow, entity)[-1]
+        if effective_for(uow, entity).policy_name is None:
+            raise BackupNotEnabled(f"backup is not enabled for {entity.kind} {entity.key}")
         uow.mappings.resume(entity)
         uow.commit()
 

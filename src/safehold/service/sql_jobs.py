@@ -53,13 +53,17 @@ class JobRepo(Repo):
         row = self.conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).first()
         return None if row is None else _job(row)
 
-    def latest(self, partition_id: str, kinds: Iterable[str]) -> JobRecord | None:
-        """Return the partition's newest job of one of *kinds*."""
+    def latest(
+        self, partition_id: str, kinds: Iterable[str], *, scheduled: bool | None = None
+    ) -> JobRecord | None:
+        """Return the partition's newest job of one of *kinds* (only scheduled, or not)."""
+        q = sa.select(t.jobs).where(
+            t.jobs.c.partition_id == partition_id, t.jobs.c.kind.in_(list(kinds))
+        )
+        if scheduled is not None:
+            q = q.where(t.jobs.c.scheduled == scheduled)
         row = self.conn.execute(
-            sa.select(t.jobs)
-            .where(t.jobs.c.partition_id == partition_id, t.jobs.c.kind.in_(list(kinds)))
-            .order_by(t.jobs.c.created_at.desc(), t.jobs.c.id.desc())
-            .limit(1)
+            q.order_by(t.jobs.c.created_at.desc(), t.jobs.c.id.desc()).limit(1)
         ).first()
         return None if row is None else _job(row)
 

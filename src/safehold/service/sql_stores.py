@@ -22,7 +22,7 @@ import sqlalchemy.dialects.sqlite
 from safehold.core.policy import EntityRef
 from safehold.core.snapshot import Epoch
 from safehold.service import catalog as t
-from safehold.service.model import BackupRecord, PartitionRecord
+from safehold.service.model import BackupRecord, Hooks, PartitionKey, PartitionRecord
 
 __all__ = [
     "UNSET",
@@ -118,7 +118,17 @@ def _partition(row: Any) -> PartitionRecord:
         last_backup_at=row.last_backup_at,
         last_backup_state=row.last_backup_state,
         last_failure=row.last_failure,
+        key=PartitionKey(row.partition_kind, row.low_key, row.high_key, row.partition_name),
+        hooks=_hooks(row.hooks),
+        strict_restore=bool(row.strict_restore),
     )
+
+
+def _hooks(text: str | None) -> Hooks | None:
+    if not text:
+        return None
+    doc = json.loads(text)
+    return Hooks(doc.get("Before"), doc.get("After"), float(doc.get("TimeoutSeconds", 300)))
 
 
 class PartitionRepo(Repo):
@@ -155,6 +165,12 @@ class PartitionRepo(Repo):
             "lsn": p.lsn,
             "last_scheduled_at": p.last_scheduled_at,
             "created_at": p.created_at,
+            "partition_kind": p.key.kind,
+            "low_key": p.key.low_key,
+            "high_key": p.key.high_key,
+            "partition_name": p.key.name,
+            "hooks": json.dumps(p.hooks.to_json()) if p.hooks else None,
+            "strict_restore": p.strict_restore,
         }
         done = self.conn.execute(
             t.partitions.update()
@@ -348,6 +364,7 @@ def _backup(row: Any) -> BackupRecord:
         created_at=row.created_at,
         size_bytes=row.size_bytes,
         storage=json.loads(row.storage),
+        key=PartitionKey.parse(json.loads(row.partition_info) if row.partition_info else None),
     )
 
 
@@ -403,6 +420,7 @@ class BackupRepo(Repo):
                 created_at=b.created_at,
                 size_bytes=b.size_bytes,
                 storage=json.dumps(b.storage),
+                partition_info=json.dumps(b.key.stored()),
             )
         )
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, field, replace
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,6 +102,21 @@ class Meta:
     base_lsn: int | None = None
     base_chain: str | None = None
     base_epoch: Epoch | None = None
+
+    def advanced(self, lsn: int, time: str) -> Meta:
+        """The meta after a commit at *lsn* and *time* in the current epoch (on every commit)."""
+        return Meta(
+            self.partition,
+            self.epoch,
+            lsn,
+            self.epoch,
+            time,
+            self.log_floor,
+            self.base_id,
+            self.base_lsn,
+            self.base_chain,
+            self.base_epoch,
+        )
 
     def without_base(self) -> Meta:
         """The same meta with no backup to follow (after a restore or a data loss)."""
@@ -226,7 +242,11 @@ def encode(value: Any) -> str:
         TypeError, ValueError: the value is not JSON-serialisable (or holds NaN/inf).
     """
     # ASCII-only, so that no value can carry a lone surrogate into SQLite's UTF-8.
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return _CANONICAL(value)
+
+
+# One encoder, built once: json.dumps with options builds a new one on every call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False).encode
 
 
 def decode(text: str) -> Any:
@@ -294,8 +314,7 @@ class Changes:
         return ch
 
 
-def _dump_key(s: str) -> str:
-    return json.dumps(s)
+_dump_key = encode_basestring_ascii  # json.dumps(s) for a str: the quoted ASCII escape
 
 
 def apply_changes(conn: sqlite3.Connection, ch: Changes) -> None:

@@ -282,9 +282,16 @@ class Writer:
             self._done(batch, results)
 
     def _done(self, batch: list[Pending], results: list[Committed]) -> None:
-        last = batch[-1].ticket
-        for key in [k for k, (_, t) in self.overlay.items() if t <= last]:
-            del self.overlay[key]
+        overlay = self.overlay
+        for p in batch:
+            for name, key, *_ in (*p.changes.sets, *p.changes.dels):
+                found = overlay.get((name, key))
+                if found is not None and found[1] == p.ticket:  # not overwritten since
+                    del overlay[(name, key)]
+        if not overlay:
+            # A fresh dict: one emptied by deletions keeps its capacity, and scanning
+            # it would cost what it once held.
+            self.overlay = {}
         for p, r in zip(batch, results, strict=True):
             if not p.future.done():
                 p.future.set_result(r)
@@ -319,6 +326,21 @@ class Writer:
             self._close_reader()
             self._reader = (self.generation, connect_reader(self.db_path()))
         return self._reader[1]
+
+    def read_point(self, fn: Callable[..., T], *args: object) -> T:
+        """
+        Run a short read inline, on the writer connection if it is free, else ``reader()``.
+
+        The writer connection's page cache stays warm; a second connection's cache
+        is dropped at every commit of the first, so its lookups go to the OS again.
+        """
+        conn = self._conn
+        if conn is not None and self.conn_lock.acquire(blocking=False):
+            try:
+                return fn(conn, *args)
+            finally:
+                self.conn_lock.release()
+        return fn(self.reader(), *args)
 
     def lease(self) -> tuple[int, sqlite3.Connection]:
         """A connection of the live generation for a snapshot; give it back with ``release``."""
@@ -404,7 +426,8 @@ class Writer:
         dl, cfg = meta.epoch.data_loss_number, meta.epoch.configuration_number
         out: list[Committed] = []
         now = ""
-        with _write_transaction(conn):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             for p in batch:
                 ch = p.changes
                 lsn += 1
@@ -426,7 +449,12 @@ class Writer:
                 "UPDATE meta SET lsn = ?, tail_dl = ?, tail_cfg = ?, tail_time = ? WHERE id = 1",
                 (lsn, dl, cfg, now),
             )
-        self.meta = replace(meta, lsn=lsn, tail_epoch=meta.epoch, tail_time=now)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self.meta = meta.advanced(lsn, now)
         return out
 
     @_holding_conn
@@ -530,11 +558,7 @@ def _exists(conn: sqlite3.Connection, name: str, key: str) -> bool:
 
 def _now() -> str:
     """``format_time(datetime.now(UTC))``, without strftime (it is on every commit's path)."""
-    t = datetime.now(UTC)
-    return (
-        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:"
-        f"{t.second:02d}.{t.microsecond:06d}Z"
-    )
+    return datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"  # drop "+00:00"
 
 
 def _checkpoint(db: Path) -> None:

@@ -2,7 +2,7 @@
 Backups of a state store: what they are, and how their bytes are produced and read.
 
 A **full backup** is a SQLite database file: a consistent copy of the store taken
-with ``VACUUM INTO`` while writers go on, with the change log emptied. Its ``meta``
+with SQLite's online backup while writers go on, with the change log emptied. Its ``meta``
 row says which partition, epoch and LSN it holds.
 
 An **incremental backup** is UTF-8 JSON lines: a header, one line per transaction
@@ -170,16 +170,24 @@ def write_full(view: sqlite3.Connection, out: Path) -> Meta:
     """
     dst = connect(out, wal=False)
     try:
+        # A scratch file: the engine stores it durably. No fsync here, so a backup
+        # does not queue its syncs in front of the store's commits.
+        dst.execute("PRAGMA synchronous = OFF")
         view.backup(dst)
         view.execute("COMMIT")
-        dst.execute("PRAGMA journal_mode = DELETE")
+        dst.execute("PRAGMA journal_mode = MEMORY")
         meta = read_meta(dst).without_base()
         meta = replace(meta, log_floor=meta.lsn)
         dst.execute("BEGIN IMMEDIATE")
         dst.execute("DELETE FROM log")
         write_meta(dst, meta)
         dst.execute("COMMIT")
-        dst.execute("VACUUM")  # so the emptied log's pages do not travel with the backup
+        (free,) = dst.execute("PRAGMA freelist_count").fetchone()
+        (pages,) = dst.execute("PRAGMA page_count").fetchone()
+        if free * 10 > pages:
+            # The emptied log was large (the log is truncated at each accepted
+            # backup, so usually it is not): do not carry its pages along.
+            dst.execute("VACUUM")
     finally:
         dst.close()
     return meta

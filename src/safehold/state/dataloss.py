@@ -135,7 +135,7 @@ class DataLossReport:
         reason: what was found.
         mode: the drill's mode, or None for a loss found on open.
         lost_files: where the remains went (None when nothing remained).
-        epoch: the epoch the loss moved the store to (a restore then moves it again).
+        epoch: the epoch the loss moved the store to (a restore in its hook keeps it).
         hook_ran: whether an ``on_data_loss`` hook (or the automatic restore) ran.
         state_changed: what the hook returned (True after an automatic restore).
         restore: the restore done in the hook, if any.

@@ -18,12 +18,8 @@ Snapshot transactions take neither.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import sqlite3
-import time as _time
-from collections.abc import AsyncIterator, Generator
 from contextvars import ContextVar
 from dataclasses import replace
 from datetime import datetime
@@ -38,7 +34,9 @@ from safehold.state import _files
 from safehold.state._backup_job import take_backup
 from safehold.state._db import Durability, Meta
 from safehold.state._recovery import attach, damage
-from safehold.state._writer import Writer, remove_db_files
+from safehold.state._restoring import run_restore
+from safehold.state._scopes import Opening, SnapshotScope, TransactionScope
+from safehold.state._writer import Writer
 from safehold.state.backup import (
     BackupCallback,
     BackupInfo,
@@ -49,7 +47,6 @@ from safehold.state.dictionary import Dictionary
 from safehold.state.errors import (
     BackupInProgress,
     NoBackupFound,
-    OperationTimedOut,
     StateError,
     StoreClosed,
     TransactionError,
@@ -60,14 +57,10 @@ from safehold.state.queues import Queue
 from safehold.state.restore import (
     RestorePolicy,
     RestoreResult,
-    build_first,
-    check_safe,
     partition_backups,
-    plan_restore,
 )
 from safehold.state.serializers import KeySerializer, Serializer
 from safehold.state.target import BackupSource, BackupTarget
-from safehold.state.transaction import SnapshotTransaction, Transaction
 
 __all__ = ["StateStore"]
 
@@ -139,6 +132,7 @@ class StateStore:
         self._pending: tuple[str, DataLossMode | None, Path | None] | None = None
         self._hub = ChangeHub()
         self._waiting = 0  # transactions waiting for the write lock
+        self._streak = 0  # transactions in a row that did not give the loop a turn
         self.collections = StateManager(self, self._hub, self.snapshot)
 
     # -- opening and closing -------------------------------------------------------
@@ -156,7 +150,7 @@ class StateStore:
         durability: Durability = "full",
         truncate_log: bool = True,
         verify: bool = True,
-    ) -> _Opening:
+    ) -> Opening:
         """
         Open (or create) the store at *path*; await it, or use it with ``async with``.
 
@@ -169,7 +163,7 @@ class StateStore:
             StoreLocked: the directory is open elsewhere.
             UsageError: the directory holds another partition's state.
         """
-        return _Opening(
+        return Opening(
             cls(
                 path,
                 partition=partition,
@@ -292,8 +286,7 @@ class StateStore:
 
     # -- transactions ---------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def transaction(self, *, timeout: float | None = None) -> AsyncIterator[Transaction]:
+    def transaction(self, *, timeout: float | None = None) -> TransactionScope:
         """
         ``async with store.transaction() as tx:`` commits on normal exit, aborts on error.
 
@@ -311,65 +304,16 @@ class StateStore:
             TransactionError: nested in another transaction of this store, or inside
                 the data-loss hook.
         """
-        self._not_inside("start a transaction")
-        deadline = None if timeout is None else _time.monotonic() + timeout
-        await self._ready()
-        self._waiting += 1
-        try:
-            await _acquire(self._write_lock, timeout)
-        finally:
-            self._waiting -= 1
-        committed: asyncio.Future[Any] | None = None
-        try:
-            w = self._w()
-            w.live_meta()
-            tx = Transaction(self, w, deadline)
-            token = self._in_tx.set(True)
-            try:
-                yield tx
-                changes, enqueues = tx._changes()
-                if changes or enqueues:
-                    committed = w.submit(
-                        changes, enqueues, self._hub.watched, more_coming=self._waiting > 0
-                    )
-            finally:
-                tx._close()
-                self._in_tx.reset(token)
-        finally:
-            self._write_lock.release()
-        if committed is not None and not committed.done():
-            tx.lsn = (await asyncio.shield(committed)).lsn
-        else:
-            # Committed at once, or nothing to commit: still give the loop a turn, so
-            # that a task running transactions back to back cannot starve the others.
-            await asyncio.sleep(0)
-            if committed is not None:
-                tx.lsn = committed.result().lsn
+        return TransactionScope(self, timeout)
 
-    @contextlib.asynccontextmanager
-    async def snapshot(self) -> AsyncIterator[SnapshotTransaction]:
+    def snapshot(self) -> SnapshotScope:
         """
         ``async with store.snapshot() as snap:``: a read-only view at the last commit.
 
         It takes no lock and blocks no writer; it reads the state at ``snap.lsn``
         (durable commits only) for as long as it is open.
         """
-        if not (self._in_tx.get() or self._in_hook.get()):
-            await self._ready()
-        w = self._w()
-        gen, conn = w.lease()
-        try:
-            lsn, epoch = await asyncio.to_thread(_begin_snapshot, conn)
-        except BaseException:
-            conn.close()
-            raise
-        snap = SnapshotTransaction(self, conn, lsn, epoch)
-        try:
-            yield snap
-        finally:
-            snap._close()
-            await asyncio.to_thread(_end_snapshot, conn)
-            w.release(gen, conn)
+        return SnapshotScope(self)
 
     async def truncate_log(self, up_to: int | None = None) -> int:
         """
@@ -490,60 +434,15 @@ class StateStore:
         source: BackupSource | None,
         locked: bool,
     ) -> RestoreResult:
-        src: BackupSource = source or self._require_target()
-        backups = partition_backups(await asyncio.to_thread(src.snapshots), self.partition)
-        plan = plan_restore(backups, backup_id=backup_id, lsn=lsn, time=time, epoch=epoch)
-        before = self._live_meta()
-        if policy is RestorePolicy.SAFE and plan.alternative is None and not plan.conditional:
-            check_safe(before, plan.epoch, plan.max_lsn)  # refuse before downloading anything
-        top = max(p.epoch.data_loss_number for p in (plan, plan.alternative) if p is not None)
-        if self._pending is not None and before.tail_epoch is None:
-            # Restoring a loss: the loss already moved the epoch past every backup's
-            # (Service Fabric moves it once); only a foreign source may need more.
-            dl = max(before.epoch.data_loss_number, top + 1)
-        else:
-            dl = max(before.epoch.data_loss_number, top) + 1
-        new_epoch = Epoch(dl, before.epoch.configuration_number)
-        w = self._w()
-        gen = w.generation + 1
-        dest = w.db_path(gen)
-        staging = await asyncio.to_thread(_files.staging_dir, self.path)
-        try:
-            await asyncio.to_thread(remove_db_files, self.path, gen)
-            plan, built = await asyncio.to_thread(
-                build_first,
-                plan,
-                src,
-                dest,
-                partition=self.partition,
-                staging=staging,
-                epoch=new_epoch,
-            )
-            _files.failpoint("restore-built")
-            async with contextlib.AsyncExitStack() as stack:
-                if not locked:
-                    await stack.enter_async_context(self._write_lock)
-                await w.drain()
-                live = self._live_meta()
-                if policy is RestorePolicy.SAFE:
-                    check_safe(live, plan.epoch, built.lsn)
-                await w.call(partial(w.swap, gen, new_epoch))
-                w.prune_pool()
-                self._hub.rebuild(built.lsn)
-        except BaseException:
-            if w.generation != gen:
-                await asyncio.to_thread(remove_db_files, self.path, gen)
-            raise
-        last = plan.chain[-1].id
-        return RestoreResult(
-            backup_id=last,
-            chain=tuple(s.id for s in plan.chain),
-            lsn=built.lsn,
-            restored_epoch=plan.epoch,
-            epoch=new_epoch,
-            previous_epoch=before.epoch,
-            previous_lsn=before.lsn,
-            warnings=plan.warnings,
+        return await run_restore(
+            self,
+            source or self._require_target(),
+            backup_id=backup_id,
+            lsn=lsn,
+            time=time,
+            epoch=epoch,
+            policy=policy,
+            locked=locked,
         )
 
     # -- data loss ----------------------------------------------------------------------
@@ -682,51 +581,3 @@ class StateStore:
             raise TransactionError(f"cannot {what} inside a transaction of the same store")
         if self._in_hook.get():
             raise TransactionError(f"cannot {what} inside the data-loss hook")
-
-
-async def _acquire(lock: asyncio.Lock, timeout: float | None) -> None:
-    if timeout is None:
-        await lock.acquire()
-        return
-    try:
-        async with asyncio.timeout(timeout):
-            await lock.acquire()
-    except TimeoutError as exc:
-        raise OperationTimedOut(
-            f"the write lock was not free within {timeout:g} s (a transaction is running)"
-        ) from exc
-
-
-def _begin_snapshot(conn: sqlite3.Connection) -> tuple[int, Epoch]:
-    conn.execute("BEGIN")
-    lsn, dl, cfg = conn.execute(
-        "SELECT lsn, epoch_dl, epoch_cfg FROM meta WHERE id = 1"
-    ).fetchall()[0]
-    return int(lsn), Epoch(int(dl), int(cfg))
-
-
-def _end_snapshot(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        conn.execute("ROLLBACK")
-
-
-class _Opening:
-    """``StateStore.open(...)``: awaitable, and usable with ``async with``."""
-
-    def __init__(self, store: StateStore) -> None:
-        self._store = store
-
-    def __await__(self) -> Generator[Any, None, StateStore]:
-        return self._open().__await__()
-
-    async def _open(self) -> StateStore:
-        await self._store.start()
-        return self._store
-
-    async def __aenter__(self) -> StateStore:
-        return await self._open()
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self._store.close()

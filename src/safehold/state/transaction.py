@@ -64,6 +64,8 @@ class _Source(Protocol):
 
     def reader(self) -> sqlite3.Connection: ...
 
+    def read_point(self, fn: Callable[..., T], *args: object) -> T: ...
+
     async def drain(self) -> None: ...
 
 
@@ -88,7 +90,7 @@ class _Base:
         self._aborted = False
         self._dict: dict[tuple[str, str], str | None] = {}
         self._queues: dict[str, QueueState] = {}
-        self._lock = asyncio.Lock()  # one read at a time on the transaction's connection
+        self._scan: asyncio.Lock | None = None  # held while a scan uses the connection
         self.lsn: int | None = None
 
     @property
@@ -131,16 +133,18 @@ class _Base:
 
     async def _point(self, fn: Callable[..., T], *args: object) -> T:
         """A short read (one row): inline, on the transaction's connection."""
-        if not self._lock.locked():  # no scan of this transaction is using the connection
+        if self._scan is None or not self._scan.locked():
             return fn(self._conn(), *args)
-        async with self._lock:
+        async with self._scan:
             return fn(self._conn(), *args)
 
     async def query(self, owner: object, fn: Callable[..., T], *args: object) -> T:
         """A read over many rows, on a worker thread, of everything visible settled in SQLite."""
         self._check(owner)
         await self._settle()
-        async with self._lock:
+        if self._scan is None:
+            self._scan = asyncio.Lock()
+        async with self._scan:  # a scan of another task of this transaction may be running
             return await asyncio.to_thread(fn, self._conn(), *args)
 
     async def head(self, owner: object, fn: Callable[..., T], *args: object) -> T:
@@ -178,14 +182,22 @@ class Transaction(_Base):
     def _conn(self) -> sqlite3.Connection:
         return self._source.reader()
 
+    async def _point(self, fn: Callable[..., T], *args: object) -> T:
+        if self._scan is not None and self._scan.locked():
+            async with self._scan:  # a scan of this transaction is using the reader
+                return self._source.read_point(fn, *args)
+        return self._source.read_point(fn, *args)
+
     async def _text(self, owner: object, name: str, key: str) -> str | None:
         self._check(owner)
         mine = self._dict.get((name, key), _MISSING)
         if mine is not _MISSING:
             return mine
-        pending = None  # MUTANT
+        pending = self._source.overlay.get((name, key))
         if pending is not None:
             return pending[0]
+        if self._scan is None or not self._scan.locked():
+            return self._source.read_point(_get, name, key)  # the fast path: inline
         return await self._point(_get, name, key)
 
     async def _settle(self) -> None:

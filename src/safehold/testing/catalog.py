@@ -26,6 +26,7 @@ from safehold.service.model import (
     PartitionRecord,
 )
 from safehold.service.uow import UNSET, UnitOfWork, Unset
+from safehold.testing.drills import FakeAlerts, FakeDrills, FakeDrillTables
 
 __all__ = ["FakeCatalog", "FakeUnitOfWork"]
 
@@ -54,6 +55,7 @@ class FakeCatalog:
     agents: dict[str, datetime] = field(default_factory=dict)
     incarnations: dict[str, str] = field(default_factory=dict)
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    drill_tables: FakeDrillTables = field(default_factory=FakeDrillTables)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
 
@@ -221,10 +223,16 @@ class _FakeJobs:
         j = self.c.jobs.get(job_id)
         return copy.deepcopy(j) if j is not None else None
 
-    def latest(self, partition_id: str, kinds: Iterable[str]) -> JobRecord | None:
+    def latest(
+        self, partition_id: str, kinds: Iterable[str], *, scheduled: bool | None = None
+    ) -> JobRecord | None:
         wanted = set(kinds)
         mine = [
-            j for j in self.c.jobs.values() if j.partition_id == partition_id and j.kind in wanted
+            j
+            for j in self.c.jobs.values()
+            if j.partition_id == partition_id
+            and j.kind in wanted
+            and (scheduled is None or j.scheduled == scheduled)
         ]
         return copy.deepcopy(max(mine, key=lambda j: (j.created_at, j.id))) if mine else None
 
@@ -448,6 +456,7 @@ class FakeUnitOfWork:
             "agents",
             "incarnations",
             "operations",
+            "drill_tables",
         ):
             setattr(work, name, copy.deepcopy(getattr(self._shared, name)))
         self._work = work
@@ -458,6 +467,8 @@ class FakeUnitOfWork:
         self.backups = _FakeBackups(work)
         self.agents = _FakeAgents(work)
         self.operations = _FakeOperations(work)
+        self.drills = FakeDrills(work.drill_tables)
+        self.alerts = FakeAlerts(work.drill_tables)
         return self
 
     def __exit__(
@@ -477,6 +488,7 @@ class FakeUnitOfWork:
             "agents",
             "incarnations",
             "operations",
+            "drill_tables",
         ):
             setattr(self._shared, name, getattr(self._work, name))
         self.committed = True

@@ -7,6 +7,7 @@ lists and the overview, the use cases for one policy or one partition.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -45,10 +46,24 @@ def overview_page(request: Request, session: Viewer) -> HTMLResponse:
     return render(request, "overview.html", session, ov=ov, agents=agents, page="overview")
 
 
+ACTIVITY_TTL = 30.0  # seconds: an hourly chart may be this stale; it saves a scan of the jobs
+
+
+def _activity(request: Request) -> views.Activity:
+    state = request.app.state
+    ttl = float(getattr(state, "console_activity_ttl", ACTIVITY_TTL))
+    cached: tuple[float, views.Activity] | None = getattr(state, "console_activity", None)
+    if cached is not None and time.monotonic() - cached[0] < ttl:
+        return cached[1]
+    act = views.activity(request.app.state.ctx)
+    request.app.state.console_activity = (time.monotonic(), act)
+    return act
+
+
 @router.get("/activity")
 def activity_fragment(request: Request, session: Viewer) -> HTMLResponse:
     """The overview's chart of the jobs finished in the last 24 hours (loaded by htmx)."""
-    act = views.activity(request.app.state.ctx)
+    act = _activity(request)
     top = max([1, *(a + b for a, b in zip(act.succeeded, act.failed, strict=True))])
     bars = [
         {"hour": h, "ok": a, "failed": b, "ok_h": 100 * a / top, "failed_h": 100 * b / top}

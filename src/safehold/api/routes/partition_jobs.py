@@ -59,8 +59,14 @@ def backup_partition(
 def get_partition_backup_progress(
     ctx: CtxDep, _v: ApiVersionDep, _p: ReaderDep, partition_id: str
 ) -> dict[str, Any]:
-    """Return the latest backup's BackupProgressInfo (empty before any)."""
-    return sf_render.backup_progress(jobs.latest_job(ctx, partition_id, ["backup"]))
+    """
+    Return the latest on-demand backup's BackupProgressInfo (empty before any).
+
+    As in SF, periodic backups do not show here; their outcomes show in the
+    partition's health and in GetBackups.
+    """
+    job = jobs.latest_job(ctx, partition_id, ["backup"], scheduled=False)
+    return sf_render.backup_progress(job)
 
 
 @router.post("/$/Restore", status_code=202)

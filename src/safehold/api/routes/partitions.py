@@ -11,6 +11,7 @@ from safehold.api.paging import page
 from safehold.api.schemas import HealthPublic, PagedPartitionList, PartitionCreate, PartitionPublic
 from safehold.core.policy import PolicyError
 from safehold.service import health, protection
+from safehold.service.model import Hooks, PartitionKey
 
 router = APIRouter(prefix="/safehold", tags=["Partitions"])
 
@@ -27,6 +28,11 @@ def register_partition(ctx: CtxDep, _p: AdminDep, body: PartitionCreate) -> Part
             source=body.Source,
             restore_to=body.RestoreTo,
             agent=body.Agent,
+            key=PartitionKey(body.PartitionKind, body.LowKey, body.HighKey, body.PartitionName),
+            strict_restore=body.RestoreOnlyOwnBackups,
+            hooks=Hooks(body.Hooks.Before, body.Hooks.After, body.Hooks.TimeoutSeconds)
+            if body.Hooks
+            else None,
         ),
     )
     return PartitionPublic(**protection.partition_json(rec))

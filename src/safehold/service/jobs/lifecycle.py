@@ -27,6 +27,7 @@ from typing import Any
 from safehold.core.policy import PolicyError
 from safehold.core.snapshot import Epoch, format_time, parse_time
 from safehold.core.work import JOB_KINDS, ClaimRequest, Heartbeat, Outcome, PartitionInfo, WorkItem
+from safehold.service import drills
 from safehold.service.context import ServiceContext
 from safehold.service.errors import JobNotRunning
 from safehold.service.model import (
@@ -95,6 +96,11 @@ def _work_item(ctx: ServiceContext, job: JobRecord, p: PartitionRecord) -> WorkI
             ServiceName=p.service,
             Source=p.source,
             RestoreTo=p.restore_to,
+            Hooks=p.hooks.to_json() if p.hooks else None,
+            Kind=p.key.kind,
+            LowKey=p.key.low_key,
+            HighKey=p.key.high_key,
+            Name=p.key.name,
         ),
         Storage=None if storage is None else ctx.secrets.open_storage(storage),
         Params={k: v for k, v in job.params.items() if k != "storage"},
@@ -199,6 +205,8 @@ def _apply(
         job.state = "Failure"
         job.failure_code = err.Code if err else "FABRIC_E_BACKUPCOPIER_UNEXPECTED_ERROR"
         job.failure_message = (err.Message if err else "") or "the agent reported a failure"
+    if job.kind == "drill":  # what the drill measured goes on its run (service.drills)
+        drills.record_outcome(uow, job, outcome, now)
     if job.kind == "backup":
         good = job.state == "Success"
         uow.partitions.record_backup_outcome(
@@ -262,6 +270,7 @@ def _record_backup(
         created_at=created,
         size_bytes=snap.Size,
         storage=params["storage"],
+        key=p.key,
     )
     if uow.backups.get(backup_id) is None:
         uow.backups.add(rec)

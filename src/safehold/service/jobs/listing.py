@@ -13,7 +13,13 @@ from typing import Any
 from safehold.core.policy import EntityRef, PolicyError, StorageSpec, parse_storage
 from safehold.core.snapshot import Epoch, format_time
 from safehold.service.context import ServiceContext
-from safehold.service.model import BackupRecord, JobRecord, backup_id_for, backup_location
+from safehold.service.model import (
+    BackupRecord,
+    JobRecord,
+    PartitionKey,
+    backup_id_for,
+    backup_location,
+)
 from safehold.service.protection import chain_of, get_partition
 from safehold.service.storages import foreign_repository_is_bad_input
 
@@ -28,16 +34,21 @@ __all__ = [
 ]
 
 
-def latest_job(ctx: ServiceContext, partition_id: str, kinds: list[str]) -> JobRecord | None:
+def latest_job(
+    ctx: ServiceContext, partition_id: str, kinds: list[str], *, scheduled: bool | None = None
+) -> JobRecord | None:
     """
     Return the partition's newest job of one of *kinds* (None if it never had one).
+
+    With *scheduled* False, only jobs requested on demand (SF's GetBackupProgress
+    does not show periodic ones).
 
     Raises:
         EntityNotFound: no such partition.
     """
     with ctx.uow() as uow:
         p = get_partition(uow, partition_id)
-        return uow.jobs.latest(p.partition_id, kinds)
+        return uow.jobs.latest(p.partition_id, kinds, scheduled=scheduled)
 
 
 def _entity_filter(entity: EntityRef) -> dict[str, str]:
@@ -107,6 +118,14 @@ def backups_in_storage(ctx: ServiceContext, storage: StorageSpec) -> list[Backup
                 created_at=s.time,
                 size_bytes=s.sizes.logical,
                 storage=sealed,
+                key=PartitionKey.parse(
+                    {
+                        "kind": part.kind,
+                        "low_key": part.low_key,
+                        "high_key": part.high_key,
+                        "name": part.name,
+                    }
+                ),
             )
         )
     return out

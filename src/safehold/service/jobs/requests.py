@@ -13,7 +13,14 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from safehold.core.policy import BackupPolicy, EntityRef, PolicyError, StorageSpec, parse_storage
+from safehold.core.policy import (
+    BackupPolicy,
+    EntityRef,
+    PolicyError,
+    StorageSpec,
+    check_job_timeout,
+    parse_storage,
+)
 from safehold.service.context import ServiceContext
 from safehold.service.errors import (
     BackupInProgress,
@@ -38,16 +45,6 @@ __all__ = [
     "request_restore",
 ]
 
-MAX_TIMEOUT_MINUTES = 7 * 24 * 60
-
-
-def _check_timeout(minutes: int, name: str) -> timedelta:
-    if not 1 <= minutes <= MAX_TIMEOUT_MINUTES:
-        raise PolicyError(
-            f"{name} must be between 1 and {MAX_TIMEOUT_MINUTES} minutes, not {minutes}"
-        )
-    return timedelta(minutes=minutes)
-
 
 def effective_policy(
     ctx: ServiceContext, uow: UnitOfWork, p: PartitionRecord
@@ -58,8 +55,15 @@ def effective_policy(
 
 
 def refuse_if_busy(uow: UnitOfWork, partition_id: str) -> None:
-    """Raise if the partition has a job accepted or running (one at a time)."""
+    """
+    Raise if the partition has a restore, data loss or on-demand backup accepted or running.
+
+    As in SF, a *scheduled* backup does not refuse a request: the request's job
+    queues behind it (an agent starts one job of a partition at a time).
+    """
     for job in uow.jobs.active(partition_id):
+        if job.kind == "backup" and job.scheduled:
+            continue
         if job.kind in ("restore", "dataloss"):
             what = "a restore" if job.kind == "restore" else "an induced data loss"
             raise RestoreInProgress(f"{what} of partition {partition_id} is already {job.state}")
@@ -155,7 +159,7 @@ def request_backup(
         EntityNotFound, BackupNotEnabled, BackupInProgress, RestoreInProgress,
         PolicyError, StorageError (the storage cannot be reached).
     """
-    timeout = _check_timeout(timeout_minutes, "BackupTimeout")
+    timeout = check_job_timeout(timeout_minutes, "BackupTimeout")
     explicit = parse_storage(storage_doc, "BackupStorage") if storage_doc is not None else None
     with ctx.uow() as uow:
         p = get_partition(uow, partition_id)
@@ -203,14 +207,20 @@ def request_restore(
 
     The backup is named by ``BackupId`` + ``BackupLocation`` (checked against each
     other), or chosen as the latest one, or the newest at or before a time, of
-    the partition ``SourcePartitionId`` (default: the target itself). Restoring
-    another partition's backup needs *allow_other_partition*.
+    the partition ``SourcePartitionId`` (default: the target itself; from a
+    given ``BackupStorage``, the partition of the same service and partition
+    key, as SF maps partitions into another cluster).
+
+    Another partition's backup is accepted as SF accepts it: when the partition
+    kinds and keys agree (partition ids are never compared, since they differ
+    between clusters). A partition registered with ``strict_restore`` takes only
+    its own backups, unless *allow_other_partition*.
 
     Raises:
         EntityNotFound, BackupNotFound, PartitionMismatch, BackupInProgress,
         RestoreInProgress, PolicyError.
     """
-    timeout = _check_timeout(timeout_minutes, "RestoreTimeout")
+    timeout = check_job_timeout(timeout_minutes, "RestoreTimeout")
     explicit = (
         parse_storage(body["BackupStorage"], "BackupStorage") if body.get("BackupStorage") else None
     )
@@ -221,13 +231,9 @@ def request_restore(
             ctx, uow, p, body, explicit, latest=latest, at_or_before=at_or_before
         )
     # A backup found only in a storage is looked up outside the transaction.
-    backup = choice if isinstance(choice, BackupRecord) else _find_in_storage(ctx, *choice)
+    backup = choice if isinstance(choice, BackupRecord) else _find_in_storage(ctx, p, *choice)
     _check_location(backup, body)
-    if backup.partition_id != p.partition_id and not allow_other_partition:
-        raise PartitionMismatch(
-            f"backup {backup.backup_id} belongs to partition {backup.partition_id}, not "
-            f"{p.partition_id}; pass AllowRestoreToOtherPartition=true to restore it here"
-        )
+    _check_target(backup, p, allow_other_partition=allow_other_partition)
     with ctx.uow() as uow:
         uow.lock_partition(p.partition_id)
         refuse_if_busy(uow, p.partition_id)
@@ -256,22 +262,66 @@ def request_restore(
 
 def _find_in_storage(
     ctx: ServiceContext,
+    target: PartitionRecord,
     storage: StorageSpec,
     backup_id: str,
     partition_id: str | None,
     at_or_before: datetime | None,
 ) -> BackupRecord:
-    """Read one backup's metadata straight from a storage (no catalog)."""
+    """
+    Read one backup's metadata straight from a storage (no catalog).
+
+    By *backup_id*; else the newest (at or before *at_or_before*) of
+    *partition_id*; else of the partition of *target*'s service with its key.
+    """
+
+    def wanted(b: BackupRecord) -> bool:
+        if backup_id:
+            return b.backup_id == backup_id
+        if partition_id:
+            return b.partition_id == partition_id
+        return b.service == target.service and b.key.matches(target.key)
+
     found = [
         b
         for b in backups_in_storage(ctx, storage)
-        if (b.backup_id == backup_id if backup_id else b.partition_id == partition_id)
-        and (at_or_before is None or b.created_at <= at_or_before)
+        if wanted(b) and (at_or_before is None or b.created_at <= at_or_before)
     ]
     if not found:
-        what = f"backup {backup_id}" if backup_id else f"a backup of partition {partition_id}"
+        what = (
+            f"backup {backup_id}"
+            if backup_id
+            else f"a backup of partition {partition_id or target.partition_id}"
+        )
         raise BackupNotFound(f"{what} is not in the given storage")
     return found[-1]
+
+
+def _check_target(backup: BackupRecord, p: PartitionRecord, *, allow_other_partition: bool) -> None:
+    """SF's checks before restoring *backup* into partition *p*."""
+    if backup.partition_id == p.partition_id:
+        return
+    if not backup.key.matches(p.key):
+        # SF's RestorePartitionRequestOperation: the kinds (and keys) must agree.
+        raise PartitionMismatch(
+            f"backup {backup.backup_id} is of a {backup.key.kind} partition "
+            f"{backup.key.to_json(backup.partition_id)}; partition {p.partition_id} is "
+            f"{p.key.to_json(p.partition_id)}: the partition kinds and keys must agree"
+        )
+    if p.strict_restore and not allow_other_partition:
+        raise PartitionMismatch(
+            f"partition {p.partition_id} takes only its own backups (RestoreOnlyOwnBackups); "
+            "pass AllowRestoreToOtherPartition=true to restore another partition's here"
+        )
+
+
+def _same_location(a: str, b: str) -> bool:
+    """SF's BackupLocation, with either separator; with or without SF's ``.zip``."""
+
+    def norm(x: str) -> str:
+        return x.replace("\\", "/").strip("/").removesuffix(".zip")
+
+    return norm(a) == norm(b)
 
 
 def _check_location(backup: BackupRecord, body: dict[str, Any]) -> None:
@@ -279,7 +329,7 @@ def _check_location(backup: BackupRecord, body: dict[str, Any]) -> None:
     if (
         body.get("BackupId")
         and isinstance(location, str)
-        and backup.location.replace("\\", "/") != location.replace("\\", "/")
+        and not _same_location(backup.location, location)
     ):
         raise PartitionMismatch("BackupId and Backup Locations are mismatch.")
 
@@ -318,10 +368,12 @@ def _choose_from_catalog(
         return storage, backup_id, None, None
     if not latest and at_or_before is None:
         raise PolicyError("give BackupId and BackupLocation, or Latest=true, or RestorePointTime")
-    source = str(body.get("SourcePartitionId") or p.partition_id)
-    src = get_partition(uow, source) if source != p.partition_id else p
+    source = body.get("SourcePartitionId")
     if explicit is not None:
-        return explicit, "", src.partition_id, at_or_before
+        # From a storage (another cluster's, say): the named source partition,
+        # or the one of this partition's service and key.
+        return explicit, "", str(source) if source else None, at_or_before
+    src = get_partition(uow, str(source)) if source and source != p.partition_id else p
     candidates = uow.backups.list(partition_id=src.partition_id, end=at_or_before)
     if not candidates:
         raise BackupNotFound(f"partition {src.partition_id} has no backup to restore from")

@@ -7,6 +7,9 @@ Fleet scale: schedules kept per partition, fenced job attempts, agent incarnatio
   protection changed and must be looked at again.
 - ``partitions.last_backup_at`` / ``last_backup_state`` / ``last_failure`` keep the
   outcome of the newest backup job, so health reads one row per partition.
+- ``partitions.partition_kind`` / ``low_key`` / ``high_key`` / ``partition_name``
+  are SF's partition information (Singleton, Int64Range, Named), and ``hooks``
+  the commands run before and after a backup of the partition.
 - ``jobs.attempt`` is the fencing token of a job: it grows at each claim, and every
   later change is conditional on it. ``jobs.incarnation`` is the agent run that
   holds the job; ``agents.incarnation`` is the agent's current run.
@@ -32,6 +35,18 @@ def upgrade() -> None:
         b.add_column(sa.Column("last_backup_at", sa.DateTime(timezone=True)))
         b.add_column(sa.Column("last_backup_state", sa.String(32)))
         b.add_column(sa.Column("last_failure", sa.Text))
+        b.add_column(
+            sa.Column("partition_kind", sa.String(16), nullable=False, server_default="Singleton")
+        )
+        b.add_column(sa.Column("low_key", sa.BigInteger))
+        b.add_column(sa.Column("high_key", sa.BigInteger))
+        b.add_column(sa.Column("partition_name", sa.String(256)))
+        b.add_column(sa.Column("hooks", sa.Text))
+        b.add_column(
+            sa.Column("strict_restore", sa.Boolean, nullable=False, server_default=sa.false())
+        )
+    with op.batch_alter_table("backups") as b:
+        b.add_column(sa.Column("partition_info", sa.Text))
     with op.batch_alter_table("jobs") as b:
         b.add_column(sa.Column("attempt", sa.Integer, nullable=False, server_default="0"))
         b.add_column(sa.Column("incarnation", sa.String(64)))
