@@ -127,7 +127,7 @@ class Bench:
     scale: int
     rounds: int
     pitr_wal_mb: int
-    chunk_size: int = 8192
+    chunk_size: int = 16384
     rows: list[tuple[str, str, str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 

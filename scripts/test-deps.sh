@@ -52,3 +52,15 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
         echo "test-deps: systemd-analyze is missing; the unit verification test will be skipped" >&2
     fi
 fi
+
+# promtool (Debian: prometheus), to check deploy/prometheus/safehold-rules.yml
+# (tests/drills/test_deploy.py; skipped without it). The service is not started.
+if ! command -v promtool >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "test-deps: installing prometheus (for promtool)"
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus
+    else
+        echo "test-deps: promtool is missing; the alerting rules test will be skipped" >&2
+    fi
+fi

@@ -260,6 +260,7 @@ _PRELOADED = """
 import pathlib, sys, time
 go = pathlib.Path(sys.argv[1])
 import safehold.bootstrap, safehold.cli  # the imports a cold start spends its seconds on
+go.with_suffix(".ready").touch()
 while not go.exists():
     time.sleep(0.02)
 sys.argv = ["safehold", *sys.argv[2:]]
@@ -267,12 +268,15 @@ safehold.cli.main()
 """
 
 
-def preloaded_agent(urls: list[str], name: str, log: Path, go: Path, *, slots: int = 1) -> Proc:
+def preloaded_agent(
+    urls: list[str], name: str, log: Path, go: Path, *, slots: int = 1, wait: bool = True
+) -> Proc:
     """
     ``safehold agent`` in a process that has imported everything and waits for *go* to exist.
 
     A restart test can then start the new run of an agent the moment the old one
     dies, whatever a loaded machine's cold start costs (seconds, with 2 cores busy).
+    Returns once the imports are done (with *wait*; else see ``wait_preloaded``).
     """
     args = ["agent", "--controller", ",".join(urls), "--token", AGENT, "--id", name]
     args += ["--slots", str(slots), "--poll", "0.2", "--heartbeat", "1"]
@@ -284,4 +288,19 @@ def preloaded_agent(urls: list[str], name: str, log: Path, go: Path, *, slots: i
             env=env(),
             start_new_session=True,
         )
-    return Proc(p, log)
+    proc = Proc(p, log)
+    if wait:
+        wait_preloaded(proc, go)
+    return proc
+
+
+def wait_preloaded(proc: Proc, go: Path, limit: float = 60) -> None:
+    """Wait until the ``preloaded_agent`` *proc* has done its imports."""
+    ready = go.with_suffix(".ready")
+    deadline = time.monotonic() + limit
+    while not ready.exists():
+        if proc.popen.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(
+                f"the preloaded agent is not ready: {proc.log.read_text()[-2000:]}"
+            )
+        time.sleep(0.05)

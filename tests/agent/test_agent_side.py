@@ -162,3 +162,30 @@ def test_one_way_to_read_the_password(tmp_path: Path) -> None:
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(Exception, match="empty"):
         read_password_file(tmp_path / "empty")
+
+
+def test_an_agent_derives_a_repository_key_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs after the first reuse the unlocked keys: no key derivation per job."""
+    from safehold.core.policy import FileShareStorage
+    from safehold.repo.keys import KdfParams, KeyStore
+    from safehold.service.engine import RepoEngine
+
+    engine = RepoEngine("pw", kdf=KdfParams(n=1024))
+    derived: list[int] = []
+    real = KeyStore.open
+
+    def counting(self: KeyStore, password: str) -> Any:
+        derived.append(1)
+        return real(self, password)
+
+    monkeypatch.setattr(KeyStore, "open", counting)
+    store = open_policy_storage(FileShareStorage(str(tmp_path / "store")))
+    try:
+        engine.ensure_repository(store)
+        for _ in range(3):
+            assert engine.snapshots(store) == []
+    finally:
+        store.close()
+    assert len(derived) == 1

@@ -34,6 +34,7 @@ from tests.agent.procs import (
     start_agent,
     start_replica,
     wait_leader,
+    wait_preloaded,
     wait_state,
 )
 from tests.agent.test_processes import slow_dump, wait_file
@@ -254,6 +255,9 @@ def test_leader_kills_and_restarts_lose_nothing(cluster: Cluster) -> None:
     fails at once as restarted, not after the agent timeout as lost.
     """
     c = cluster
+    # The next run of agent a1 does its imports meanwhile (a cold start is seconds here).
+    go = c.tmp / "go"
+    again = preloaded_agent(c.urls, "a1", c.tmp / "a1-again.log", go, slots=2, wait=False)
     ids = register(c, c.tmp / "store")
     client = ControllerClient(c.urls, ADMIN, retry_for=5)
     takeovers = []
@@ -286,10 +290,10 @@ def test_leader_kills_and_restarts_lose_nothing(cluster: Cluster) -> None:
     assert duplicate_slots(c) == [], report  # 0 duplicate in one slot
     assert max(takeovers) <= TAKEOVER, report
     assert any(r[2] and r[0] == "Success" for r in rows), report  # the schedule ran
-    agent_restart(c)
+    agent_restart(c, again, go)
 
 
-def agent_restart(c: Cluster) -> None:
+def agent_restart(c: Cluster, again: Proc, go: Path) -> None:
 
     marker = c.tmp / "started"
     slow = str(uuid.UUID(int=(9 << 120) + 999))
@@ -307,8 +311,7 @@ def agent_restart(c: Cluster) -> None:
         body = {"BackupStorage": {"StorageKind": "FileShare", "Path": str(c.tmp / "store")}}
         r = http.post(f"{c.urls[1]}/Partitions/{slow}/$/Backup", params=V, json=body)
         assert r.status_code == 202, r.text
-    go = c.tmp / "go"
-    again = preloaded_agent(c.urls, "a1", c.tmp / "a1-again.log", go, slots=2)
+    wait_preloaded(again, go)
     wait_file(marker)
     c.agents["a1"].kill()
     killed = time.monotonic()

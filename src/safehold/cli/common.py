@@ -227,7 +227,9 @@ def open_repo(
     """Open a repository for one command; the format is checked before the password is read."""
     storage = storage_for(repo_url)
     Repository.read_config(storage)
-    repo = Repository.open(storage, read_password(password_file), load_index=load_index)
+    repo = Repository.open(
+        storage, read_password(password_file), load_index=load_index, owns_storage=True
+    )
     try:
         yield repo
     finally:

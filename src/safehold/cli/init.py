@@ -64,7 +64,7 @@ def init(
     password = read_password(password_file, confirm=True)
     if policy is not None:
         _enable_lock(storage, policy)
-    r = Repository.init(storage, password, pack_size=pack_size * 1024 * 1024)
+    r = Repository.init(storage, password, pack_size=pack_size * 1024 * 1024, owns_storage=True)
     r.close()
     where = storage.properties.location
     if json_output:

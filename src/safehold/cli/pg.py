@@ -118,7 +118,9 @@ def archive_pusher(
 
     def open_archive() -> WalArchive:
         # Opened once for the pusher's life: one key derivation for many files.
-        r = Repository.open(storage_for(repo), read_password(password_file), load_index=False)
+        r = Repository.open(
+            storage_for(repo), read_password(password_file), load_index=False, owns_storage=True
+        )
         return WalArchive(r, stanza)
 
     run_pusher(spool, open_archive)
@@ -178,7 +180,7 @@ def pg_backup(
     tag: Annotated[list[str] | None, typer.Option("--tag", help="Tag the snapshot.")] = None,
     chunk_size: Annotated[
         int, typer.Option("--chunk-size", help="Block size of deduplication (bytes).")
-    ] = 8192,
+    ] = 16384,
     wal_timeout: Annotated[
         float, typer.Option("--wal-timeout", help="Seconds to wait for the backup's WAL.")
     ] = 120.0,

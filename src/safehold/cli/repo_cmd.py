@@ -70,7 +70,7 @@ def copy(
     with open_repo(repo, password_file) as src:
         if init and not _exists(dst_storage):
             Repository.init(dst_storage, dst_password, pack_size=src.pack_size).close()
-        with Repository.open(dst_storage, dst_password) as dst:
+        with Repository.open(dst_storage, dst_password, owns_storage=True) as dst:
             result = copy_snapshots(
                 src, dst, snapshot_ids=snapshot or (), progress=progress_sink(json_output)
             )

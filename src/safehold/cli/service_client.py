@@ -135,7 +135,9 @@ def policy_show(
         out.print_json(doc)
         return
     for column, value in zip(out.POLICY_COLUMNS, out.policy_rows([doc])[0], strict=True):
-        print(f"{column}: {value}")
+        out.say(f"{column}: {value}")
+    for key, value in (doc.get("Storage") or {}).items():  # secrets come back as ****
+        out.say(f"Storage.{key}: {value}")
 
 
 @policy_app.command("delete")

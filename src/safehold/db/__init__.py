@@ -3,7 +3,7 @@ The database layer: databases as backup sources, with point-in-time restore.
 
 Public API (the design is in ``docs/databases.md``)::
 
-    PostgresSource(url, *, stanza=None, chunk_size=8192, bindir=None, wal_timeout=120)
+    PostgresSource(url, *, stanza=None, chunk_size=16384, bindir=None, wal_timeout=120)
         .backup(repo, *, meta=None, tags=(), progress=None) -> BackupResult
         .restore(repo, target_dir, *, to=Latest() | BackupId(id) | Time(t) | Lsn(l) | Name(n),
                  port=None, os_user="postgres", keep_running=True, ...) -> PgRestoreResult

@@ -101,7 +101,7 @@ class PostgresSource:
         stanza: the name of the cluster's WAL archive in the repository; by
             default ``pg-<system identifier>``, which is also what
             ``archive-push`` uses by default.
-        chunk_size: the block size of deduplication (PostgreSQL's page).
+        chunk_size: the block size of deduplication (two PostgreSQL pages).
         bindir: where ``pg_basebackup`` is; found by ``find_bindir`` if None.
         wal_timeout: how long a backup waits for its WAL to reach the archive.
     """

@@ -62,7 +62,7 @@ class OpenRepositories:
                 repo.refresh_index()
                 return repo
             self.discard(repo)
-        repo = Repository.open(storage, password)
+        repo = Repository.open(storage, password, owns_storage=True)
         with self._lock:
             self._open.pop(key, None)
             self._open[key] = repo

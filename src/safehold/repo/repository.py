@@ -64,8 +64,16 @@ class ChunkerParams:
 class Repository:
     """An open repository. Thread-safe for reading; close it when done."""
 
-    def __init__(self, storage: Storage, config: dict[str, Any], keys: Keyring) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        config: dict[str, Any],
+        keys: Keyring,
+        *,
+        owns_storage: bool = False,
+    ) -> None:
         self.storage = storage
+        self.owns_storage = owns_storage
         self.config = config
         self.keys = keys
         self.index = Index()
@@ -90,9 +98,12 @@ class Repository:
         pack_size: int = DEFAULT_PACK_SIZE,
         chunker: ChunkerParams | None = None,
         kdf: KdfParams | None = None,
+        owns_storage: bool = False,
     ) -> Repository:
         """
         Create a repository in *storage* and return it open.
+
+        With *owns_storage*, closing the repository closes *storage* too.
 
         Raises:
             RepositoryExists: the storage already holds a repository.
@@ -122,7 +133,7 @@ class Repository:
         config = sign_config(config, keys.index_key)
         # config last: a repository is there only once its keys are.
         storage.put("config", json.dumps(config, indent=1).encode())
-        return cls(storage, config, keys)
+        return cls(storage, config, keys, owns_storage=owns_storage)
 
     @classmethod
     def read_config(cls, storage: Storage) -> dict[str, Any]:
@@ -156,9 +167,22 @@ class Repository:
         return dict(config)
 
     @classmethod
-    def open(cls, storage: Storage, password: str, *, load_index: bool = True) -> Repository:
+    def open(
+        cls,
+        storage: Storage,
+        password: str,
+        *,
+        load_index: bool = True,
+        owns_storage: bool = False,
+        keys: Keyring | None = None,
+    ) -> Repository:
         """
         Open the repository in *storage* with *password*, and load its index.
+
+        A storage handed in stays its caller's: closing the repository closes
+        it only with *owns_storage*. *keys* (already unlocked with *password*
+        for this repository, kept by a long-lived agent) spare the key
+        derivation; they are checked against the config like derived ones.
 
         ``check`` and ``repair`` pass ``load_index=False`` and load it their way,
         so that a damaged index file is reported rather than fatal.
@@ -167,11 +191,11 @@ class Repository:
             RepositoryNotFound, UnsupportedFormat, WrongPassword, IntegrityError.
         """
         config = cls.read_config(storage)
-        keys = KeyStore(storage).open(password)
+        keys = keys or KeyStore(storage).open(password)
         damage = config_damage(config, keys.index_key)
         if damage:
             raise IntegrityError(f"{damage} (at {storage.properties.location})")
-        repo = cls(storage, config, keys)
+        repo = cls(storage, config, keys, owns_storage=owns_storage)
         if load_index:
             repo.reload_index(strict=False)
         return repo
@@ -207,8 +231,9 @@ class Repository:
         self.index = load_index(self.index_source(), strict=strict)
 
     def close(self) -> None:
-        """Release the storage."""
-        self.storage.close()
+        """Release the repository (and its storage, if it owns it)."""
+        if self.owns_storage:
+            self.storage.close()
 
     def __enter__(self) -> Repository:
         return self

@@ -9,6 +9,8 @@ Every storage holds one repository, protected by the controller-level password.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -17,7 +19,7 @@ from safehold.core.policy import StorageSpec
 from safehold.core.progress import ProgressSink
 from safehold.core.snapshot import Snapshot, SnapshotMeta
 from safehold.repo import Repository
-from safehold.repo.keys import KdfParams
+from safehold.repo.keys import KdfParams, Keyring
 from safehold.storage.base import Storage
 
 __all__ = ["BackupEngine", "RepoEngine", "StorageOpener"]
@@ -75,11 +77,24 @@ class BackupEngine(Protocol):
 
 
 class RepoEngine:
-    """``BackupEngine`` over ``safehold.repo``."""
+    """
+    ``BackupEngine`` over ``safehold.repo``.
 
-    def __init__(self, password: str, *, kdf: KdfParams | None = None) -> None:
+    A long-lived engine (an agent's) keeps each repository's unlocked keys for
+    *keys_for* seconds, so a job does not pay a key derivation (scrypt, tens of
+    milliseconds to a second) each time; the index comes from the local index
+    cache, refreshed with only the index files added since. The storage of each
+    call stays the caller's: the engine never closes it.
+    """
+
+    def __init__(
+        self, password: str, *, kdf: KdfParams | None = None, keys_for: float = 300.0
+    ) -> None:
         self._password = password
         self._kdf = kdf
+        self._keys_for = keys_for
+        self._keys: dict[tuple[str, str], tuple[float, Keyring]] = {}
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return "RepoEngine(password=<hidden>)"
@@ -88,7 +103,18 @@ class RepoEngine:
         from safehold.repo.errors import RepositoryNotFound
 
         try:
-            return Repository.open(storage, self._password)
+            config = Repository.read_config(storage)
+            key = (storage.properties.location, str(config.get("id")))
+            with self._lock:
+                kept = self._keys.get(key)
+            fresh = kept is not None and time.monotonic() - kept[0] < self._keys_for
+            repo = Repository.open(
+                storage, self._password, keys=kept[1] if fresh and kept else None
+            )
+            if not fresh:
+                with self._lock:
+                    self._keys[key] = (time.monotonic(), repo.keys)
+            return repo
         except RepositoryNotFound:
             if not create:
                 raise

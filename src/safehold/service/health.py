@@ -6,9 +6,13 @@ within its schedule, ``Warning`` when the last attempt failed, it is suspended,
 or the last good backup is late by up to one more period, and ``Error`` when it
 is later than that or has never succeeded after two periods.
 
+A partition with a drill policy (``service.drills``) also gets its drills'
+verdict; its state is the worse of the two.
+
 Cost: a fleet's health is computed from one read of the partitions (each row
-keeps its last good backup and its newest backup job's outcome), the mappings
-and the policies: a constant number of queries whatever the fleet's size. The
+keeps its last good backup and its newest backup job's outcome), the mappings,
+the policies and the drill state (three more reads): a constant number of
+queries whatever the fleet's size. The
 result is kept for ``FleetView.ttl`` seconds and shared by concurrent callers,
 so twenty clients polling cost one computation.
 """
@@ -24,6 +28,7 @@ from typing import Any
 from safehold.core.drill import DrillVerdict
 from safehold.core.errors import SafeholdError
 from safehold.core.policy import (
+    EffectiveConfig,
     EntityRef,
     FrequencySchedule,
     Schedule,
@@ -114,8 +119,18 @@ def _compute(ctx: ServiceContext, partition_id: str | None = None) -> FleetHealt
         outcomes = uow.jobs.outcome_stats("backup") if whole else {}
         backup_bytes = uow.backups.total_bytes() if whole else 0
         verdicts, drill_states = drills.judge_partitions(uow, parts, now)
+    # Most partitions inherit from their service or application: resolve each
+    # service once, and only partitions with a mapping of their own apart.
+    own = {e.key for e in (*mappings, *suspended) if e.kind == "Partition"}
+    by_service: dict[tuple[str, str], EffectiveConfig] = {}
     for p in parts:
-        eff = effective_config(p.chain(), mappings, suspended)
+        chain = p.chain()
+        if p.partition_id in own:
+            eff = effective_config(chain, mappings, suspended)
+        else:
+            eff = by_service.get((p.application, p.service)) or by_service.setdefault(
+                (p.application, p.service), effective_config(chain[:2], mappings, suspended)
+            )
         last_good = p.last_backup_at
         if eff.policy_name is None:
             out.append(
@@ -133,7 +148,7 @@ def _compute(ctx: ServiceContext, partition_id: str | None = None) -> FleetHealt
             reason = f"backup policy {eff.policy_name!r} cannot be read"
             out.append(PartitionHealth(p.partition_id, "Error", reason, last_good))
             continue
-        entity = next(e for e in p.chain() if e.kind == eff.policy_from)
+        entity = next(e for e in chain if e.kind == eff.policy_from)
         since = last_good or enabled.get(EntityRef(entity.kind, entity.key)) or p.created_at
         out.append(_judge(p.partition_id, schedule, since, last_good, p, now))
     out = [_with_drills(h, verdicts.get(h.partition_id)) for h in out]
@@ -184,24 +199,44 @@ def _judge(
 @dataclass
 class FleetView:
     """
-    The fleet's health, computed at most once per *ttl* seconds and shared.
+    The fleet's health, shared by concurrent callers and refreshed in the background.
 
-    A cache of catalog reads, not coordination: each replica has its own.
+    A view younger than *ttl* seconds is served as it is. An older one is still
+    served at once while one background thread computes the next, so callers
+    never wait for the fleet's computation except the very first. A cache of
+    catalog reads, not coordination: each replica has its own.
     """
 
     ttl: float = 1.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cached: tuple[float, FleetHealth] | None = None
+    _refreshing: bool = False
 
     def get(self, ctx: ServiceContext) -> FleetHealth:
-        """Return a view no older than *ttl* seconds (computing it if needed)."""
-        with self._lock:  # one computation at a time; the others wait and share it
+        """Return the newest view (computing the first one in this call)."""
+        with self._lock:
             cached = self._cached
-            if cached is not None and time.monotonic() - cached[0] < self.ttl:
-                return cached[1]
+            stale = cached is None or time.monotonic() - cached[0] >= self.ttl
+            start = stale and cached is not None and not self._refreshing
+            if start:
+                self._refreshing = True
+        if cached is None:
+            return self._refresh(ctx)
+        if start:
+            threading.Thread(
+                target=self._refresh, args=(ctx,), name="fleet-health", daemon=True
+            ).start()
+        return cached[1]
+
+    def _refresh(self, ctx: ServiceContext) -> FleetHealth:
+        try:
             fresh = _compute(ctx)
-            self._cached = (time.monotonic(), fresh)
+            with self._lock:
+                self._cached = (time.monotonic(), fresh)
             return fresh
+        finally:
+            with self._lock:
+                self._refreshing = False
 
     def invalidate(self) -> None:
         """Forget the cached view (after a change a caller wants to see at once)."""

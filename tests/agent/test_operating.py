@@ -1,0 +1,157 @@
+"""
+Operating the service: a configuration file, JSON logs with job ids and no secrets,
+token-free metrics on their own address, and a remote agent running a partition's hooks.
+
+Real processes: ``safehold serve`` and ``safehold agent`` started with ``--config``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import httpx
+import pytest
+
+from safehold.core import logctx
+from safehold.testing import free_port
+from tests.agent.procs import ADMIN, AGENT, PASSWORD, cli, start, start_controller, wait_state
+
+PID = "5e5e5e5e-0000-4000-8000-000000000001"
+STORAGE_SECRET = "storage-secret-5e5e-never-logged"
+
+
+def test_config_file_logs_metrics_and_hooks_on_a_remote_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flags beat the environment, which beats the file; a job's log lines carry its ids."""
+    metrics_port = free_port()
+    cfg = tmp_path / "safehold.toml"
+    cfg.write_text(
+        f"""
+[serve]
+port = 1                                # the --port flag wins
+metrics_listen = "127.0.0.1:1"          # SAFEHOLD_SERVE_METRICS_LISTEN wins
+embedded_agent = false                  # only the file says so: it applies
+[agent]
+controller = "http://127.0.0.1:1"       # the --controller flag wins
+token_file = "{tmp_path / "agent.token"}"
+agent_id = "remote-7"
+poll = 0.2
+heartbeat = 0.5
+[log]
+format = "json"
+level = "debug"
+"""
+    )
+    (tmp_path / "agent.token").write_text(AGENT + "\n")
+    monkeypatch.setenv("SAFEHOLD_SERVE_METRICS_LISTEN", f"127.0.0.1:{metrics_port}")
+    data = tmp_path / "ctl"
+    controller, url = start_controller(data, extra=["--config", str(cfg)])
+    agent = start(["agent", "--config", str(cfg), "--controller", url], tmp_path / "agent.log")
+    try:
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "f.txt").write_text("data")
+        trace = tmp_path / "trace"
+        cli(
+            "partition", "add", "--url", url,
+            "--application", "fabric:/Ops", "--service", "fabric:/Ops/Svc",
+            "--partition-id", PID, "--source", f"dir:{src}", "--agent", "remote-7",
+            "--before", f"echo frozen >> {trace}",
+            "--after", f"echo thawed $SAFEHOLD_BACKUP_STATE >> {trace}",
+        )  # fmt: skip
+        policy = {
+            "Name": "ops",
+            "AutoRestoreOnDataLoss": False,
+            "MaxIncrementalBackups": 2,
+            "Schedule": {"ScheduleKind": "FrequencyBased", "Interval": "PT12H"},
+            "Storage": {
+                "StorageKind": "FileShare",
+                "Path": str(tmp_path / "store"),
+                "PrimaryUserName": "ops",
+                "PrimaryPassword": STORAGE_SECRET,
+            },
+        }
+        (tmp_path / "p.json").write_text(json.dumps(policy))
+        cli("policy", "create", "--url", url, str(tmp_path / "p.json"))
+        cli("policy", "enable", "ops", "--url", url, "--partition-id", PID)
+        info = wait_state(url, PID, "Backup")
+        assert info["BackupState"] == "Success", info
+        assert info["AgentId"] == "remote-7"
+        assert trace.read_text() == "frozen\nthawed Success\n"
+
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+        assert scraped.status_code == 200
+        assert 'safehold_backups_total{outcome="Success"}' in scraped.text
+        assert httpx.get(f"http://127.0.0.1:{metrics_port}/docs", timeout=10).status_code == 404
+        post = httpx.post(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+        assert post.status_code == 405
+        assert httpx.get(f"{url}/metrics", timeout=10).status_code == 401
+    finally:
+        agent.stop()
+        controller.stop()
+
+    for log in (data / "serve.log", tmp_path / "agent.log"):
+        text = log.read_text()
+        for secret in (STORAGE_SECRET, PASSWORD, ADMIN, AGENT):
+            assert secret not in text, f"{secret} in {log}"
+    lines = [json.loads(line) for line in (tmp_path / "agent.log").read_text().splitlines()]
+    job_lines = [x for x in lines if "job_id" in x]
+    assert any(x["message"] == "before hook done" for x in job_lines)
+    assert any(x["message"] == "after hook done" for x in job_lines)
+    assert any("ended: Success" in x["message"] for x in job_lines)
+    for x in job_lines:
+        assert x["partition_id"] == PID
+        assert x["agent_id"] == "remote-7"
+        assert x["kind"] == "backup"
+    serve_lines = [json.loads(line) for line in (data / "serve.log").read_text().splitlines()]
+    requests = [x for x in serve_lines if x["logger"] == "safehold.http"]
+    assert any(x["message"].startswith("POST /safehold/partitions 201") for x in requests)
+    assert all(len(x["request_id"]) == 16 for x in requests)
+
+
+def test_bad_configuration_files_stop_with_exit_2(tmp_path: Path) -> None:
+    """An unknown key or a wrong type is named; nothing starts."""
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[serve]\nport = "many"\n')
+    r = cli("serve", "--config", str(cfg), check=False)
+    assert r.returncode == 2
+    assert "[serve] port" in r.stderr
+    cfg.write_text("[serve]\nportt = 1\n")
+    r = cli("serve", "--config", str(cfg), check=False)
+    assert r.returncode == 2
+    assert "portt" in r.stderr
+    cfg.write_text('[log]\nformat = "xml"\n')
+    r = cli("agent", "--config", str(cfg), "--token", "t", check=False)
+    assert r.returncode == 2
+    assert "format" in r.stderr
+
+
+def test_log_formats_carry_ids_and_scrub_secrets() -> None:
+    """text, json and logfmt lines carry the bound ids; registered secrets become ****."""
+    for fmt in ("text", "json", "logfmt"):
+        stream = io.StringIO()
+        logctx.configure(fmt, "INFO", stream)
+        try:
+            storage = {"StorageKind": "S3", "SecretAccessKey": "s3-secret-abcdef"}
+            with logctx.job_context("job-1", "part-1", "agent-1", "backup", storage):
+                logging.getLogger("safehold.test").info('odd "quote" and s3-secret-abcdef')
+            logging.getLogger("safehold.test").info("after s3-secret-abcdef")
+        finally:
+            logging.getLogger().handlers.clear()
+        first, second = stream.getvalue().splitlines()
+        assert "s3-secret-abcdef" not in first
+        assert "****" in first
+        assert "s3-secret-abcdef" in second  # forgotten once the job ended
+        if fmt == "json":
+            doc = json.loads(first)
+            assert doc["job_id"] == "job-1"
+            assert doc["partition_id"] == "part-1"
+            assert doc["message"] == 'odd "quote" and ****'
+        else:
+            assert "job_id=job-1 partition_id=part-1 agent_id=agent-1 kind=backup" in first
+        if fmt == "logfmt":
+            assert 'msg="odd \\"quote\\" and ****"' in first
