@@ -112,20 +112,20 @@ def test_archive_get_prefetches_and_reports_missing_files(env: Env) -> None:
 
 def test_a_thousand_random_updates_store_little(env: Env) -> None:
     pg = env.make_cluster()
-    pg.run("pgbench", "-i", "-s", "2", "-q", "-h", "127.0.0.1", "-p", str(pg.port), "postgres")
+    pg.run("pgbench", "-i", "-s", "4", "-q", "-h", "127.0.0.1", "-p", str(pg.port), "postgres")
     src = PostgresSource(pg.url)
     with env.open_repo() as repo:
         first = src.backup(repo).snapshot
         sql(
             pg,
             "DO $$ DECLARE r int; BEGIN FOR i IN 1..1000 LOOP "
-            "r := 1 + floor(random() * 200000)::int; "
+            "r := 1 + floor(random() * 400000)::int; "
             "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = r; "
             "COMMIT; END LOOP; END $$",
         )
         second = src.backup(repo).snapshot
         assert len(pg_backups(repo.snapshots())) == 2
-    assert first.sizes.logical > 30_000_000
+    assert first.sizes.logical > 60_000_000
     # 1,000 updated rows touch about 1,000 heap pages and their index pages.
     assert second.sizes.stored < 4_000_000
     assert second.sizes.new < first.sizes.new / 3

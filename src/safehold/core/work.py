@@ -87,7 +87,9 @@ class RestoreParams(_Message):
     backup_id: str = ""
     epoch: tuple[int, int] = (0, 0)
     lsn: int = 0
-    point_in_time: str | None = None
+    #: With a source that can replay to an instant (a state store, a database with
+    #: archived WAL): the exact instant to restore, not the backup's own time.
+    restore_time: str | None = None
 
 
 class DataLossParams(_Message):

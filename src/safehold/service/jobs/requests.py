@@ -21,6 +21,7 @@ from safehold.core.policy import (
     check_job_timeout,
     parse_storage,
 )
+from safehold.core.snapshot import format_time
 from safehold.service.context import ServiceContext
 from safehold.service.errors import (
     BackupInProgress,
@@ -34,6 +35,9 @@ from safehold.service.model import BackupRecord, JobRecord, PartitionRecord
 from safehold.service.protection import effective_for, get_partition, load_policy
 from safehold.service.storages import ensure_repository, storage_key
 from safehold.service.uow import UnitOfWork
+
+#: Sources whose agents restore to an exact instant between backups.
+EXACT_PITR_SOURCES = ("state:", "postgres:")
 
 __all__ = [
     "disable_backup_and_clean",
@@ -253,6 +257,13 @@ def request_restore(
                 "backup_id": backup.backup_id,
                 "epoch": [backup.epoch.data_loss_number, backup.epoch.configuration_number],
                 "lsn": backup.lsn,
+                # A source that replays to an instant goes to RestorePointTime itself,
+                # not to the newest backup before it (SF's RestorePointTime).
+                "restore_time": (
+                    format_time(at_or_before)
+                    if at_or_before is not None and p.source.startswith(EXACT_PITR_SOURCES)
+                    else None
+                ),
             },
         )
         uow.jobs.save(job)
