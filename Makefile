@@ -71,3 +71,10 @@ bench-excludes: install
 .PHONY: bench-db
 bench-db: install
 	bash bench/db_run.sh $(DB_BENCH_ARGS)
+
+# The controller at fleet scale: 2 replicas + 4 agents on PostgreSQL at 127.0.0.1:5432,
+# 100 / 1,000 / 10,000 partitions; see bench/fleet_bench.py and docs/benchmark.md § Fleet.
+.PHONY: bench-fleet
+bench-fleet: install
+	$(BIN)/pip install -q py-spy
+	$(BIN)/python bench/fleet_bench.py --profile $(FLEET_ARGS)

@@ -431,7 +431,10 @@ def run_size(n: int, args: argparse.Namespace, work: Path, profile: Path | None)
 def _drain(fleet: Fleet, limit: float = 300) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        q = sql(fleet.catalog, "SELECT count(*) FROM jobs WHERE state IN ('Accepted','InProgress')")
+        q = sql(
+            fleet.catalog,
+            "SELECT count(*) FROM jobs WHERE state IN ('Accepted', 'BackupInProgress')",
+        )
         if int(q[0][0]) == 0:
             return
         time.sleep(1)

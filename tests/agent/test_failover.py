@@ -286,7 +286,9 @@ def test_leader_kills_and_restarts_lose_nothing(cluster: Cluster) -> None:
     assert not load.refused, report
     assert len(on_demand) >= load.accepted, report  # every 202 is a job (0 lost)
     assert stuck == [], report  # 0 stuck
-    assert all(s == "Success" or (s == "Failure" and code) for s, code, _ in rows), report
+    # Agents stay up: a job may fail only if its agent missed heartbeats (a loaded
+    # machine); a replica's death or restart fails none.
+    assert all(s == "Success" or code == "SAFEHOLD_E_AGENT_LOST" for s, code, _ in rows), report
     assert duplicate_slots(c) == [], report  # 0 duplicate in one slot
     assert max(takeovers) <= TAKEOVER, report
     assert any(r[2] and r[0] == "Success" for r in rows), report  # the schedule ran

@@ -35,6 +35,7 @@ def test_config_file_logs_metrics_and_hooks_on_a_remote_agent(
 port = 1                                # the --port flag wins
 metrics_listen = "127.0.0.1:1"          # SAFEHOLD_SERVE_METRICS_LISTEN wins
 embedded_agent = false                  # only the file says so: it applies
+schedule_spread = 0                     # the first backup when backup is enabled
 [agent]
 controller = "http://127.0.0.1:1"       # the --controller flag wins
 token_file = "{tmp_path / "agent.token"}"

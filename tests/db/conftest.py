@@ -38,7 +38,9 @@ def _pg_available() -> bool:
         return False
 
 
-pytestmark = pytest.mark.skipif(not _pg_available(), reason="PostgreSQL is not installed")
+needs_pg = pytest.mark.skipif(
+    not _pg_available(), reason="PostgreSQL's programs (initdb, runuser) are not installed"
+)
 
 
 def python_argv() -> list[str]:

@@ -9,10 +9,12 @@ import time
 from pathlib import Path
 
 from safehold.db import PostgresSource, WalArchive, check_wal, pg_backups, stanza_for
-from tests.db.conftest import Env, python_argv
-from tests.db.helpers import sql, switch_and_wait, sysid
+from tests.db.conftest import Env, needs_pg, python_argv
+from tests.db.helpers import sql, switch, switch_and_wait, sysid, wait_archived
 
 SEGMENT = 16 * 1024 * 1024
+
+pytestmark = needs_pg
 
 
 def _archived(pg: object) -> tuple[int, int]:
@@ -88,7 +90,9 @@ def test_archive_get_prefetches_and_reports_missing_files(env: Env) -> None:
         names = []
         for i in range(3):
             sql(pg, "INSERT INTO t VALUES (%s)", i)
-            names.append(switch_and_wait(pg, repo))
+            names.append(switch(pg))
+        wait_archived(pg, repo, names[-1])
+        wait_archived(pg, repo, names[0])
         stanza = stanza_for(sysid(pg))
         archive = WalArchive(repo, stanza)
         dest = env.root / "got"

@@ -31,8 +31,10 @@ from safehold.db import (
     recoverable_window,
 )
 from safehold.repo import Repository
-from tests.db.conftest import Env, make_env
+from tests.db.conftest import Env, make_env, needs_pg
 from tests.db.helpers import sql, switch_and_wait
+
+pytestmark = needs_pg
 
 
 @dataclass

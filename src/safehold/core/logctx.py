@@ -214,3 +214,6 @@ def configure(fmt: str = "text", level: int | str = logging.INFO, stream: Any = 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # httpx logs every request at INFO: an agent's claim each second. Kept for debug.
+    quiet = logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
+    logging.getLogger("httpx").setLevel(quiet)

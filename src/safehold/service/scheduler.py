@@ -192,7 +192,7 @@ def _schedule_due(
     sealed = {k: ctx.secrets.seal_storage(s.to_json()) for k, s in specs.items() if k not in failed}
     new: list[JobRecord] = []
     with ctx.uow() as uow:
-        taken: list[_Plan] = []
+        wanted: list[_Plan] = []
         for pl in plans:
             key = storage_key(pl.policy.storage)
             if key in failed:
@@ -210,14 +210,14 @@ def _schedule_due(
                         good_at=None,
                     )
                 continue
-            if uow.partitions.set_schedule(
-                pl.p.partition_id,
-                next_due_at=pl.after(ctx, now),
-                schedule_key=pl.key,
-                expected_due=pl.p.next_due_at,
-                scheduled_at=now,
-            ):
-                taken.append(pl)
+            wanted.append(pl)
+        slots = [
+            (pl.p.partition_id, pl.p.next_due_at, pl.after(ctx, now), pl.key)
+            for pl in wanted
+            if pl.p.next_due_at is not None
+        ]
+        got = uow.partitions.take_slots(slots, now)
+        taken = [pl for pl in wanted if pl.p.partition_id in got]
         # The slots taken above hold the partitions' rows, so no request can
         # start a job of one of them until this transaction ends.
         busy = uow.jobs.busy_partitions([pl.p.partition_id for pl in taken])

@@ -235,6 +235,53 @@ class PartitionRepo(Repo):
             values["last_scheduled_at"] = scheduled_at
         return bool(self.conn.execute(q.values(**values)).rowcount)
 
+    def take_slots(
+        self, slots: Sequence[tuple[str, datetime, datetime, str]], scheduled_at: datetime
+    ) -> set[str]:
+        """
+        Take many partitions' slots at once; return the ids of those taken.
+
+        Each of *slots* is ``(partition id, the slot read, the next slot, schedule
+        key)``; a partition whose slot changed meanwhile (another scheduler took
+        it) is left alone. On PostgreSQL this is one ``UPDATE … FROM (VALUES …)
+        RETURNING`` per 500 partitions; on SQLite, one update each.
+        """
+        if self.conn.dialect.name != "postgresql":
+            return {
+                pid
+                for pid, expected, nxt, key in slots
+                if self.set_schedule(
+                    pid,
+                    next_due_at=nxt,
+                    schedule_key=key,
+                    expected_due=expected,
+                    scheduled_at=scheduled_at,
+                )
+            }
+        taken: set[str] = set()
+        c = t.partitions.c
+        for i in range(0, len(slots), CHUNK):
+            v = sa.values(
+                sa.column("pid", sa.String),
+                sa.column("expected", t.UTCDateTime),
+                sa.column("nxt", t.UTCDateTime),
+                sa.column("skey", sa.String),
+                name="v",
+            ).data(list(slots[i : i + CHUNK]))
+            q = (
+                t.partitions.update()
+                .where(c.partition_id == v.c.pid, c.next_due_at == v.c.expected)
+                .values(
+                    next_due_at=v.c.nxt,
+                    schedule_key=v.c.skey,
+                    reschedule=False,
+                    last_scheduled_at=scheduled_at,
+                )
+                .returning(c.partition_id)
+            )
+            taken.update(r.partition_id for r in self.conn.execute(q))
+        return taken
+
     def mark_reschedule(
         self,
         *,

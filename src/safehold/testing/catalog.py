@@ -142,6 +142,21 @@ class _FakePartitions:
             p.last_scheduled_at = scheduled_at
         return True
 
+    def take_slots(
+        self, slots: Sequence[tuple[str, datetime, datetime, str]], scheduled_at: datetime
+    ) -> set[str]:
+        return {
+            pid
+            for pid, expected, nxt, key in slots
+            if self.set_schedule(
+                pid,
+                next_due_at=nxt,
+                schedule_key=key,
+                expected_due=expected,
+                scheduled_at=scheduled_at,
+            )
+        }
+
     def mark_reschedule(
         self,
         *,

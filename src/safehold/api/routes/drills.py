@@ -144,7 +144,7 @@ def list_alerts(
 _MEDIA = {"json": "application/json", "markdown": "text/markdown", "html": "text/html"}
 
 
-@router.get("/report", tags=["Drills"], response_class=Response)
+@router.get("/report", response_class=Response)
 def recoverability_report(
     ctx: CtxDep,
     _p: ReaderDep,
