@@ -14,7 +14,7 @@ back on the next one's clock. Nothing is deleted during a round: ext4 without a
 journal (this machine's) skips, one by one, inodes freed in the last minute when
 it creates a file, which made a restore that followed a big ``rm -rf`` up to three
 times slower (see docs/benchmark.md). A round's files are removed after it, and
-the next round waits ``--settle`` seconds. The data set is made in a child
+every round first waits ``--settle`` seconds. The data set is made in a child
 process, so that its memory does not count in the tools' peak RSS (a forked
 child's max RSS starts at its parent's). The table shows each step's median over the rounds
 and, per tool, the spread (slowest / fastest round).
@@ -391,8 +391,8 @@ def main() -> None:
         "--settle",
         type=float,
         default=65.0,
-        help="Seconds to wait after removing a round's files (ext4 avoids reusing "
-        "inodes freed in the last 60 s).",
+        help="Seconds to wait before each round, after files were removed (ext4 "
+        "without a journal skips inodes freed in the last 60 s, slowly).",
     )
     ap.add_argument("--make-data-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument(
@@ -420,14 +420,13 @@ def main() -> None:
     for i in range(args.rounds):
         order = all_rounds[i % len(tools) :] + all_rounds[: i % len(tools)]
         round_dir = args.out / f"round-{i + 1}"
+        os.sync()
+        time.sleep(args.settle)  # after the previous round's deletions, or anyone's
         for rr in order:
             res = bench_tool(rr.tool, round_dir, data, args.size_mb, steps)
             rr.rounds.append(res)
             print(f"round {i + 1} {rr.tool}: {res.seconds}", file=sys.stderr, flush=True)
         shutil.rmtree(round_dir, ignore_errors=True)
-        if i + 1 < args.rounds:
-            os.sync()
-            time.sleep(args.settle)
     text = report(all_rounds, args.size_mb)
     results = [r.summary() for r in all_rounds]
     ours = next((r for r in results if r.tool == "safehold"), None)

@@ -1,9 +1,10 @@
 """
 orders: a small stateful HTTP service whose state lives in a safehold ``StateStore``.
 
-It keeps orders in one transactional dictionary and registers as its partition's
-agent (``StoreAgent``), so the controller's backups, restores and data-loss drills
-run inside this process, on a consistent state.
+It keeps orders in one typed transactional dictionary and, through
+``safehold.state.agent.attach`` (one call), registers as its partition's agent, so
+the controller's backups, restores and data-loss drills run inside this process,
+on a consistent state. Reads come from snapshots, which block no writer.
 
 Run it (see ``docs/state.md``)::
 

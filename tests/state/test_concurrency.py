@@ -11,6 +11,7 @@ from safehold.state import (
     BackupOption,
     ChangeAction,
     CollectionInfo,
+    Dictionary,
     DictionaryChange,
     OperationTimedOut,
     RestorePolicy,
@@ -78,7 +79,7 @@ async def test_a_snapshot_keeps_its_state_and_blocks_no_writer(open_store: OpenS
         async with store.transaction() as tx:
             for i in range(600):  # more than two pages
                 await d.set(tx, f"k{i:04d}", i)
-        seen = []
+        seen: list[tuple[str, Any]] = []
         async with store.snapshot() as snap:
             assert 1 == snap.lsn
             async for key, value in d.items(snap):
@@ -124,7 +125,7 @@ async def test_a_transaction_times_out_waiting_for_the_write_lock(open_store: Op
 
 async def test_change_notifications_follow_commits_in_order(open_store: OpenStore) -> None:
     async with open_store() as store:
-        d = store.dictionary("d", key=int, value=str)
+        d: Dictionary[int, str] = store.dictionary("d", key=int, value=str)
         events: list[tuple[ChangeAction, Any, Any, int]] = []
 
         @d.on_change

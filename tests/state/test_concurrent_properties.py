@@ -30,7 +30,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from safehold.core.snapshot import Epoch
-from safehold.state import BackupOption, MissingFullBackup, RestorePolicy, StateStore, Transaction
+from safehold.state import (
+    BackupOption,
+    Durability,
+    MissingFullBackup,
+    RestorePolicy,
+    StateStore,
+    Transaction,
+)
 from tests.state.conftest import dump_state
 from tests.state.fakes import FakeTarget
 
@@ -128,7 +135,7 @@ async def _run_op(store: StateStore, tx: Transaction, o: tuple[Any, ...]) -> Any
 
 
 async def _scenario(
-    root: Path, durability: str, programs: list[Any], plan: list[tuple[str, int]]
+    root: Path, durability: Durability, programs: list[Any], plan: list[tuple[str, int]]
 ) -> None:
     history: list[tuple[int | None, list[tuple[Any, Any]]]] = []
     taken: list[tuple[int, int]] = []  # (first LSN, last LSN) each backup's chain covers
@@ -176,11 +183,11 @@ async def _scenario(
         model = Model()
         states = {0: model.dump()}
         models = {0: copy.deepcopy(model)}
-        for lsn, seen in committed:
+        for at, seen in committed:
             for o, result in seen:
-                assert model.apply(o) == result, (lsn, o)
-            states[lsn] = model.dump()
-            models[lsn] = copy.deepcopy(model)
+                assert model.apply(o) == result, (at, o)
+            states[at] = model.dump()
+            models[at] = copy.deepcopy(model)
         # A transaction that committed nothing saw the state at some LSN.
         for lsn, seen in history:
             if lsn is None:
@@ -203,7 +210,7 @@ def _replays(m: Model, seen: list[tuple[Any, Any]]) -> bool:
 @SETTINGS
 @given(programs=writers, plan=backups, durability=st.sampled_from(["normal", "full"]))
 def test_concurrent_conditional_histories_are_serialisable_and_restorable(
-    programs: list[Any], plan: list[tuple[str, int]], durability: str
+    programs: list[Any], plan: list[tuple[str, int]], durability: Durability
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(_scenario(Path(tmp), durability, programs, plan))

@@ -120,11 +120,11 @@ async def test_a_snapshot_cannot_write(open_store: OpenStore) -> None:
         d, q = store.dictionary("d"), store.queue("q")
         async with store.snapshot() as snap:
             with pytest.raises(TransactionError):
-                await d.set(snap, "k", 1)  # type: ignore[arg-type]
+                await d.set(snap, "k", 1)
             with pytest.raises(TransactionError):
-                await d.try_add(snap, "k", 1)  # type: ignore[arg-type]
+                await d.try_add(snap, "k", 1)
             with pytest.raises(TransactionError):
-                await q.try_dequeue(snap)  # type: ignore[arg-type]
+                await q.try_dequeue(snap)
         with pytest.raises(TransactionError):
             await d.get(snap, "k")  # ended
 
@@ -164,13 +164,13 @@ async def test_typed_collections_round_trip_through_their_serializers(
             await blobs.set(tx, b"\x00\xff", b"\x01\x02")
             await names.set(tx, uid, "five")
             with pytest.raises(TypeError):
-                await customers.set(tx, "c2", {"name": "not a Customer"})  # type: ignore[arg-type]
+                await customers.set(tx, "c2", {"name": "not a Customer"})
             with pytest.raises(TypeError):
-                await invoices.set(tx, "1", Invoice(number=1, lines=[]))  # type: ignore[arg-type]
+                await invoices.set(tx, "1", Invoice(number=1, lines=[]))
         async with store.snapshot() as snap:
             got = await customers.get(snap, "c1")
             assert got == Customer("Ann", Address("Oslo", "0150"), ["vip"])
-            assert isinstance(got.address, Address)  # type: ignore[union-attr]
+            assert isinstance(got.address, Address)
             assert [-3, 2, 10] == [k async for k in invoices.keys(snap)]  # numeric order
             assert Invoice(number=2, lines=["x"]) == await invoices.get(snap, 2)
             assert b"\x01\x02" == await blobs.get(snap, b"\x00\xff")

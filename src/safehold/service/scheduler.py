@@ -65,6 +65,7 @@ class _Policies:
     def __init__(self, ctx: ServiceContext, uow: UnitOfWork) -> None:
         self._ctx, self._uow = ctx, uow
         self._parsed: dict[str, BackupPolicy | None] = {}
+        self.storage_keys: dict[str, str] = {}
 
     def get(self, name: str) -> BackupPolicy | None:
         if name not in self._parsed:
@@ -73,7 +74,10 @@ class _Policies:
             except SafeholdError as exc:
                 log.warning("policy %s cannot be used: %s", name, exc.message)
                 self._parsed[name] = None
-        return self._parsed[name]
+        found = self._parsed[name]
+        if found is not None and name not in self.storage_keys:
+            self.storage_keys[name] = storage_key(found.storage)
+        return found
 
 
 @dataclass
@@ -84,6 +88,7 @@ class _Plan:
     name: str
     policy: BackupPolicy
     anchor: datetime
+    storage: str  # the policy storage's key, computed once per policy
 
     @property
     def key(self) -> str:
@@ -115,9 +120,17 @@ def _protection(
     mappings = uow.mappings.all()
     suspended = uow.mappings.suspensions()
     enabled = uow.mappings.enabled_times()
+    own = {e.key for e in (*mappings, *suspended) if e.kind == "Partition"}
+    by_service: dict[tuple[str, str], EffectiveConfig] = {}
     out: list[tuple[PartitionRecord, _Plan | None]] = []
     for p in parts:
-        eff: EffectiveConfig = effective_config(p.chain(), mappings, suspended)
+        if p.partition_id in own:
+            eff = effective_config(p.chain(), mappings, suspended)
+        else:  # as most are: what their service inherits, resolved once per service
+            svc = (p.application, p.service)
+            eff = by_service.get(svc) or by_service.setdefault(
+                svc, effective_config(p.chain()[:2], mappings, suspended)
+            )
         policy = None
         if eff.policy_name is not None and not eff.suspended:
             policy = policies.get(eff.policy_name)
@@ -126,7 +139,9 @@ def _protection(
             continue
         level = next(e for e in p.chain() if e.kind == eff.policy_from)
         anchor = enabled.get(EntityRef(level.kind, level.key)) or p.created_at
-        out.append((p, _Plan(p, eff.policy_name, policy, anchor)))
+        out.append(
+            (p, _Plan(p, eff.policy_name, policy, anchor, policies.storage_keys[eff.policy_name]))
+        )
     return out
 
 
@@ -136,9 +151,10 @@ def _reschedule(ctx: ServiceContext, report: TickReport) -> bool:
         parts = uow.partitions.to_reschedule(BATCH)
         if not parts:
             return False
+        schedules: list[tuple[str, datetime | None, str | None]] = []
         for p, plan in _protection(uow, _Policies(ctx, uow), parts):
             if plan is None:
-                uow.partitions.set_schedule(p.partition_id, next_due_at=None, schedule_key=None)
+                schedules.append((p.partition_id, None, None))
                 continue
             if plan.key == p.schedule_key and p.next_due_at is not None:
                 due = p.next_due_at  # nothing that decides its slots changed
@@ -150,7 +166,8 @@ def _reschedule(ctx: ServiceContext, report: TickReport) -> bool:
                     if p.last_scheduled_at is None
                     else plan.after(ctx, p.last_scheduled_at)
                 )
-            uow.partitions.set_schedule(p.partition_id, next_due_at=due, schedule_key=plan.key)
+            schedules.append((p.partition_id, due, plan.key))
+        uow.partitions.reschedule_many(schedules)
         uow.commit()
     report.rescheduled += len(parts)
     return len(parts) == BATCH
@@ -187,14 +204,14 @@ def _schedule_due(
         history = uow.backups.of_partitions([pl.p.partition_id for pl in plans])
         uow.commit()
     report.due += len(due)
-    specs = {storage_key(pl.policy.storage): pl.policy.storage for pl in plans}
+    specs = {pl.storage: pl.policy.storage for pl in plans}
     failed = ensure_repositories(ctx, specs)  # outside any transaction
     sealed = {k: ctx.secrets.seal_storage(s.to_json()) for k, s in specs.items() if k not in failed}
     new: list[JobRecord] = []
     with ctx.uow() as uow:
         wanted: list[_Plan] = []
         for pl in plans:
-            key = storage_key(pl.policy.storage)
+            key = pl.storage
             if key in failed:
                 report.unreachable += 1
                 if uow.partitions.set_schedule(
@@ -239,7 +256,7 @@ def _schedule_due(
                     timeout=SCHEDULED_TIMEOUT,
                     scheduled=True,
                     incremental=True,
-                    sealed_storage=sealed[storage_key(pl.policy.storage)],
+                    sealed_storage=sealed[pl.storage],
                 )
             )
         uow.jobs.insert_many(new)

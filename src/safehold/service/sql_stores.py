@@ -35,6 +35,7 @@ __all__ = [
     "Repo",
     "Unset",
     "chunks",
+    "one_of",
 ]
 
 #: How many ids go into one ``IN (...)`` list.
@@ -53,6 +54,21 @@ def _insert_for(conn: sa.Connection) -> Any:
     if conn.dialect.name == "postgresql":
         return sa.dialects.postgresql.insert(t.agents)
     return sa.dialects.sqlite.insert(t.agents)
+
+
+def one_of(conn: sa.Connection, column: Any, ids: Sequence[str]) -> Any:
+    """
+    ``column IN ids`` as the dialect does it best.
+
+    On PostgreSQL, ``= ANY(array)`` with the ids as one array parameter: the
+    statement's text (and its compiled form) stays the same whatever the number
+    of ids, where an ``IN`` list costs compiling and parsing per id. Callers
+    pass at most ``CHUNK`` ids on SQLite (its parameter limit).
+    """
+    if conn.dialect.name == "postgresql":
+        array = sa.dialects.postgresql.ARRAY(sa.String)
+        return column == sa.any_(sa.cast(sa.bindparam(None, list(ids), type_=array), array))
+    return column.in_(list(ids))
 
 
 def chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -201,8 +217,15 @@ class PartitionRepo(Repo):
         return [_partition(r) for r in self.conn.execute(q)]
 
     def to_reschedule(self, limit: int) -> builtins.list[PartitionRecord]:
-        """Return up to *limit* partitions whose protection changed since they were scheduled."""
+        """
+        Return up to *limit* partitions whose protection changed since they were scheduled.
+
+        Their rows stay locked (PostgreSQL) until the transaction ends, so a change
+        made meanwhile marks them again after this scheduler is done, not before.
+        """
         q = sa.select(t.partitions).where(t.partitions.c.reschedule == sa.true()).limit(limit)
+        if self.conn.dialect.name == "postgresql":
+            q = q.with_for_update(skip_locked=True)
         return [_partition(r) for r in self.conn.execute(q)]
 
     def set_schedule(
@@ -235,6 +258,29 @@ class PartitionRepo(Repo):
             values["last_scheduled_at"] = scheduled_at
         return bool(self.conn.execute(q.values(**values)).rowcount)
 
+    def reschedule_many(self, schedules: Sequence[tuple[str, datetime | None, str | None]]) -> None:
+        """
+        Set many partitions' next slot and schedule key, and clear their marks.
+
+        Each of *schedules* is ``(partition id, next slot or None, key or None)``.
+        One ``UPDATE … FROM unnest(arrays)`` on PostgreSQL; one update each on SQLite.
+        """
+        if self.conn.dialect.name != "postgresql":
+            for pid, nxt, key in schedules:
+                self.set_schedule(pid, next_due_at=nxt, schedule_key=key)
+            return
+        if schedules:
+            pids, nxt, keys = (list(x) for x in zip(*schedules, strict=True))
+            self.conn.execute(
+                sa.text(
+                    "UPDATE partitions AS p SET next_due_at = v.nxt, schedule_key = v.skey,"
+                    " reschedule = false FROM unnest(CAST(:pids AS varchar[]),"
+                    " CAST(:nxt AS timestamptz[]), CAST(:keys AS varchar[])) AS v(pid, nxt, skey)"
+                    " WHERE p.partition_id = v.pid"
+                ),
+                {"pids": pids, "nxt": nxt, "keys": keys},
+            )
+
     def take_slots(
         self, slots: Sequence[tuple[str, datetime, datetime, str]], scheduled_at: datetime
     ) -> set[str]:
@@ -243,8 +289,8 @@ class PartitionRepo(Repo):
 
         Each of *slots* is ``(partition id, the slot read, the next slot, schedule
         key)``; a partition whose slot changed meanwhile (another scheduler took
-        it) is left alone. On PostgreSQL this is one ``UPDATE … FROM (VALUES …)
-        RETURNING`` per 500 partitions; on SQLite, one update each.
+        it) is left alone. On PostgreSQL this is one ``UPDATE … FROM unnest(arrays)
+        RETURNING``, whatever the number; on SQLite, one update each.
         """
         if self.conn.dialect.name != "postgresql":
             return {
@@ -258,29 +304,22 @@ class PartitionRepo(Repo):
                     scheduled_at=scheduled_at,
                 )
             }
-        taken: set[str] = set()
-        c = t.partitions.c
-        for i in range(0, len(slots), CHUNK):
-            v = sa.values(
-                sa.column("pid", sa.String),
-                sa.column("expected", t.UTCDateTime),
-                sa.column("nxt", t.UTCDateTime),
-                sa.column("skey", sa.String),
-                name="v",
-            ).data(list(slots[i : i + CHUNK]))
-            q = (
-                t.partitions.update()
-                .where(c.partition_id == v.c.pid, c.next_due_at == v.c.expected)
-                .values(
-                    next_due_at=v.c.nxt,
-                    schedule_key=v.c.skey,
-                    reschedule=False,
-                    last_scheduled_at=scheduled_at,
-                )
-                .returning(c.partition_id)
-            )
-            taken.update(r.partition_id for r in self.conn.execute(q))
-        return taken
+        if not slots:
+            return set()
+        pids, expected, nxt, keys = (list(x) for x in zip(*slots, strict=True))
+        rows = self.conn.execute(
+            sa.text(
+                "UPDATE partitions AS p SET next_due_at = v.nxt, schedule_key = v.skey,"
+                " reschedule = false, last_scheduled_at = :at"
+                " FROM unnest(CAST(:pids AS varchar[]), CAST(:expected AS timestamptz[]),"
+                " CAST(:nxt AS timestamptz[]), CAST(:keys AS varchar[]))"
+                " AS v(pid, expected, nxt, skey)"
+                " WHERE p.partition_id = v.pid AND p.next_due_at = v.expected"
+                " RETURNING p.partition_id"
+            ),
+            {"pids": pids, "expected": expected, "nxt": nxt, "keys": keys, "at": scheduled_at},
+        )
+        return {r.partition_id for r in rows}
 
     def mark_reschedule(
         self,
@@ -474,10 +513,12 @@ class BackupRepo(Repo):
     def of_partitions(self, partition_ids: Sequence[str]) -> dict[str, builtins.list[BackupRecord]]:
         """Return the backups of each of *partition_ids*, oldest first, in few queries."""
         out: dict[str, list[BackupRecord]] = {pid: [] for pid in partition_ids}
-        for chunk in chunks(partition_ids):
+        step = len(partition_ids) or 1 if self.conn.dialect.name == "postgresql" else CHUNK
+        for i in range(0, len(partition_ids), step):
+            chunk = partition_ids[i : i + step]
             q = (
                 sa.select(t.backups)
-                .where(t.backups.c.partition_id.in_(chunk))
+                .where(one_of(self.conn, t.backups.c.partition_id, chunk))
                 .order_by(t.backups.c.created_at, t.backups.c.backup_id)
             )
             for row in self.conn.execute(q):

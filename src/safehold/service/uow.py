@@ -131,6 +131,9 @@ class PartitionStore(Protocol):
         expected_due: datetime | Unset | None = UNSET,
         scheduled_at: datetime | None = None,
     ) -> bool: ...
+    def reschedule_many(
+        self, schedules: Sequence[tuple[str, datetime | None, str | None]]
+    ) -> None: ...
     def take_slots(
         self, slots: Sequence[tuple[str, datetime, datetime, str]], scheduled_at: datetime
     ) -> set[str]: ...

@@ -142,6 +142,10 @@ class _FakePartitions:
             p.last_scheduled_at = scheduled_at
         return True
 
+    def reschedule_many(self, schedules: Sequence[tuple[str, datetime | None, str | None]]) -> None:
+        for pid, nxt, key in schedules:
+            self.set_schedule(pid, next_due_at=nxt, schedule_key=key)
+
     def take_slots(
         self, slots: Sequence[tuple[str, datetime, datetime, str]], scheduled_at: datetime
     ) -> set[str]:
