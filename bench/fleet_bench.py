@@ -286,7 +286,7 @@ class TickSampler:
 def reads(fleet: Fleet, ids_with_backups: list[str]) -> dict[str, dict[str, float]]:
     """p50/p99 of five reads, CLIENTS concurrent clients, READS_PER_CLIENT each, both replicas."""
     targets: dict[str, Callable[[], str]] = {
-        "health": lambda: "/safehold/health?MaxResults=100",
+        "health": lambda: "/safehold/health",
         "health_summary": lambda: "/safehold/health/summary",
         "metrics": lambda: "/metrics",
         "GetBackups": lambda: f"/Partitions/{random.choice(ids_with_backups)}/$/GetBackups",
@@ -294,18 +294,26 @@ def reads(fleet: Fleet, ids_with_backups: list[str]) -> dict[str, dict[str, floa
             f"/Partitions/{random.choice(ids_with_backups)}/$/GetBackupProgress"
         ),
     }
+    # Query parameters go in *params* only: httpx replaces a URL's query with them.
+    params = {"health": {**V, "MaxResults": "100"}}
     out: dict[str, dict[str, float]] = {}
     for name, path in targets.items():
+        query = params.get(name, V)
         times: list[float] = []
         errors = 0
 
-        def client(k: int, path: Callable[[], str] = path, times: list[float] = times) -> None:
+        def client(
+            k: int,
+            path: Callable[[], str] = path,
+            times: list[float] = times,
+            query: dict[str, str] = query,
+        ) -> None:
             nonlocal errors
             url = fleet.urls[k % 2]
             with httpx.Client(headers=HEADERS, timeout=60) as c:
                 for _ in range(READS_PER_CLIENT):
                     t0 = time.perf_counter()
-                    r = c.get(url + path(), params=V)
+                    r = c.get(url + path(), params=query)
                     times.append((time.perf_counter() - t0) * 1000)
                     errors += r.status_code >= 400
 
@@ -416,13 +424,13 @@ def run_size(n: int, args: argparse.Namespace, work: Path, profile: Path | None)
                 fleet.start_agents(4)
                 rnd["slots4"] = load(fleet, args.window, with_reads=False, profile=None)
                 print(f"[{n}] 4x4 {rnd['slots4']}", file=sys.stderr, flush=True)
-                for a in range(APPS):  # quiet again for the next round's tiny jobs
-                    fleet.call("POST", f"/Applications/Fleet{a}/$/SuspendBackup")
-                fleet.start_agents(4)
-                _drain(fleet)
-                for a in range(APPS):
-                    fleet.call("POST", f"/Applications/Fleet{a}/$/ResumeBackup")
                 result["rounds"].append(rnd)
+                if r + 1 < args.rounds:  # quiet again for the next round's tiny jobs
+                    for a in range(APPS):
+                        fleet.call("POST", f"/Applications/Fleet{a}/$/SuspendBackup")
+                    _drain(fleet)
+                    for a in range(APPS):
+                        fleet.call("POST", f"/Applications/Fleet{a}/$/ResumeBackup")
         finally:
             fleet.stop()
     return result

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: installs restic and Borg from Debian if missing, then runs the
-# engine benchmark (bench/bench.py) and leaves its table in bench/out/results.md.
+# engine benchmark (bench/bench.py: 3 interleaved rounds, medians and spreads) and
+# leaves its table in bench/out/results.md. Arguments go to bench.py, e.g.
+# `bash bench/run.sh --rounds 1 --steps "full restore" --tools safehold,restic`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v restic >/dev/null || ! command -v borg >/dev/null; then

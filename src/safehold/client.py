@@ -74,6 +74,7 @@ class ControllerClient:
         verify: True, False, or a CA bundle path for the controllers' TLS.
         cert: a client certificate (``(cert, key)`` paths) for X.509 login.
         retry_for: seconds an idempotent request keeps retrying transient failures.
+        transport: an httpx transport in place of the network (tests).
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class ControllerClient:
         cert: tuple[str, str] | None = None,
         timeout: float = 30.0,
         retry_for: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         if isinstance(urls, str):
             urls = [u for u in urls.split(",") if u.strip()]
@@ -106,7 +108,9 @@ class ControllerClient:
                 context = ssl.create_default_context()
             assert isinstance(context, ssl.SSLContext)
             context.load_cert_chain(*cert)
-        self._http = httpx.Client(headers=headers, verify=context, timeout=timeout)
+        self._http = httpx.Client(
+            headers=headers, verify=context, timeout=timeout, transport=transport
+        )
         self.retry_for = retry_for
 
     def __repr__(self) -> str:

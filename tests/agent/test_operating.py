@@ -10,15 +10,28 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from safehold.cli.config import AgentFile, LogFile, ServeFile, _section, load_file
 from safehold.core import logctx
 from safehold.testing import free_port
-from tests.agent.procs import ADMIN, AGENT, PASSWORD, api, cli, start, start_controller
+from tests.agent.procs import (
+    ADMIN,
+    AGENT,
+    PASSWORD,
+    SAFEHOLD,
+    api,
+    cli,
+    start,
+    start_controller,
+)
 
 PID = "5e5e5e5e-0000-4000-8000-000000000001"
 STORAGE_SECRET = "storage-secret-5e5e-never-logged"
@@ -159,3 +172,54 @@ def test_log_formats_carry_ids_and_scrub_secrets() -> None:
             assert "job_id=job-1 partition_id=part-1 agent_id=agent-1 kind=backup" in first
         if fmt == "logfmt":
             assert 'msg="odd \\"quote\\" and ****"' in first
+
+
+def test_the_example_file_parses_and_every_key_is_documented() -> None:
+    """deploy/safehold.toml is valid; docs/service.md names every key of every table."""
+    root = Path(__file__).resolve().parents[2]
+    doc = load_file(root / "deploy" / "safehold.toml")
+    docs = (root / "docs" / "service.md").read_text()
+    section = docs[docs.index("## Configuration file") : docs.index("## Logs")]
+    for model in (ServeFile, AgentFile, LogFile):
+        values = _section(model, doc, root / "deploy" / "safehold.toml")
+        assert values, model.table
+        for name in model.model_fields:
+            key = name.removeprefix("log_") if model is LogFile else name
+            assert f"`{key}`" in section, f"[{model.table}] {key} is not documented"
+
+
+def test_wait_survives_a_controller_restart(tmp_path: Path) -> None:
+    """`partition backup --wait` keeps polling while its controller is down and restarts."""
+    data = tmp_path / "ctl"
+    port = free_port()
+    controller, url = start_controller(data, port=port)
+    marker = tmp_path / "started"
+    code = f"import pathlib, time; pathlib.Path('{marker}').touch(); time.sleep(60)"
+    try:
+        cli(
+            "partition", "add", "--url", url,
+            "--application", "fabric:/Rs", "--service", "fabric:/Rs/Svc",
+            "--partition-id", PID, "--source", f'command:{sys.executable} -c "{code}"',
+        )  # fmt: skip
+        waiting = subprocess.Popen(
+            [SAFEHOLD, "partition", "backup", PID, "--wait", "--url", url,
+             "--storage-path", str(tmp_path / "store")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "SAFEHOLD_TOKEN": ADMIN},
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert time.monotonic() < deadline, "the backup never started"
+            time.sleep(0.05)
+        controller.kill()
+        controller, _ = start_controller(data, port=port)
+        out, err = waiting.communicate(timeout=120)
+    finally:
+        controller.stop()
+    # The job died with the controller's embedded agent: the wait reports that, not
+    # "cannot reach the controller".
+    assert waiting.returncode == 1, (out, err)
+    message = err.replace("\n", "")
+    assert "backup Failure" in message
+    assert "restarted" in message
+    assert "cannot reach" not in err

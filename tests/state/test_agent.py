@@ -36,7 +36,20 @@ class FakeController:
 
 
 def item(job: str, kind: str, params: dict[str, Any], partition: str = "p1") -> dict[str, Any]:
-    return {"JobId": job, "Kind": kind, "Partition": {"PartitionId": partition}, "Params": params}
+    """A work item as the controller sends it (core.work.WorkItem's JSON)."""
+    return {
+        "JobId": job,
+        "Kind": kind,
+        "Attempt": 1,
+        "Deadline": "2100-01-01T00:00:00Z",
+        "Partition": {
+            "PartitionId": partition,
+            "ApplicationName": "fabric:/Shop",
+            "ServiceName": "fabric:/Shop/Orders",
+            "Source": "state:a1",
+        },
+        "Params": params,
+    }
 
 
 def agent(store: StateStore, controller: FakeController) -> StoreAgent:

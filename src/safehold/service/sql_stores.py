@@ -266,8 +266,8 @@ class PartitionRepo(Repo):
         One ``UPDATE … FROM unnest(arrays)`` on PostgreSQL; one update each on SQLite.
         """
         if self.conn.dialect.name != "postgresql":
-            for pid, nxt, key in schedules:
-                self.set_schedule(pid, next_due_at=nxt, schedule_key=key)
+            for pid, due, key in schedules:
+                self.set_schedule(pid, next_due_at=due, schedule_key=key)
             return
         if schedules:
             pids, nxt, keys = (list(x) for x in zip(*schedules, strict=True))

@@ -21,9 +21,9 @@ store, so backups see a consistent state while writers go on:
 Every outcome carries the store's epoch and LSN, which the controller keeps for
 the partition. The store writes into its own target, so that target must be the
 repository of the partition's policy storage; the work item's storage is not
-opened here. This module speaks HTTP with httpx itself (all of it in
-``StoreAgent._post``), because ``safehold.state`` and ``safehold.agent`` are
-sibling layers that may not import each other.
+opened here. It talks to the controller with the one controller client
+(``safehold.client``), in the typed messages of ``core.work``, like every agent:
+several controller URLs, retried reports, and an incarnation per run.
 
 ``attach(...)`` is the one line that wires a service: it opens the store with a
 backup target on the policy's FileShare path and runs its agent::
@@ -40,15 +40,17 @@ import asyncio
 import contextlib
 import logging
 import os
-import ssl
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from safehold.client import AgentLink, ControllerClient
 from safehold.core.errors import SafeholdError
 from safehold.core.snapshot import Epoch, PartitionRef, format_time, parse_time
+from safehold.core.work import ClaimRequest, Heartbeat, Outcome
 from safehold.repo import Repository
 from safehold.state.backup import BackupOption
 from safehold.state.dataloss import DataLossMode
@@ -58,17 +60,15 @@ from safehold.state.store import StateStore
 from safehold.state.target import LazyRepositoryTarget
 from safehold.storage.file import FileStorage
 
-__all__ = ["AgentLinkError", "StoreAgent", "attach", "file_share_target"]
+__all__ = ["KINDS", "StoreAgent", "attach", "file_share_target"]
 
 log = logging.getLogger("safehold.state.agent")
 
 _MODES = {"FullDataLoss": DataLossMode.FULL, "PartialDataLoss": DataLossMode.PARTIAL}
 
 
-class AgentLinkError(SafeholdError):
-    """The controller could not be reached or refused a call."""
-
-    code = "SAFEHOLD_E_CONTROLLER"
+#: The job kinds a store's agent runs.
+KINDS = ("backup", "restore", "dataloss")
 
 
 def _epoch(e: Epoch) -> list[int]:
@@ -81,7 +81,7 @@ class StoreAgent:
 
     Args:
         store: an open store.
-        controller_url: the controller's base URL.
+        controller_url: the controller's base URL (several, comma-separated: replicas).
         token: a token with the ``agent`` (or ``admin``) role; never logged.
         agent_id: the name in the partition's source ``state:AGENT``.
         verify: TLS verification (True, False, or a CA bundle path).
@@ -103,24 +103,23 @@ class StoreAgent:
         poll_interval: float = 1.0,
         heartbeat_interval: float = 5.0,
         timeout: float = 30.0,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.store = store
         self.agent_id = agent_id
         self._poll = poll_interval
         self._beat = heartbeat_interval
-        self._client = httpx.AsyncClient(
-            base_url=controller_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {token}"},
-            verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify,
-            timeout=timeout,
-            transport=transport,
+        self._client = ControllerClient(
+            controller_url, token, verify=verify, timeout=timeout, transport=transport
         )
+        self._link = AgentLink(self._client, agent_id)
+        # This run of the agent: when it restarts, its earlier run's jobs fail at once.
+        self._incarnation = uuid.uuid4().hex
         self._task: asyncio.Task[None] | None = None
         self.jobs_done = 0
 
     def __repr__(self) -> str:
-        return f"StoreAgent({self._client.base_url!s}, agent={self.agent_id})"
+        return f"StoreAgent({', '.join(self._client.urls)}, agent={self.agent_id})"
 
     async def __aenter__(self) -> StoreAgent:
         self.start()
@@ -141,7 +140,7 @@ class StoreAgent:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self._client.aclose()
+        self._client.close()
 
     async def _loop(self) -> None:
         while True:
@@ -152,52 +151,35 @@ class StoreAgent:
                 log.warning("store agent %s: %s", self.agent_id, exc.message)
             await asyncio.sleep(self._poll)
 
-    async def _post(
-        self, path: str, body: dict[str, Any] | None = None
-    ) -> tuple[int, dict[str, Any] | None]:
-        """
-        POST to the agent route *path*; return the status and the JSON body (None: empty).
-
-        The only function here that speaks HTTP.
-        """
-        try:
-            resp = await self._client.post(f"/safehold/agents/{self.agent_id}{path}", json=body)
-        except httpx.HTTPError as exc:
-            raise AgentLinkError(f"cannot reach the controller: {exc}") from exc
-        if resp.status_code >= 400:
-            try:
-                message = resp.json()["Error"]["Message"]
-            except (ValueError, KeyError, TypeError):
-                message = resp.text[:200]
-            raise AgentLinkError(f"the controller answered {resp.status_code}: {message}")
-        if resp.status_code == 204 or not resp.content:
-            return resp.status_code, None
-        return resp.status_code, resp.json()
-
     async def run_once(self) -> bool:
         """Claim and run at most one job; return whether there was one."""
-        _, claimed = await self._post("/$/Claim")
+        # The controller client is synchronous (one client for every agent and
+        # the CLI); its calls run in a worker thread, off the store's event loop.
+        request = ClaimRequest(Incarnation=self._incarnation, Kinds=list(KINDS))
+        claimed = await asyncio.to_thread(self._link.claim, request)
         if claimed is None:
             return False
-        item: dict[str, Any] = claimed
-        job_id = str(item["JobId"])
-        beater = asyncio.create_task(self._heartbeats(job_id))
+        item = claimed.model_dump()
+        job_id = claimed.JobId
+        beater = asyncio.create_task(self._heartbeats(job_id, claimed.Attempt))
         try:
             outcome = await self._execute(item)
         finally:
             beater.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beater
-        log.info("job %s (%s) ended: %s", job_id, item.get("Kind"), outcome["State"])
-        await self._post(f"/jobs/{job_id}/$/Complete", outcome)
+        log.info("job %s (%s) ended: %s", job_id, claimed.Kind, outcome["State"])
+        report = Outcome.model_validate(outcome).with_attempt(claimed.Attempt)
+        await asyncio.to_thread(self._link.complete, job_id, report)
         self.jobs_done += 1
         return True
 
-    async def _heartbeats(self, job_id: str) -> None:
+    async def _heartbeats(self, job_id: str, attempt: int) -> None:
         while True:
             await asyncio.sleep(self._beat)
             try:
-                await self._post(f"/jobs/{job_id}/$/Heartbeat", {"lsn": self.store.lsn})
+                beat = Heartbeat(Attempt=attempt, Progress={"lsn": self.store.lsn})
+                await asyncio.to_thread(self._link.heartbeat, job_id, beat)
             except SafeholdError as exc:
                 log.warning("heartbeat for job %s failed: %s", job_id, exc.message)
 
