@@ -41,7 +41,7 @@ from safehold.core.errors import SafeholdError, UsageError
 from safehold.core.policy import AzureBlobStorage, FileShareStorage, S3Storage, StorageSpec
 from safehold.repo.keys import KdfParams
 from safehold.repo.password import create_password_file, find_password
-from safehold.service import config_backup, jobs, scheduler
+from safehold.service import alerts, config_backup, drills, jobs, notify, scheduler
 from safehold.service.catalog import open_catalog
 from safehold.service.context import Clock, ServiceContext, system_clock
 from safehold.service.engine import BackupEngine, RepoEngine
@@ -83,6 +83,7 @@ class Settings:
     schedule_spread: float = 1.0
     agent_timeout_seconds: float = 60.0
     job_retention_hours: float = 7 * 24
+    alerts_file: Path | None = None  # webhook and e-mail channels (docs/drills.md)
     fast_kdf: bool = False  # tests only: cheap scrypt for new repositories
 
     @property
@@ -295,6 +296,9 @@ class Controller:
         self.app.router.lifespan_context = self._lifespan
         self.ticks = TickStats()
         self.app.state.registry.register(self.ticks)
+        self.alert_channels = (
+            notify.load_channels(settings.alerts_file) if settings.alerts_file else None
+        )
 
     @asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> Any:
@@ -314,6 +318,7 @@ class Controller:
         started = time.perf_counter()
         report = scheduler.TickReport()
         scheduler.tick(self.ctx, report)
+        drills.tick(self.ctx)
         jobs.sweep(self.ctx)
         self.ticks.record(time.perf_counter() - started, report)
         if time.monotonic() - self._last_purge > PURGE_EVERY:
@@ -326,9 +331,10 @@ class Controller:
     def start(self) -> None:
         """Start the background loop and the embedded agent."""
         self._stop.clear()
-        t = threading.Thread(target=self._loop, name="safehold-scheduler", daemon=True)
-        t.start()
-        self._threads.append(t)
+        for target, name in ((self._loop, "safehold-scheduler"), (self._alert_loop, "alerts")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
         if self.settings.embedded_agent:
             self.agent = Agent(
                 LocalLink(self.ctx, self.settings.embedded_agent_id),
@@ -356,6 +362,19 @@ class Controller:
         self.stop()
         for release in self.on_close:
             release()
+
+    def _alert_loop(self) -> None:
+        # Alerts are sent from a loop of their own: a slow webhook or mail server
+        # must not delay the scheduler. Only the leader evaluates and sends them.
+        while not self._stop.wait(self.settings.tick_seconds):
+            if not self.app.state.leading:
+                continue
+            try:
+                alerts.tick(self.ctx, self.alert_channels)
+            except SafeholdError as exc:
+                log.error("alerts: %s", exc.message)
+            except Exception:
+                log.exception("alerts round failed")
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -243,3 +243,16 @@ def test_human_sizes_are_iec() -> None:
     assert human_size(12.3 * 1024**2) == "12.3 MiB"
     assert human_size(5 * 1024**3) == "5.0 GiB"
     assert human_size(None) == "?"
+
+
+def test_hooks_survive_a_configuration_backup(url: str, partition: Path, tmp_path: Path) -> None:
+    """config backup/restore keeps a registration's hooks."""
+    ok(url, "config", "backup", "--storage-path", str(tmp_path / "cfg"), "--name", "c1", "--wait")
+    ok(
+        url, "partition", "add", "--application", "fabric:/Out", "--service", "fabric:/Out/Svc",
+        "--partition-id", PID, "--source", f"dir:{partition}",
+    )  # fmt: skip
+    assert json.loads(ok(url, "partition", "list", "--json"))[0]["Hooks"] is None
+    ok(url, "config", "restore", "--storage-path", str(tmp_path / "cfg"), "--name", "c1", "--wait")
+    hooks = json.loads(ok(url, "partition", "list", "--json"))[0]["Hooks"]
+    assert hooks == {"Before": "true", "After": None, "TimeoutSeconds": 20.0}

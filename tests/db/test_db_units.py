@@ -191,3 +191,12 @@ def test_cli_refuses_a_time_without_a_zone_and_two_targets(tmp_path: Path) -> No
     )
     assert out.returncode == 2
     assert "at most one" in out.stderr
+
+
+def test_every_public_name_of_the_lazy_package_resolves() -> None:
+    import safehold.db
+
+    for name in safehold.db.__all__:
+        assert getattr(safehold.db, name) is not None
+    with pytest.raises(AttributeError):
+        _ = safehold.db.NoSuchThing  # type: ignore[attr-defined]

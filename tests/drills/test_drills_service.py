@@ -15,9 +15,10 @@ from safehold.core.policy import EntityRef, PolicyError
 from safehold.service import alerts, drills, health, jobs, notify, protection
 from safehold.service.context import ServiceContext
 from safehold.service.errors import BackupInProgress
-from safehold.testing import FakeClock
+from safehold.storage.errors import StorageUnavailable
+from safehold.testing import FakeClock, FakeEngine
 from tests.drills.conftest import Received
-from tests.service.helpers import P1, P2, add_partition, policy_doc, run_agent_once
+from tests.service.helpers import P1, P2, P3, add_partition, policy_doc, run_agent_once
 
 
 def drill_doc(name: str, sandbox: Path, **extra: Any) -> dict[str, Any]:
@@ -147,9 +148,18 @@ def test_failed_drill_health_and_alerts(
     assert drill_health(ctx, P1)[0] == "Ok"
 
 
-def test_overdue_timed_out_and_lost(ctx: ServiceContext, tmp_path: Path, clock: FakeClock) -> None:
+def test_overdue_timed_out_and_lost(
+    ctx: ServiceContext, tmp_path: Path, clock: FakeClock, engine: FakeEngine
+) -> None:
     protected(ctx, tmp_path)
-    drills.tick(ctx)
+    # A state: partition under the same application is not drilled (not supported yet).
+    protection.register_partition(
+        ctx, protection.PartitionCreate("fabric:/Shop", "fabric:/Shop/Cart", P3, "state:cart")
+    )
+    with pytest.raises(PolicyError, match="drills of state: partitions are not supported"):
+        drills.request_drill(ctx, P3)
+    assert P3 not in {r.partition_id for r in drills.tick(ctx)}
+    assert drill_health(ctx, P3) == (None, None)
     while run_agent_once(ctx):
         pass
     clock.advance(hours=2, minutes=1)  # past the 2 h window with no new drill
@@ -159,6 +169,12 @@ def test_overdue_timed_out_and_lost(ctx: ServiceContext, tmp_path: Path, clock: 
     assert ("AgentLost", "embedded") in events  # not heard from for 2 hours
     clock.advance(hours=2)
     assert drill_health(ctx, P1)[0] == "Error"
+    engine.fail_next = StorageUnavailable("share offline")
+    jobs.request_backup(ctx, P2)
+    run_agent_once(ctx)
+    events = {(c.event, c.subject): c for c in alerts.conditions(ctx)}
+    assert "share offline" in events["BackupFailed", P2].message
+    assert events["BackupLate", P1].severity == "error"  # four hours, backups every 10 min
     # A drill whose job never reports: it times out, and the drill records why.
     run = drills.request_drill(ctx, P1)
     jobs.claim(ctx, "embedded")

@@ -78,6 +78,7 @@ class ServeFile(_Section):
     job_retention_hours: float | None = None
     tick_seconds: float | None = None
     schedule_spread: float | None = None
+    alerts_file: Path | None = None
     agent_timeout: float | None = None
     metrics_listen: str | None = None
     metrics_token_file: Path | None = None

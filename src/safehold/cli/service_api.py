@@ -18,7 +18,7 @@ import typer
 try:  # Typer 0.2x vendors its own click; older Typer uses the click package.
     from typer._click.globals import get_current_context
 except ImportError:  # pragma: no cover - depends on the installed Typer
-    from click import get_current_context  # type: ignore[assignment]
+    from click import get_current_context  # type: ignore[no-redef]
 
 from safehold.client import ControllerClient, ControllerError
 from safehold.core.errors import ExitCode, SafeholdError, UsageError

@@ -41,6 +41,7 @@ _SETTINGS_FIELDS = {
     "port": "port",
     "tick_seconds": "tick_seconds",
     "schedule_spread": "schedule_spread",
+    "alerts_file": "alerts_file",
     "agent_timeout": "agent_timeout_seconds",
 }
 

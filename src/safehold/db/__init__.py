@@ -15,6 +15,7 @@ Public API (the design is in ``docs/databases.md``)::
     check_wal(archive, backups) -> WalCheck      # gaps, named
     expire_wal(archive, kept_backups) -> int     # WAL no kept backup needs
     spool_push / run_pusher / spool_take         # archive-push's local spool
+    SqliteSource(path).backup(repo, meta=, tags=) -> BackupResult; .restore(repo, snapshot, target)
 
 It builds on ``safehold.repo`` (the engine) and ``safehold.storage``; nothing
 below it imports it.
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     )
     from safehold.db.server import LocalServer, find_bindir, free_port
     from safehold.db.spool import run_pusher, spool_push, spool_take
+    from safehold.db.sqlite import SqliteSource
     from safehold.db.walstore import WalArchive
 
 _WHERE = {
@@ -92,6 +94,7 @@ _WHERE = {
     ),
     "safehold.db.server": ("LocalServer", "find_bindir", "free_port"),
     "safehold.db.spool": ("run_pusher", "spool_push", "spool_take"),
+    "safehold.db.sqlite": ("SqliteSource",),
     "safehold.db.walstore": ("WalArchive",),
 }
 _MODULE_OF = {name: mod for mod, names in _WHERE.items() for name in names}
@@ -109,6 +112,7 @@ __all__ = [
     "PgRestoreResult",
     "PostgresSource",
     "RecoveryTargetError",
+    "SqliteSource",
     "Target",
     "Time",
     "WalArchive",

@@ -27,7 +27,7 @@ from safehold.core.progress import NullProgress
 from safehold.core.snapshot import Epoch, SnapshotMeta, format_time
 from safehold.service.context import ServiceContext
 from safehold.service.errors import BackupNotFound, EntityNotFound
-from safehold.service.model import PartitionRecord
+from safehold.service.model import Hooks, PartitionRecord
 from safehold.service.protection import load_policy
 
 __all__ = ["operation_status", "recover_operations", "start_config_backup", "start_config_restore"]
@@ -61,6 +61,7 @@ def export_config(ctx: ServiceContext) -> dict[str, Any]:
                 "Agent": p.agent,
                 "Epoch": [p.epoch.data_loss_number, p.epoch.configuration_number],
                 "Lsn": p.lsn,
+                "Hooks": p.hooks.to_json() if p.hooks else None,
             }
             for p in uow.partitions.list()
         ]
@@ -77,6 +78,13 @@ def export_config(ctx: ServiceContext) -> dict[str, Any]:
         "Mappings": mappings,
         "Suspensions": suspended,
     }
+
+
+def _hooks(doc: dict[str, Any] | None) -> Hooks | None:
+    """A registration's hooks from a configuration backup (none in older backups)."""
+    if not doc:
+        return None
+    return Hooks(doc.get("Before"), doc.get("After"), float(doc.get("TimeoutSeconds", 300)))
 
 
 def import_config(ctx: ServiceContext, doc: dict[str, Any]) -> None:
@@ -110,6 +118,7 @@ def import_config(ctx: ServiceContext, doc: dict[str, Any]) -> None:
                     lsn=int(p["Lsn"]),
                     last_scheduled_at=old_p.last_scheduled_at if old_p else None,
                     created_at=old_p.created_at if old_p else now,
+                    hooks=_hooks(p.get("Hooks")),
                 )
             )
         for m in doc["Mappings"]:

@@ -64,6 +64,8 @@ __all__ = [
 log = logging.getLogger("safehold.drills")
 
 MAX_HISTORY = 1000
+#: The sources a drill can restore into a sandbox today (``agent.drill``).
+DRILLABLE = ("dir:", "command:")
 
 
 class DrillPolicyNotFound(NotFoundError):
@@ -175,7 +177,9 @@ def detach(ctx: ServiceContext, entity: EntityRef) -> None:
 def _effective(
     p: PartitionRecord, mappings: dict[EntityRef, tuple[str, datetime]]
 ) -> tuple[str, datetime] | None:
-    """The drill policy that applies to *p* and since when, or None."""
+    """The drill policy that applies to *p* and since when, or None (or not drillable)."""
+    if not p.source.startswith(DRILLABLE):
+        return None
     names = {e: name for e, (name, _) in mappings.items()}
     eff = effective_config(p.chain(), names, set())
     if eff.policy_name is None:
@@ -268,6 +272,9 @@ def request_drill(
     """
     with ctx.uow() as uow:
         p = get_partition(uow, partition_id)
+        if not p.source.startswith(DRILLABLE):
+            kind = p.source.split(":", 1)[0]
+            raise PolicyError(f"drills of {kind}: partitions are not supported yet")
         uow.lock_partition(p.partition_id)
         if policy_name is None:
             eff = _effective(p, uow.drills.mappings())
