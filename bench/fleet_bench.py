@@ -66,6 +66,7 @@ AGENTS = 4
 CLIENTS = 20
 E2E_JOBS = 20
 READS_PER_CLIENT = 10
+POLL = ["--poll", "1"]
 HEADERS = {"Authorization": f"Bearer {ADMIN}"}
 V = {"api-version": "6.4"}
 
@@ -120,7 +121,10 @@ class Fleet:
         for a in self.agents:
             a.stop()
         self.agents = [
-            start_agent(self.urls, f"agent-{i}", self.work / f"agent-{i}.log", slots=slots)
+            # The agent's default poll (1 s): an idle slot's claims cost the controller too.
+            start_agent(
+                self.urls, f"agent-{i}", self.work / f"agent-{i}.log", slots=slots, extra=POLL
+            )
             for i in range(AGENTS)
         ]
 
@@ -499,7 +503,14 @@ def main() -> None:
     )
     ap.add_argument("--profile", action="store_true", help="py-spy the leader at the largest N")
     ap.add_argument("--out", type=Path, default=Path("bench/out/fleet.json"))
+    ap.add_argument(
+        "--table", type=Path, nargs="+", help="only print the table of earlier --out files"
+    )
     args = ap.parse_args()
+    if args.table:
+        done = [r for f in args.table for r in json.loads(f.read_text())]
+        print(table(sorted(done, key=lambda r: int(r["partitions"]))))
+        return
     sizes = [int(x) for x in args.partitions.split(",") if x.strip()]
     results = []
     with tempfile.TemporaryDirectory(prefix="safehold-fleet-") as tmp:

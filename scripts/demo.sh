@@ -97,7 +97,7 @@ if [ "${SAFEHOLD_DEMO_NONINTERACTIVE:-0}" = "1" ]; then
     done
     "$BIN" partition backups "${AUTH[@]}" "$PARTITION"
     echo "changed" >"$DEMO/orders/orders.csv"
-    "$BIN" partition restore "${AUTH[@]}" "$PARTITION" --latest --wait
+    "$BIN" partition restore "${AUTH[@]}" "$PARTITION" --latest --wait --yes
     grep -q apple "$DEMO/orders/orders.csv"
     echo "demo: backup and restore worked"
     exit 0

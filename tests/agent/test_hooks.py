@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -128,10 +129,19 @@ def test_a_before_hook_past_its_timeout_is_killed_with_its_children(
     assert "timed out after 1s" in out["Error"]["Message"]
     assert "waiting" in out["Error"]["Message"]
     child = int(pidfile.read_text())
-    assert (
-        not Path(f"/proc/{child}").exists()
-        or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
-    )
+    deadline = time.monotonic() + 30  # SIGKILL is delivered at once, reaped a little later
+    while not _gone(child):
+        assert time.monotonic() < deadline, f"the hook's child {child} still runs"
+        time.sleep(0.05)
+
+
+def _gone(pid: int) -> bool:
+    """Whether *pid* has ended (gone, or a zombie waiting for its new parent)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
 
 
 def test_a_failing_after_hook_is_reported_and_keeps_the_backup(

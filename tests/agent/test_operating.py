@@ -223,3 +223,27 @@ def test_wait_survives_a_controller_restart(tmp_path: Path) -> None:
     assert "backup Failure" in message
     assert "restarted" in message
     assert "cannot reach" not in err
+
+
+def test_the_metrics_listener_with_a_scrape_token() -> None:
+    """With a token, a scrape without it (or with another) is 401; with it, 200."""
+    from prometheus_client import CollectorRegistry, Counter
+
+    from safehold.api.metrics_http import MetricsServer, parse_listen
+
+    registry = CollectorRegistry()
+    Counter("safehold_test_scrapes", "A test counter.", registry=registry).inc()
+    server = MetricsServer(registry, "127.0.0.1", 0, token="scrape-token-1").start()
+    try:
+        base = f"http://127.0.0.1:{server.port}/metrics"
+        assert httpx.get(base, timeout=10).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert httpx.get(base, headers=wrong, timeout=10).status_code == 401
+        good = httpx.get(base, headers={"Authorization": "Bearer scrape-token-1"}, timeout=10)
+        assert good.status_code == 200
+        assert "safehold_test_scrapes_total 1.0" in good.text
+    finally:
+        server.stop()
+    assert parse_listen("[::1]:9464") == ("::1", 9464)
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        parse_listen("9464x")

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from safehold.db import PostgresSource, WalArchive, check_wal, pg_backups, stanza_for
+from safehold.db import PostgresSource, WalArchive, check_wal, expire_wal, pg_backups, stanza_for
 from tests.db.conftest import Env, needs_pg, python_argv
 from tests.db.helpers import sql, switch, switch_and_wait, sysid, wait_archived
 
@@ -141,3 +141,34 @@ def test_hook_push_without_spool_dir_errors_cleanly(env: Env, tmp_path: Path) ->
     out = subprocess.run(hook, capture_output=True, text=True, check=False)
     assert out.returncode == 1
     assert "cannot spool nope" in out.stderr
+
+
+def test_check_names_a_deleted_segment_and_expire_keeps_what_backups_need(env: Env) -> None:
+    pg = env.make_cluster()
+    sql(pg, "CREATE TABLE t (id int)")
+    src = PostgresSource(pg.url)
+    with env.open_repo() as repo:
+        src.backup(repo)
+        names = []
+        for i in range(3):
+            sql(pg, "INSERT INTO t VALUES (%s)", i)
+            names.append(switch(pg))
+        wait_archived(pg, repo, names[-1])
+        second = src.backup(repo).snapshot
+        backups = pg_backups(repo.snapshots())
+        archive = WalArchive(repo, backups[0].stanza)
+        assert check_wal(archive, backups).ok
+
+        repo.storage.delete(archive.lookup(names[1]).key)
+        report = check_wal(archive, backups)
+        assert report.missing == [names[1]]
+        assert report.unrestorable == []  # the gap is between the backups, not inside one
+
+        # Retention: with the first backup forgotten, the WAL before the second goes.
+        kept = [b for b in backups if b.snapshot.id == second.id]
+        assert expire_wal(archive, kept) >= 3
+        left = archive.list()
+        assert min(n for n in left if len(n) == 24) == kept[0].start_segment.name
+        assert all(s.name in left for s in kept[0].needed_segments())
+        assert check_wal(archive, kept).ok
+        assert expire_wal(archive, []) == 0  # nothing kept: nothing deleted

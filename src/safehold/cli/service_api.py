@@ -104,6 +104,19 @@ class Api:
             raise
         return resp.json() if resp.content else None
 
+    def all_pages(
+        self, path: str, *, sf: bool = True, params: dict[str, str] | None = None
+    ) -> list[Any]:
+        """Every item of a paged list (``ContinuationToken``): a long list is never cut short."""
+        query = dict(params or {})
+        items: list[Any] = []
+        while True:
+            page = self.call("GET", path, sf=sf, params=query)
+            items += page["Items"]
+            if not page.get("ContinuationToken"):
+                return items
+            query["ContinuationToken"] = page["ContinuationToken"]
+
     def poll(self, path: str, *, sf: bool = True, every: float = 0.5) -> Any:
         """One GET of a ``--wait`` loop (retried for minutes), after a pause of *every* seconds."""
         time.sleep(every)

@@ -109,9 +109,7 @@ def policy_list(
     ca_cert: CaOpt = None,
 ) -> None:
     """List the backup policies (secrets redacted)."""
-    items = connect(url, token, token_file, ca_cert).call("GET", "/BackupRestore/BackupPolicies")[
-        "Items"
-    ]
+    items = connect(url, token, token_file, ca_cert).all_pages("/BackupRestore/BackupPolicies")
     if json_output:
         out.print_json(items)
     else:
@@ -293,16 +291,7 @@ def partition_list(
 ) -> None:
     """List the registered partitions with their backup health."""
     api = connect(url, token, token_file, ca_cert)
-    parts: list[dict[str, Any]] = []
-    continuation = ""
-    while True:  # every page: a long list is never cut short
-        page = api.call(
-            "GET", "/safehold/partitions", sf=False, params={"ContinuationToken": continuation}
-        )
-        parts += page["Items"]
-        continuation = page.get("ContinuationToken") or ""
-        if not continuation:
-            break
+    parts: list[dict[str, Any]] = api.all_pages("/safehold/partitions", sf=False)
     health = {h["PartitionId"]: h for h in api.call("GET", "/safehold/health", sf=False)}
     if json_output:
         out.print_json(
@@ -324,14 +313,9 @@ def partition_backups(
 ) -> None:
     """List a partition's backups (full BackupIds, for ``restore --backup-id``)."""
     api = connect(url, token, token_file, ca_cert)
-    items: list[dict[str, Any]] = []
-    params: dict[str, str] = {"Latest": str(latest).lower()}
-    while True:
-        page = api.call("GET", f"/Partitions/{partition_id}/$/GetBackups", params=params)
-        items += page["Items"]
-        if not page.get("ContinuationToken"):
-            break
-        params["ContinuationToken"] = page["ContinuationToken"]
+    items = api.all_pages(
+        f"/Partitions/{partition_id}/$/GetBackups", params={"Latest": str(latest).lower()}
+    )
     if json_output:
         out.print_json(items)
     else:

@@ -58,7 +58,8 @@ def agent_options(ctx: typer.Context, config: Path | None) -> dict[str, Any]:
 
 def settings_for(settings_cls: type[Any], options: dict[str, Any]) -> Any:
     """The composition root's ``Settings`` from ``serve``'s resolved options."""
-    return settings_cls(**{field: options[name] for name, field in _SETTINGS_FIELDS.items()})
+    fields = {field: options[name] for name, field in _SETTINGS_FIELDS.items() if name in options}
+    return settings_cls(**fields)
 
 
 def start_logging(options: dict[str, Any], *secrets: str | None) -> None:
