@@ -61,8 +61,8 @@ class Rounds:
     def median(self, step: str) -> float:
         return statistics.median(r.seconds[step] for r in self.rounds)
 
-    def spread(self, step: str) -> float:
-        vals = [r.seconds[step] for r in self.rounds]
+    def spread(self, step: str, *, cpu: bool = False) -> float:
+        vals = [(r.cpu if cpu else r.seconds)[step] for r in self.rounds]
         return max(vals) / min(vals)
 
     def summary(self) -> Result:
@@ -359,6 +359,12 @@ def report(all_rounds: list[Rounds], size_mb: int) -> str:
             for r in all_rounds
         ]
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    for step in steps:
+        cells = [
+            f"{r.spread(step, cpu=True):.2f} ({', '.join(f'{x.cpu[step]:.2f}' for x in r.rounds)})"
+            for r in all_rounds
+        ]
+        lines.append(f"| {step}, CPU seconds | " + " | ".join(cells) + " |")
     ours = next(r for r in all_rounds if r.tool == "safehold")
     lines += ["", "Each round's ratio (the other tool's time / safehold's, same round):", ""]
     for step in steps:

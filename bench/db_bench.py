@@ -40,6 +40,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,6 +99,11 @@ def cpu_loop(script: str) -> tuple[float, float]:
         after.children_system - before.children_system
     )
     return wall, cpu
+
+
+def med_spread(v: list[float]) -> str:
+    """Median of the rounds and their spread (slowest / fastest)."""
+    return f"{statistics.median(v):.2f} s (spread {max(v) / min(v):.2f}×)"
 
 
 def spread(v: list[tuple[float, float, int]]) -> float:
@@ -365,19 +371,26 @@ class Bench:
 
         snap = json.loads(latest)
         snap_id = (snap[-1] if isinstance(snap, list) else snap["snapshots"][-1])["id"]
-        a = self._sh_restore(self.work / "r-sh", "--backup", snap_id)
-        self._last_server.stop("immediate")
-        subprocess.run(["sync"], check=True)
-        b = self._pgbr_restore(self.work / "r-br", "--type=immediate", "--target-action=promote")
-        self._last_server.stop("immediate")
-        shutil.rmtree(self.work / "r-sh")
-        shutil.rmtree(self.work / "r-br")
+
+        def sh(i: int) -> float:
+            secs = self._sh_restore(self.work / f"r-sh{i}", "--backup", snap_id)
+            self._last_server.stop("immediate")
+            return secs
+
+        def br(i: int) -> float:
+            secs = self._pgbr_restore(
+                self.work / f"r-br{i}", "--type=immediate", "--target-action=promote"
+            )
+            self._last_server.stop("immediate")
+            return secs
+
+        a, b = self._pairs(sh, br)
         self.rows.append(
             (
                 "restore + ready for queries",
-                f"safehold {a:.2f} s",
-                f"pgBackRest {b:.2f} s",
-                f"{b / a:.2f}× (pgBackRest / safehold)",
+                f"safehold {med_spread(a)}",
+                f"pgBackRest {med_spread(b)}",
+                f"{statistics.median(b) / statistics.median(a):.2f}× (pgBackRest / safehold)",
             )
         )
 
@@ -419,20 +432,29 @@ class Bench:
         self._wait_archived()
         iso = target_time.isoformat()
         subprocess.run(["sync"], check=True)
-        a = self._sh_restore(self.work / "p-sh", "--time", iso)
-        rows_a = sql(self._last_server, "SELECT count(*) FROM pgbench_history")[0][0]
-        self._last_server.stop("immediate")
-        subprocess.run(["sync"], check=True)
-        b = self._pgbr_restore(
-            self.work / "p-br",
-            "--type=time",
-            f"--target={target_time:%Y-%m-%d %H:%M:%S.%f+00}",
-            "--target-action=promote",
-        )
-        rows_b = sql(self._last_server, "SELECT count(*) FROM pgbench_history")[0][0]
-        self._last_server.stop("immediate")
-        shutil.rmtree(self.work / "p-sh")
-        shutil.rmtree(self.work / "p-br")
+        rows: dict[str, int] = {}
+
+        def sh(i: int) -> float:
+            secs = self._sh_restore(self.work / f"p-sh{i}", "--time", iso)
+            rows["safehold"] = sql(self._last_server, "SELECT count(*) FROM pgbench_history")[0][0]
+            self._last_server.stop("immediate")
+            return secs
+
+        def br(i: int) -> float:
+            secs = self._pgbr_restore(
+                self.work / f"p-br{i}",
+                "--type=time",
+                f"--target={target_time:%Y-%m-%d %H:%M:%S.%f+00}",
+                "--target-action=promote",
+            )
+            rows["pgbackrest"] = sql(self._last_server, "SELECT count(*) FROM pgbench_history")[0][
+                0
+            ]
+            self._last_server.stop("immediate")
+            return secs
+
+        a, b = self._pairs(sh, br)
+        rows_a, rows_b = rows["safehold"], rows["pgbackrest"]
         self.notes.append(
             f"PITR: {wal_mb:.0f} MB of WAL written by pgbench in {gen_s:.0f} s; "
             f"history rows at the target: safehold {rows_a}, pgBackRest {rows_b}, "
@@ -441,11 +463,23 @@ class Bench:
         self.rows.append(
             (
                 f"PITR, about {wal_mb:.0f} MB of WAL",
-                f"safehold {a:.2f} s",
-                f"pgBackRest {b:.2f} s",
-                f"{b / a:.2f}× (pgBackRest / safehold)",
+                f"safehold {med_spread(a)}",
+                f"pgBackRest {med_spread(b)}",
+                f"{statistics.median(b) / statistics.median(a):.2f}× (pgBackRest / safehold)",
             )
         )
+
+    def _pairs(
+        self, sh: Callable[[int], float], br: Callable[[int], float]
+    ) -> tuple[list[float], list[float]]:
+        """Run both *rounds* times, alternating which goes first; return their times."""
+        a: list[float] = []
+        b: list[float] = []
+        for i in range(self.rounds):
+            for tool in ("sh", "br") if i % 2 == 0 else ("br", "sh"):
+                subprocess.run(["sync"], check=True)
+                (a if tool == "sh" else b).append((sh if tool == "sh" else br)(i))
+        return a, b
 
     def _wait_archived(self) -> None:
         last = sql(self.pg, "SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0]

@@ -142,7 +142,7 @@ def api(url: str, method: str, path: str, **kwargs: Any) -> Any:
     return r.json() if r.content else None
 
 
-def wait_backups(url: str, pid: str, count: int = 1, limit: float = 60) -> list[dict[str, Any]]:
+def wait_backups(url: str, pid: str, count: int = 1, limit: float = 120) -> list[dict[str, Any]]:
     """Poll a partition's GetBackups until it lists *count* backups (periodic ones too)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:

@@ -99,6 +99,13 @@ def test_two_agents_pull_their_partitions_and_a_lost_agent_fails_its_job(tmp_pat
                 "--agent",
                 name,
             )
+        cli("policy", "create", "--url", url, str(policy_file(tmp_path, tmp_path / "store")))
+        cli("policy", "enable", "proc", "--url", url, "--application", "fabric:/Multi")
+        for pid in (P1, P2):
+            [b] = wait_backups(url, pid)  # the scheduler's first backup, on the partition's agent
+            assert b["PartitionInformation"]["Id"] == pid
+        assert {"east", "west"} <= {a["AgentId"] for a in api(url, "GET", "/safehold/agents")}
+        # A partition registered now inherits the policy: its first backup starts at once.
         marker = tmp_path / "started"
         cli(
             "partition",
@@ -116,15 +123,9 @@ def test_two_agents_pull_their_partitions_and_a_lost_agent_fails_its_job(tmp_pat
             "--agent",
             "east",
         )
-        cli("policy", "create", "--url", url, str(policy_file(tmp_path, tmp_path / "store")))
-        cli("policy", "enable", "proc", "--url", url, "--application", "fabric:/Multi")
-        for pid, name in ((P1, "east"), (P2, "west")):
-            wait_backups(url, pid)  # the scheduler's first backup, on the partition's agent
-            owned = {a["AgentId"]: a for a in api(url, "GET", "/safehold/agents")}
-            assert name in owned
+        wait_file(marker)
         cli("policy", "suspend", "--url", url, "--application", "fabric:/Multi")
         # The scheduler's backup of P3 runs on agent east, which dies in the middle.
-        wait_file(marker)
         agents[0].kill()
         wait_health(url, P3, "agent east disappeared", limit=30)
         agents_seen = {a["AgentId"]: a for a in api(url, "GET", "/safehold/agents")}

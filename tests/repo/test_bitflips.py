@@ -6,6 +6,7 @@ public keyring, index, snapshots and packs.
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -79,3 +80,22 @@ def test_every_flipped_bit_is_detected(repo_path: Path, kind: str) -> None:
         finally:
             path.write_bytes(original)
     assert [] == missed
+
+
+def test_a_version_1_repository_still_opens(tmp_path: Path) -> None:
+    """A config without a MAC and key files without a checksum (format 1) open and check."""
+
+    path = tmp_path / "repo"
+    Repository.init(FileStorage(path), PASSWORD, kdf=FAST_KDF)
+    config = json.loads((path / "config").read_text())
+    del config["mac"]
+    config["version"] = 1
+    (path / "config").write_text(json.dumps(config))
+    for key in (path / "keys").iterdir():
+        doc = json.loads(key.read_text())
+        del doc["checksum"]
+        doc["version"] = 1
+        key.write_text(json.dumps(doc))
+    report = check(Repository.open(FileStorage(path), PASSWORD, load_index=False))
+    assert report.ok
+    assert any("config is not authenticated (format version 1)" in w for w in report.warnings)

@@ -205,9 +205,9 @@ def test_a_steady_tick_costs_the_same_bounded_statements_for_10_and_300_due(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="scheduler._schedule_due defers each overdue partition (and one whose "
-    "protection is gone) with its own UPDATE (PartitionRepo.set_schedule, "
-    "scheduler.py:170 and :179); batch them like take_slots",
+    reason="scheduler._schedule_due still sets each deferred (overdue), unprotected "
+    "or busy partition's next slot with its own UPDATE (PartitionRepo.set_schedule); "
+    "batch them as take_slots does",
 )
 def test_a_catch_up_tick_costs_a_bounded_number_of_statements_for_300(
     pg_catalog: Counted, tmp_path: Path
