@@ -370,7 +370,7 @@ class Controller:
             if not self.app.state.leading:
                 continue
             try:
-                alerts.tick(self.ctx, self.alert_channels)
+                alerts.tick(self.ctx, self.alert_channels, self.app.state.fleet)
             except SafeholdError as exc:
                 log.error("alerts: %s", exc.message)
             except Exception:

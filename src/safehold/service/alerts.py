@@ -34,7 +34,7 @@ from safehold.core.snapshot import format_time
 from safehold.service import drills
 from safehold.service.context import ServiceContext
 from safehold.service.drill_records import AlertRecord
-from safehold.service.health import partition_health
+from safehold.service.health import FleetView, partition_health
 from safehold.service.notify import Channels, deliver
 
 __all__ = ["Condition", "alert_json", "conditions", "list_alerts", "tick"]
@@ -61,9 +61,14 @@ class Condition:
         return f"{self.event}:{self.subject}"
 
 
-def conditions(ctx: ServiceContext) -> list[Condition]:
-    """The conditions that hold now (a constant number of catalog queries)."""
-    health = {h.partition_id: h for h in partition_health(ctx)}
+def conditions(ctx: ServiceContext, fleet: FleetView | None = None) -> list[Condition]:
+    """
+    The conditions that hold now (a constant number of catalog queries).
+
+    With *fleet* (the controller's shared view), health is not computed again.
+    """
+    view = fleet.get(ctx).partitions if fleet is not None else partition_health(ctx)
+    health = {h.partition_id: h for h in view}
     out: list[Condition] = []
     with ctx.uow() as uow:
         now = ctx.clock()
@@ -170,14 +175,16 @@ def _send(ctx: ServiceContext, channels: Channels) -> list[AlertRecord]:
     return [] if errors else due
 
 
-def tick(ctx: ServiceContext, channels: Channels | None) -> list[AlertRecord]:
+def tick(
+    ctx: ServiceContext, channels: Channels | None, fleet: FleetView | None = None
+) -> list[AlertRecord]:
     """
     Evaluate the conditions, update the alerts, deliver what changed; return what was sent.
 
     Called by the leader each round. Without channels, alerts are kept (and
     listed by the API) but not sent.
     """
-    _sync(ctx, conditions(ctx))
+    _sync(ctx, conditions(ctx, fleet))
     if channels is None or channels.empty:
         return []
     return _send(ctx, channels)

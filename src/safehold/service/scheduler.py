@@ -42,6 +42,8 @@ __all__ = ["TickReport", "tick"]
 log = logging.getLogger("safehold.scheduler")
 
 BATCH = 1000
+#: (partition id, the slot read, the next slot or None, schedule key or None).
+Slot = tuple[str, datetime, datetime | None, str | None]
 BUSY_RETRY = timedelta(seconds=30)
 STORAGE_RETRY = timedelta(minutes=1)
 SCHEDULED_TIMEOUT = timedelta(minutes=10)
@@ -145,7 +147,7 @@ def _protection(
     return out
 
 
-def _reschedule(ctx: ServiceContext, report: TickReport) -> bool:
+def _reschedule(ctx: ServiceContext, now: datetime, report: TickReport) -> bool:
     """Give the partitions marked ``reschedule`` their next slot; return whether more remain."""
     with ctx.uow() as uow:
         parts = uow.partitions.to_reschedule(BATCH)
@@ -158,14 +160,16 @@ def _reschedule(ctx: ServiceContext, report: TickReport) -> bool:
                 continue
             if plan.key == p.schedule_key and p.next_due_at is not None:
                 due = p.next_due_at  # nothing that decides its slots changed
+            # Newly protected: at once with no spread (as SF takes the first
+            # backup), else at its slot in the coming interval. Otherwise the
+            # first slot after its last scheduled backup: one in the past is
+            # due now, as a missed slot is.
+            elif p.last_scheduled_at is not None:
+                due = plan.after(ctx, p.last_scheduled_at)
+            elif ctx.schedule_spread == 0:
+                due = now
             else:
-                # The first slot since backup was enabled, or after the last scheduled
-                # backup: one in the past is due now, as a missed slot is.
-                due = (
-                    plan.at_or_after(ctx, plan.anchor)
-                    if p.last_scheduled_at is None
-                    else plan.after(ctx, p.last_scheduled_at)
-                )
+                due = plan.at_or_after(ctx, max(plan.anchor, now))
             schedules.append((p.partition_id, due, plan.key))
         uow.partitions.reschedule_many(schedules)
         uow.commit()
@@ -182,25 +186,20 @@ def _schedule_due(
         if not due:
             return [], False
         plans: list[_Plan] = []
+        moves: list[Slot] = []  # partitions no longer protected, or deferred
         for p, plan in _protection(uow, _Policies(ctx, uow), due):
+            assert p.next_due_at is not None  # it is due
             if plan is None:
-                uow.partitions.set_schedule(
-                    p.partition_id, next_due_at=None, schedule_key=None, expected_due=p.next_due_at
-                )
-            elif p.next_due_at is not None and now - p.next_due_at >= period(
-                plan.policy.schedule, p.next_due_at
-            ):
+                moves.append((p.partition_id, p.next_due_at, None, None))
+            elif now - p.next_due_at >= period(plan.policy.schedule, p.next_due_at):
                 # Overdue by a whole period: its one catch-up backup goes at its own
                 # next slot, so a fleet's catch-up is spread like its schedule.
                 report.deferred += 1
-                uow.partitions.set_schedule(
-                    p.partition_id,
-                    next_due_at=min(plan.after(ctx, now), now + period(plan.policy.schedule, now)),
-                    schedule_key=plan.key,
-                    expected_due=p.next_due_at,
-                )
+                nxt = min(plan.after(ctx, now), now + period(plan.policy.schedule, now))
+                moves.append((p.partition_id, p.next_due_at, nxt, plan.key))
             else:
                 plans.append(plan)
+        uow.partitions.take_slots(moves, None)
         history = uow.backups.of_partitions([pl.p.partition_id for pl in plans])
         uow.commit()
     report.due += len(due)
@@ -209,60 +208,59 @@ def _schedule_due(
     sealed = {k: ctx.secrets.seal_storage(s.to_json()) for k, s in specs.items() if k not in failed}
     new: list[JobRecord] = []
     with ctx.uow() as uow:
-        wanted: list[_Plan] = []
-        for pl in plans:
-            key = pl.storage
-            if key in failed:
-                report.unreachable += 1
-                if uow.partitions.set_schedule(
-                    pl.p.partition_id,
-                    next_due_at=now + STORAGE_RETRY,
-                    schedule_key=pl.key,
-                    expected_due=pl.p.next_due_at,
-                ):
-                    uow.partitions.record_backup_outcome(
-                        pl.p.partition_id,
-                        state="Failure",
-                        failure=f"SAFEHOLD_E_STORAGE_UNREACHABLE: {failed[key]}",
-                        good_at=None,
-                    )
-                continue
-            wanted.append(pl)
-        slots = [
-            (pl.p.partition_id, pl.p.next_due_at, pl.after(ctx, now), pl.key)
-            for pl in wanted
-            if pl.p.next_due_at is not None
-        ]
+        down = [pl for pl in plans if pl.storage in failed]
+        wanted = [pl for pl in plans if pl.storage not in failed]
+        report.unreachable += len(down)
+        retry = [(pl.p.partition_id, _due(pl), now + STORAGE_RETRY, pl.key) for pl in down]
+        moved = uow.partitions.take_slots(retry, None)
+        for key, why in failed.items():
+            uow.partitions.record_backup_failures(
+                [
+                    pl.p.partition_id
+                    for pl in down
+                    if pl.storage == key and pl.p.partition_id in moved
+                ],
+                f"SAFEHOLD_E_STORAGE_UNREACHABLE: {why}",
+            )
+        slots = [(pl.p.partition_id, _due(pl), pl.after(ctx, now), pl.key) for pl in wanted]
         got = uow.partitions.take_slots(slots, now)
         taken = [pl for pl in wanted if pl.p.partition_id in got]
         # The slots taken above hold the partitions' rows, so no request can
         # start a job of one of them until this transaction ends.
         busy = uow.jobs.busy_partitions([pl.p.partition_id for pl in taken])
-        for pl in taken:
-            if pl.p.partition_id in busy:
-                report.busy += 1
-                uow.partitions.set_schedule(
-                    pl.p.partition_id, next_due_at=now + BUSY_RETRY, schedule_key=pl.key
-                )
-                continue
-            new.append(
-                new_backup_job(
-                    ctx,
-                    pl.p,
-                    pl.policy.storage,
-                    pl.policy,
-                    history.get(pl.p.partition_id, []),
-                    now=now,
-                    timeout=SCHEDULED_TIMEOUT,
-                    scheduled=True,
-                    incremental=True,
-                    sealed_storage=sealed[pl.storage],
-                )
+        report.busy += len(busy)
+        uow.partitions.reschedule_many(
+            [
+                (pl.p.partition_id, now + BUSY_RETRY, pl.key)
+                for pl in taken
+                if pl.p.partition_id in busy
+            ]
+        )
+        new = [
+            new_backup_job(
+                ctx,
+                pl.p,
+                pl.policy.storage,
+                pl.policy,
+                history.get(pl.p.partition_id, []),
+                now=now,
+                timeout=SCHEDULED_TIMEOUT,
+                scheduled=True,
+                incremental=True,
+                sealed_storage=sealed[pl.storage],
             )
+            for pl in taken
+            if pl.p.partition_id not in busy
+        ]
         uow.jobs.insert_many(new)
         uow.commit()
     report.created += len(new)
     return new, len(due) == BATCH
+
+
+def _due(plan: _Plan) -> datetime:
+    assert plan.p.next_due_at is not None  # only due partitions are planned
+    return plan.p.next_due_at
 
 
 def tick(ctx: ServiceContext, report: TickReport | None = None) -> list[JobRecord]:
@@ -274,7 +272,7 @@ def tick(ctx: ServiceContext, report: TickReport | None = None) -> list[JobRecor
     """
     report = report if report is not None else TickReport()
     now = ctx.clock()
-    while _reschedule(ctx, report):
+    while _reschedule(ctx, now, report):
         pass
     jobs: list[JobRecord] = []
     more = True

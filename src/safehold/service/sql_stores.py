@@ -282,15 +282,19 @@ class PartitionRepo(Repo):
             )
 
     def take_slots(
-        self, slots: Sequence[tuple[str, datetime, datetime, str]], scheduled_at: datetime
+        self,
+        slots: Sequence[tuple[str, datetime, datetime | None, str | None]],
+        scheduled_at: datetime | None,
     ) -> set[str]:
         """
         Take many partitions' slots at once; return the ids of those taken.
 
         Each of *slots* is ``(partition id, the slot read, the next slot, schedule
         key)``; a partition whose slot changed meanwhile (another scheduler took
-        it) is left alone. On PostgreSQL this is one ``UPDATE … FROM unnest(arrays)
-        RETURNING``, whatever the number; on SQLite, one update each.
+        it) is left alone. With *scheduled_at*, it is the partition's new last
+        scheduled backup (a slot taken for a backup, not just moved). On
+        PostgreSQL this is one ``UPDATE … FROM unnest(arrays) RETURNING``,
+        whatever the number; on SQLite, one update each.
         """
         if self.conn.dialect.name != "postgresql":
             return {
@@ -310,7 +314,8 @@ class PartitionRepo(Repo):
         rows = self.conn.execute(
             sa.text(
                 "UPDATE partitions AS p SET next_due_at = v.nxt, schedule_key = v.skey,"
-                " reschedule = false, last_scheduled_at = :at"
+                " reschedule = false,"
+                " last_scheduled_at = COALESCE(CAST(:at AS timestamptz), p.last_scheduled_at)"
                 " FROM unnest(CAST(:pids AS varchar[]), CAST(:expected AS timestamptz[]),"
                 " CAST(:nxt AS timestamptz[]), CAST(:keys AS varchar[]))"
                 " AS v(pid, expected, nxt, skey)"
@@ -338,6 +343,16 @@ class PartitionRepo(Repo):
         if partition_id is not None:
             q = q.where(c.partition_id == partition_id)
         self.conn.execute(q)
+
+    def record_backup_failures(self, partition_ids: Sequence[str], failure: str) -> None:
+        """Record the same failure as the newest backup outcome of many partitions."""
+        step = len(partition_ids) or 1 if self.conn.dialect.name == "postgresql" else CHUNK
+        for i in range(0, len(partition_ids), step):
+            self.conn.execute(
+                t.partitions.update()
+                .where(one_of(self.conn, t.partitions.c.partition_id, partition_ids[i : i + step]))
+                .values(last_backup_state="Failure", last_failure=failure)
+            )
 
     def record_backup_outcome(
         self, partition_id: str, *, state: str, failure: str | None, good_at: datetime | None

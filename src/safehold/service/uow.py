@@ -135,8 +135,11 @@ class PartitionStore(Protocol):
         self, schedules: Sequence[tuple[str, datetime | None, str | None]]
     ) -> None: ...
     def take_slots(
-        self, slots: Sequence[tuple[str, datetime, datetime, str]], scheduled_at: datetime
+        self,
+        slots: Sequence[tuple[str, datetime, datetime | None, str | None]],
+        scheduled_at: datetime | None,
     ) -> set[str]: ...
+    def record_backup_failures(self, partition_ids: Sequence[str], failure: str) -> None: ...
     def mark_reschedule(
         self,
         *,

@@ -146,8 +146,14 @@ class _FakePartitions:
         for pid, nxt, key in schedules:
             self.set_schedule(pid, next_due_at=nxt, schedule_key=key)
 
+    def record_backup_failures(self, partition_ids: Sequence[str], failure: str) -> None:
+        for pid in partition_ids:
+            self.record_backup_outcome(pid, state="Failure", failure=failure, good_at=None)
+
     def take_slots(
-        self, slots: Sequence[tuple[str, datetime, datetime, str]], scheduled_at: datetime
+        self,
+        slots: Sequence[tuple[str, datetime, datetime | None, str | None]],
+        scheduled_at: datetime | None,
     ) -> set[str]:
         return {
             pid

@@ -59,9 +59,13 @@ def claim(
     """
     req = request or ClaimRequest()
     kinds = [k for k in (req.Kinds if req.Kinds is not None else JOB_KINDS) if k in JOB_KINDS]
+    # The agent's row is written in a transaction of its own: held through the
+    # claim below, its lock would queue the agent's other slots and heartbeats.
     with ctx.uow() as uow:
         now = ctx.clock()
         before = uow.agents.seen(agent_id, now, req.Incarnation)
+        uow.commit()
+    with ctx.uow() as uow:
         if req.Incarnation is not None and before != req.Incarnation:
             for old in uow.jobs.fail_incarnations(agent_id, req.Incarnation, now):
                 log.warning("job %s failed: agent %s restarted", old.id, agent_id)

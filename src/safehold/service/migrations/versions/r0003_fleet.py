@@ -24,6 +24,7 @@ revision = "0003"
 down_revision = "0002"
 
 _ACTIVE = "state IN ('Accepted', 'BackupInProgress', 'RestoreInProgress', 'InProgress')"
+_RUNNING = "state IN ('BackupInProgress', 'RestoreInProgress', 'InProgress')"
 
 
 def upgrade() -> None:
@@ -69,6 +70,22 @@ def upgrade() -> None:
         sqlite_where=sa.text(_ACTIVE),
     )
     op.create_index("ix_jobs_finished_at", "jobs", ["finished_at"])
+    # Claims: the oldest accepted job first, through an index in that order, and
+    # "is this partition busy" through an index on the running jobs alone.
+    op.create_index(
+        "ix_jobs_accepted",
+        "jobs",
+        ["created_at", "id"],
+        postgresql_where=sa.text("state = 'Accepted'"),
+        sqlite_where=sa.text("state = 'Accepted'"),
+    )
+    op.create_index(
+        "ix_jobs_running_partition",
+        "jobs",
+        ["partition_id"],
+        postgresql_where=sa.text(_RUNNING),
+        sqlite_where=sa.text(_RUNNING),
+    )
     op.create_index("ix_backups_partition_created", "backups", ["partition_id", "created_at"])
     # Fill the per-partition outcome columns from what the catalog already holds.
     op.execute(
