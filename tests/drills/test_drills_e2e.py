@@ -328,8 +328,14 @@ def test_drills_end_to_end(
     assert history(http, CMD_PID)[0]["Policy"] == "dump-drill"  # inherited
     assert health(http, DIR_PID)["HealthState"] == "Ok"
     assert health(http, DIR_PID)["Drill"]["HealthState"] == "Ok"
-    metrics = http.get("/metrics").text
-    assert f'safehold_drill_last_success{{partition_id="{DIR_PID}"}} 1.0' in metrics
+    # /metrics serves the fleet view, refreshed in the background: poll it.
+    success = f'safehold_drill_last_success{{partition_id="{DIR_PID}"}} 1.0'
+
+    def scrape() -> str | None:
+        text = http.get("/metrics").text
+        return text if success in text else None
+
+    metrics = wait_for("the drill metrics", scrape)
     assert f'safehold_drill_rto_seconds{{partition_id="{CMD_PID}"}}' in metrics
 
     # A drill killed midway leaves its sandbox; the next drill removes it. Measured
