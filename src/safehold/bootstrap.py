@@ -41,7 +41,15 @@ from safehold.core.errors import SafeholdError, UsageError
 from safehold.core.policy import AzureBlobStorage, FileShareStorage, S3Storage, StorageSpec
 from safehold.repo.keys import KdfParams
 from safehold.repo.password import create_password_file, find_password
-from safehold.service import alerts, config_backup, drills, jobs, notify, scheduler
+from safehold.service import (
+    alerts,
+    config_backup,
+    drills,
+    jobs,
+    notify,
+    retention_sweep,
+    scheduler,
+)
 from safehold.service.catalog import open_catalog
 from safehold.service.context import Clock, ServiceContext, system_clock
 from safehold.service.engine import BackupEngine, RepoEngine
@@ -296,6 +304,7 @@ class Controller:
         self.app.router.lifespan_context = self._lifespan
         self.ticks = TickStats()
         self.app.state.registry.register(self.ticks)
+        self.retention_times = retention_sweep.RetentionTimes()
         self.alert_channels = (
             notify.load_channels(settings.alerts_file) if settings.alerts_file else None
         )
@@ -331,7 +340,12 @@ class Controller:
     def start(self) -> None:
         """Start the background loop and the embedded agent."""
         self._stop.clear()
-        for target, name in ((self._loop, "safehold-scheduler"), (self._alert_loop, "alerts")):
+        loops = (
+            (self._loop, "safehold-scheduler"),
+            (self._alert_loop, "alerts"),
+            (self._retention_loop, "retention"),
+        )
+        for target, name in loops:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -362,6 +376,19 @@ class Controller:
         self.stop()
         for release in self.on_close:
             release()
+
+    def _retention_loop(self) -> None:
+        # SF's retention timer, for every policy (suspended partitions included):
+        # storage work, so in a loop of its own, and only on the leader.
+        while not self._stop.wait(self.settings.tick_seconds):
+            if not self.app.state.leading:
+                continue
+            try:
+                retention_sweep.sweep(self.ctx, self.retention_times)
+            except SafeholdError as exc:
+                log.error("retention: %s", exc.message)
+            except Exception:
+                log.exception("retention round failed")
 
     def _alert_loop(self) -> None:
         # Alerts are sent from a loop of their own: a slow webhook or mail server

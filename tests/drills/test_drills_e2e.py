@@ -429,7 +429,7 @@ def test_drills_end_to_end(
     listing = cli("drill", "list")
     assert "nightly" in listing
     assert "orders-drill" in listing
-    shown = cli("drill", "run", DIR_PID, "--wait")
+    shown = " ".join(cli("drill", "run", DIR_PID, "--wait").split())  # however it wraps
     assert ": Success" in shown
     assert "[pass] Files" in shown
     runs = json.loads(cli("drill", "history", DIR_PID, "--json", "--limit", "2"))

@@ -91,6 +91,9 @@ def _back_up(run: Cli, tmp_path: Path) -> tuple[Path, list[str], list[dict[str, 
     (src / "shared.bin").write_bytes(os.urandom(300_000))
     expected = []
     for n in range(2):
+        if n:
+            # Holds are set to the second: the second snapshot's must end later.
+            time.sleep(1.1)
         (src / "sub" / "own.bin").write_bytes(os.urandom(200_000 + n))
         (src / "note.txt").write_text(f"version {n}\n" * 1000)
         run("backup", str(src))

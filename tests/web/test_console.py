@@ -10,6 +10,7 @@ Every page visited is checked with axe-core.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -142,7 +143,13 @@ def test_a_failed_backup_shows_its_reason(driver: Any, fleet: Fleet) -> None:
     assert reason, jobs
     assert "3" in reason  # the command's exit status
     check_page(driver, "failed-job")
-    driver.get(fleet.url + "/console/")
+    # The overview's health is the fleet view, refreshed in the background
+    # (at most a second old): reload until the failure shows.
+    for _ in range(50):
+        driver.get(fleet.url + "/console/")
+        if driver.find_elements(By.ID, "problems"):
+            break
+        time.sleep(0.2)
     assert "2 succeeded, 1 failed" in wait_text(driver, "activity-total", "failed")
     check_page(driver, "overview-with-failure")
     assert BAD in driver.find_element(By.ID, "problems").text

@@ -28,7 +28,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from safehold.core.errors import SafeholdError
-from safehold.core.policy import BackupPolicy, EffectiveConfig, EntityRef, effective_config
+from safehold.core.policy import (
+    BackupPolicy,
+    EffectiveConfig,
+    EntityRef,
+    FrequencySchedule,
+    effective_config,
+)
 from safehold.core.slots import period, schedule_key, slot_after, slot_at_or_after
 from safehold.service.context import ServiceContext
 from safehold.service.jobs import new_backup_job
@@ -160,13 +166,13 @@ def _reschedule(ctx: ServiceContext, now: datetime, report: TickReport) -> bool:
                 continue
             if plan.key == p.schedule_key and p.next_due_at is not None:
                 due = p.next_due_at  # nothing that decides its slots changed
-            # Newly protected: at once with no spread (as SF takes the first
-            # backup), else at its slot in the coming interval. Otherwise the
-            # first slot after its last scheduled backup: one in the past is
-            # due now, as a missed slot is.
+            # After its last scheduled backup: the first slot after it (one in
+            # the past is due now, as a missed slot is). Newly protected: at once
+            # with no spread (as SF takes a frequency schedule's first backup),
+            # else at its next slot.
             elif p.last_scheduled_at is not None:
                 due = plan.after(ctx, p.last_scheduled_at)
-            elif ctx.schedule_spread == 0:
+            elif ctx.schedule_spread == 0 and isinstance(plan.policy.schedule, FrequencySchedule):
                 due = now
             else:
                 due = plan.at_or_after(ctx, max(plan.anchor, now))

@@ -55,31 +55,31 @@ class DrillRequest(BaseModel):
 
 
 @router.post("/drills/policies", status_code=201)
-def create_policy(ctx: CtxDep, _p: AdminDep, body: JsonBody) -> dict[str, Any]:
+def create_drill_policy(ctx: CtxDep, _p: AdminDep, body: JsonBody) -> dict[str, Any]:
     """Create a drill policy (409 if the name is taken)."""
     return drills.create_policy(ctx, body).to_json()
 
 
 @router.get("/drills/policies")
-def list_policies(ctx: CtxDep, _p: ReaderDep) -> list[dict[str, Any]]:
+def list_drill_policies(ctx: CtxDep, _p: ReaderDep) -> list[dict[str, Any]]:
     """Every drill policy."""
     return drills.list_policies(ctx)
 
 
 @router.get("/drills/policies/{name}")
-def get_policy(ctx: CtxDep, _p: ReaderDep, name: str) -> dict[str, Any]:
+def get_drill_policy(ctx: CtxDep, _p: ReaderDep, name: str) -> dict[str, Any]:
     """One drill policy and where it is attached."""
     return drills.get_policy(ctx, name)
 
 
 @router.put("/drills/policies/{name}")
-def update_policy(ctx: CtxDep, _p: AdminDep, name: str, body: JsonBody) -> dict[str, Any]:
+def update_drill_policy(ctx: CtxDep, _p: AdminDep, name: str, body: JsonBody) -> dict[str, Any]:
     """Replace a drill policy."""
     return drills.update_policy(ctx, name, body).to_json()
 
 
 @router.delete("/drills/policies/{name}", status_code=204)
-def delete_policy(ctx: CtxDep, _p: AdminDep, name: str) -> None:
+def delete_drill_policy(ctx: CtxDep, _p: AdminDep, name: str) -> None:
     """Delete a drill policy that is attached nowhere (409 otherwise)."""
     drills.delete_policy(ctx, name)
 
