@@ -14,6 +14,19 @@ import pytest
 from safehold.repo import KdfParams, Repository
 from safehold.storage.file import FileStorage
 
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Local caches (index tables, files caches) under the session's temp dir, not ~/.cache."""
+    old = os.environ.get("SAFEHOLD_CACHE_DIR")
+    os.environ["SAFEHOLD_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("SAFEHOLD_CACHE_DIR", None)
+    else:
+        os.environ["SAFEHOLD_CACHE_DIR"] = old
+
+
 # Cheap scrypt for tests that open repositories many times; the format is the same.
 FAST_KDF = KdfParams(n=1024, r=8, p=1)
 PASSWORD = "correct horse battery staple"
