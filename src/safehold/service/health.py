@@ -19,6 +19,7 @@ so twenty clients polling cost one computation.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -42,6 +43,8 @@ from safehold.service.drill_records import DrillState
 from safehold.service.protection import find_partition, load_policy
 
 __all__ = ["FleetHealth", "FleetView", "PartitionHealth", "health_of", "partition_health"]
+
+log = logging.getLogger("safehold.health")
 
 
 @dataclass(frozen=True)
@@ -224,9 +227,17 @@ class FleetView:
             return self._refresh(ctx)
         if start:
             threading.Thread(
-                target=self._refresh, args=(ctx,), name="fleet-health", daemon=True
+                target=self._refresh_quietly, args=(ctx,), name="fleet-health", daemon=True
             ).start()
         return cached[1]
+
+    def _refresh_quietly(self, ctx: ServiceContext) -> None:
+        # In the background: a failure (the catalog restarting, say) is logged,
+        # and the next caller tries again.
+        try:
+            self._refresh(ctx)
+        except Exception:
+            log.exception("refreshing the fleet's health failed")
 
     def _refresh(self, ctx: ServiceContext) -> FleetHealth:
         try:

@@ -103,7 +103,7 @@ def _sweep_policy(ctx: ServiceContext, policy: BackupPolicy) -> int:
     members = _members(ctx, policy.name)
     if not members:
         return 0
-    store = ctx.open_storage(policy.storage)
+    store = ctx.check_storage(policy.storage)  # a short retry budget: tried again next round
     try:
         snaps = ctx.engine.snapshots(store)
         now = ctx.clock()
