@@ -428,7 +428,7 @@ def worm_samba(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.Sam
     samba.conf.write_text(
         samba.conf.read_text()
         + f"[worm]\n  path = {worm}\n  read only = no\n  valid users = {samba.user}\n"
-        "  vfs objects = worm\n  worm:grace_period = 1\n"
+        "  vfs objects = worm\n  worm:grace_period = 3\n"
     )
     samba.server.start()
     yield samba
@@ -479,7 +479,7 @@ def test_smb_worm_share_survives_an_attacker(worm_samba: servers.Samba) -> None:
             break
         assert time.monotonic() < deadline, "the worm share never refused a write"
     assert "ACCESS_DENIED" in str(refused)
-    time.sleep(1.1)
+    time.sleep(3.1)  # the grace period of the objects written after the canary
     try:
         for i, name in enumerate(objects):
             unc = root + "\\" + name.replace("/", "\\")
