@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from safehold.service import catalog as t
 from safehold.service.model import ACTIVE_STATES, RUNNING_STATE, RUNNING_STATES, JobRecord
-from safehold.service.sql_stores import CHUNK, Repo, one_of
+from safehold.service.sql_stores import Repo, id_batches, one_of
 
 __all__ = ["JobRepo"]
 
@@ -207,11 +207,10 @@ class JobRepo(Repo):
     def busy_partitions(self, partition_ids: Sequence[str]) -> set[str]:
         """Return which of *partition_ids* have a job accepted or running."""
         out: set[str] = set()
-        step = len(partition_ids) or 1 if self.conn.dialect.name == "postgresql" else CHUNK
-        for i in range(0, len(partition_ids), step):
+        for batch in id_batches(self.conn, partition_ids):
             q = sa.select(t.jobs.c.partition_id).where(
                 t.jobs.c.state.in_(ACTIVE_STATES),
-                one_of(self.conn, t.jobs.c.partition_id, partition_ids[i : i + step]),
+                one_of(self.conn, t.jobs.c.partition_id, batch),
             )
             out.update(r.partition_id for r in self.conn.execute(q))
         return out

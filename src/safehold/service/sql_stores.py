@@ -34,7 +34,7 @@ __all__ = [
     "PolicyRepo",
     "Repo",
     "Unset",
-    "chunks",
+    "id_batches",
     "one_of",
 ]
 
@@ -71,10 +71,14 @@ def one_of(conn: sa.Connection, column: Any, ids: Sequence[str]) -> Any:
     return column.in_(list(ids))
 
 
-def chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
-    """Split *items* into lists short enough for one ``IN (...)``."""
-    for i in range(0, len(items), CHUNK):
-        yield items[i : i + CHUNK]
+def id_batches(conn: sa.Connection, ids: Sequence[str]) -> Iterator[Sequence[str]]:
+    """
+    Split *ids* into the batches ``one_of`` takes: all at once on PostgreSQL (one
+    array parameter), at most ``CHUNK`` at a time on SQLite (its parameter limit).
+    """
+    step = len(ids) if conn.dialect.name == "postgresql" else CHUNK
+    for i in range(0, len(ids), max(step, 1)):
+        yield ids[i : i + step]
 
 
 class Repo:
@@ -346,11 +350,10 @@ class PartitionRepo(Repo):
 
     def record_backup_failures(self, partition_ids: Sequence[str], failure: str) -> None:
         """Record the same failure as the newest backup outcome of many partitions."""
-        step = len(partition_ids) or 1 if self.conn.dialect.name == "postgresql" else CHUNK
-        for i in range(0, len(partition_ids), step):
+        for batch in id_batches(self.conn, partition_ids):
             self.conn.execute(
                 t.partitions.update()
-                .where(one_of(self.conn, t.partitions.c.partition_id, partition_ids[i : i + step]))
+                .where(one_of(self.conn, t.partitions.c.partition_id, batch))
                 .values(last_backup_state="Failure", last_failure=failure)
             )
 
@@ -528,12 +531,10 @@ class BackupRepo(Repo):
     def of_partitions(self, partition_ids: Sequence[str]) -> dict[str, builtins.list[BackupRecord]]:
         """Return the backups of each of *partition_ids*, oldest first, in few queries."""
         out: dict[str, list[BackupRecord]] = {pid: [] for pid in partition_ids}
-        step = len(partition_ids) or 1 if self.conn.dialect.name == "postgresql" else CHUNK
-        for i in range(0, len(partition_ids), step):
-            chunk = partition_ids[i : i + step]
+        for batch in id_batches(self.conn, partition_ids):
             q = (
                 sa.select(t.backups)
-                .where(one_of(self.conn, t.backups.c.partition_id, chunk))
+                .where(one_of(self.conn, t.backups.c.partition_id, batch))
                 .order_by(t.backups.c.created_at, t.backups.c.backup_id)
             )
             for row in self.conn.execute(q):
