@@ -37,7 +37,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -66,6 +65,8 @@ AGENTS = 4
 CLIENTS = 20
 E2E_JOBS = 20
 READS_PER_CLIENT = 10
+#: Agents long-poll their claims (the default ``--claim-wait 20``); after an empty
+#: one they claim again within a second.
 POLL = ["--poll", "1"]
 HEADERS = {"Authorization": f"Bearer {ADMIN}"}
 V = {"api-version": "6.4"}
@@ -121,7 +122,6 @@ class Fleet:
         for a in self.agents:
             a.stop()
         self.agents = [
-            # The agent's default poll (1 s): an idle slot's claims cost the controller too.
             start_agent(
                 self.urls, f"agent-{i}", self.work / f"agent-{i}.log", slots=slots, extra=POLL
             )
@@ -245,46 +245,46 @@ def tiny_jobs(fleet: Fleet, ids: list[str], store: Path) -> dict[str, float]:
     }
 
 
-def metric(text: str, name: str) -> float | None:
-    for line in text.splitlines():
-        if line.startswith((name + " ", name + "{")):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
 class TickSampler:
-    """Samples the leader's last round every 0.3 s; each new round is kept once."""
+    """
+    The rounds every replica ran during a phase, from its tick histogram.
+
+    ``safehold_scheduler_tick_seconds`` is read from both replicas when the phase
+    starts and when it ends (as Prometheus would scrape it, not several times a
+    second, which would load the controllers); a percentile is the upper bound
+    of the bucket it falls in.
+    """
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
-        self.ticks: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.ticks: list[float] = []  # one entry per round: its bucket's upper bound
 
-    def _run(self) -> None:
-        seen: dict[str, float] = {}
-        with httpx.Client(headers=HEADERS, timeout=30) as c:
-            while not self._stop.wait(0.3):
-                for url in self.fleet.urls:
-                    try:
-                        text = c.get(url + "/metrics").text
-                    except httpx.HTTPError:
-                        continue
-                    count = metric(text, "safehold_scheduler_tick_seconds_count")
-                    last = metric(text, "safehold_scheduler_last_tick_seconds")
-                    if count is None or last is None:
-                        continue
-                    if url in seen and count > seen[url]:
-                        self.ticks.append(last)
-                    seen[url] = count
+    def _buckets(self) -> dict[float, float]:
+        total: dict[float, float] = {}
+        with httpx.Client(headers=HEADERS, timeout=60) as c:
+            for url in self.fleet.urls:
+                try:
+                    text = c.get(url + "/metrics").text
+                except httpx.HTTPError:
+                    continue
+                for line in text.splitlines():
+                    if line.startswith("safehold_scheduler_tick_seconds_bucket{"):
+                        le = line.split('le="', 1)[1].split('"', 1)[0]
+                        bound = float("inf") if le == "+Inf" else float(le)
+                        total[bound] = total.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+        return total
 
     def __enter__(self) -> TickSampler:
-        self._thread.start()
+        self._start = self._buckets()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        end = self._buckets()
+        below = 0.0
+        for bound in sorted(end):
+            n = end[bound] - self._start.get(bound, 0.0) - below  # cumulative → this bucket
+            self.ticks += [bound] * int(n)
+            below += n
 
 
 def reads(fleet: Fleet, ids_with_backups: list[str]) -> dict[str, dict[str, float]]:

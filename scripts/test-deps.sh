@@ -64,3 +64,15 @@ if ! command -v promtool >/dev/null 2>&1; then
         echo "test-deps: promtool is missing; the alerting rules test will be skipped" >&2
     fi
 fi
+
+# mariadb-backup (Debian), for the MariaDB source's physical backups
+# (tests/db/test_mariadb.py; skipped without it). The machine's server is not touched.
+if ! command -v mariadb-backup >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "test-deps: installing mariadb-backup"
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends mariadb-backup
+    else
+        echo "test-deps: mariadb-backup is missing; the MariaDB tests will be skipped" >&2
+    fi
+fi

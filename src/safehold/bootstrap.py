@@ -15,7 +15,6 @@ import re
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,8 +27,8 @@ from fastapi import FastAPI
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
-    SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector
 
@@ -57,6 +56,7 @@ from safehold.service.leader import Leadership, key_locks_for, leadership_for
 from safehold.service.local_link import LocalLink
 from safehold.service.secrets import SecretBox, load_or_create_key
 from safehold.service.uow import SqlUnitOfWork
+from safehold.service.work_signal import PgWorkListener, WorkSignal, listener_for
 from safehold.storage import registry
 from safehold.storage.base import Storage
 from safehold.storage.retry import DEFAULT_BUDGET, RetryingStorage
@@ -70,6 +70,10 @@ log = logging.getLogger("safehold")
 CHECK_BUDGET = 10.0
 #: How often the leader purges finished jobs (seconds).
 PURGE_EVERY = 60.0
+#: The most of a core the alert loop spends (it reads the whole fleet each round).
+ALERT_CPU_SHARE = 0.02
+#: The embedded agent's claims wait this long for work (woken in-process).
+EMBEDDED_WAIT = 10.0
 
 
 @dataclass
@@ -237,6 +241,10 @@ def load_tokens(settings: Settings) -> dict[str, str]:
     return tokens
 
 
+#: The upper bounds of the tick-duration histogram's buckets (seconds).
+TICK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
+
+
 class TickStats(Collector):
     """The scheduler's rounds on this replica, for ``/metrics``."""
 
@@ -245,7 +253,7 @@ class TickStats(Collector):
         self.total = 0.0
         self.last = 0.0
         self.created = 0
-        self.recent: deque[float] = deque(maxlen=200)
+        self.buckets = [0] * len(TICK_BUCKETS)
 
     def record(self, seconds: float, report: scheduler.TickReport) -> None:
         """Count one round that took *seconds*."""
@@ -253,14 +261,19 @@ class TickStats(Collector):
         self.total += seconds
         self.last = seconds
         self.created += report.created
-        self.recent.append(seconds)
+        for i, le in enumerate(TICK_BUCKETS):
+            if seconds <= le:
+                self.buckets[i] += 1
 
     def collect(self) -> Iterator[Metric]:
         """Yield the tick metrics."""
-        yield SummaryMetricFamily(
+        yield HistogramMetricFamily(
             "safehold_scheduler_tick_seconds",
             "How long this replica's scheduler rounds took (scheduler and sweeps).",
-            count_value=self.count,
+            buckets=[
+                *((str(le), n) for le, n in zip(TICK_BUCKETS, self.buckets, strict=True)),
+                ("+Inf", self.count),
+            ],
             sum_value=self.total,
         )
         yield GaugeMetricFamily(
@@ -290,14 +303,17 @@ class Controller:
         tokens: TokenStore,
         engine: BackupEngine,
         leadership: Leadership,
+        work_listener: PgWorkListener | None = None,
     ):
         self.settings = settings
         self.ctx = ctx
         self.engine = engine
         self.leadership = leadership
+        self.work_listener = work_listener
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_purge = 0.0
+        self._more = False  # the last tick left work for the next one
         self.agent: Agent | None = None
         self.on_close: list[Callable[[], None]] = []
         self.app = create_app(ctx, tokens)
@@ -320,16 +336,19 @@ class Controller:
 
     def tick(self) -> bool:
         """One round of the background work if this replica leads; return whether it did."""
+        self._more = False
         leading = self.leadership.acquire()
         self.app.state.leading = leading
         if not leading:
             return False
         started = time.perf_counter()
         report = scheduler.TickReport()
-        scheduler.tick(self.ctx, report)
+        scheduler.tick(self.ctx, report, budget=scheduler.BUDGET)
         drills.tick(self.ctx)
         jobs.sweep(self.ctx)
+        config_backup.sweep(self.ctx)
         self.ticks.record(time.perf_counter() - started, report)
+        self._more = report.more
         if time.monotonic() - self._last_purge > PURGE_EVERY:
             self._last_purge = time.monotonic()
             purged = jobs.purge_finished(self.ctx)
@@ -338,8 +357,11 @@ class Controller:
         return True
 
     def start(self) -> None:
-        """Start the background loop and the embedded agent."""
+        """Start the background loop, the work listener and the embedded agent."""
         self._stop.clear()
+        self.ctx.work.open()
+        if self.work_listener is not None:
+            self.work_listener.start()
         loops = (
             (self._loop, "safehold-scheduler"),
             (self._alert_loop, "alerts"),
@@ -351,7 +373,7 @@ class Controller:
             self._threads.append(t)
         if self.settings.embedded_agent:
             self.agent = Agent(
-                LocalLink(self.ctx, self.settings.embedded_agent_id),
+                LocalLink(self.ctx, self.settings.embedded_agent_id, claim_wait=EMBEDDED_WAIT),
                 engine=self.engine,
                 open_storage=self.ctx.open_storage,
                 slots=self.settings.agent_slots,
@@ -361,9 +383,16 @@ class Controller:
             )
             self.agent.start()
 
+    def drain(self) -> None:
+        """Answer waiting claims now (nothing to do): the server is shutting down."""
+        self.ctx.work.close()
+
     def stop(self) -> None:
         """Stop the loop and the embedded agent, and hand leadership over."""
+        self.drain()
         self._stop.set()
+        if self.work_listener is not None:
+            self.work_listener.stop()
         if self.agent is not None:
             self.agent.stop()
         for t in self._threads:
@@ -393,15 +422,21 @@ class Controller:
     def _alert_loop(self) -> None:
         # Alerts are sent from a loop of their own: a slow webhook or mail server
         # must not delay the scheduler. Only the leader evaluates and sends them.
-        while not self._stop.wait(self.settings.tick_seconds):
+        # An evaluation reads the whole fleet, so a large fleet is evaluated less
+        # often: the loop spends at most ALERT_CPU_SHARE of a core.
+        pause = self.settings.tick_seconds
+        while not self._stop.wait(pause):
             if not self.app.state.leading:
                 continue
+            cpu = time.thread_time()
             try:
                 alerts.tick(self.ctx, self.alert_channels, self.app.state.fleet)
             except SafeholdError as exc:
                 log.error("alerts: %s", exc.message)
             except Exception:
                 log.exception("alerts round failed")
+            cost = time.thread_time() - cpu
+            pause = max(self.settings.tick_seconds, cost / ALERT_CPU_SHARE - cost)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -411,7 +446,8 @@ class Controller:
                 log.error("scheduler: %s", exc.message)
             except Exception:
                 log.exception("scheduler round failed")
-            self._stop.wait(self.settings.tick_seconds)
+            # A bounded tick that left work ticks again at once.
+            self._stop.wait(0 if self._more else self.settings.tick_seconds)
 
 
 def build_controller(
@@ -427,8 +463,9 @@ def build_controller(
             settings.password_file, create=True, default_file=data / "repository.password"
         )
         engine = RepoEngine(password, kdf=KdfParams(n=2**10) if settings.fast_kdf else None)
+    work = WorkSignal()
     ctx = ServiceContext(
-        uow=lambda: SqlUnitOfWork(db),
+        uow=lambda: SqlUnitOfWork(db, work),
         secrets=box,
         open_storage=open_policy_storage,
         check_storage_opener=partial(open_policy_storage, retry_budget=CHECK_BUDGET),
@@ -439,11 +476,19 @@ def build_controller(
         job_retention=timedelta(hours=settings.job_retention_hours),
         key_locks=key_locks_for(db),
         schedule_spread=settings.schedule_spread,
+        work=work,
+        read_uow=lambda: SqlUnitOfWork(db, read_only=True),
     )
     leadership = leadership_for(db)
-    controller = Controller(settings, ctx, TokenStore(load_tokens(settings)), engine, leadership)
+    controller = Controller(
+        settings,
+        ctx,
+        TokenStore(load_tokens(settings)),
+        engine,
+        leadership,
+        listener_for(db, work),
+    )
     controller.on_close.append(db.dispose)
-    config_backup.recover_operations(ctx)
     return controller
 
 
@@ -457,13 +502,14 @@ def build_agent(
     verify: bool | str = True,
     cert: tuple[str, str] | None = None,
     poll_interval: float = 1.0,
+    claim_wait: float = 20.0,
     heartbeat_interval: float = 5.0,
 ) -> Agent:
     """Build a remote agent that pulls work from the controllers at *controller_urls*."""
     engine = RepoEngine(load_password(password_file, create=False))
     client = ControllerClient(controller_urls, token, verify=verify, cert=cert)
     return Agent(
-        AgentLink(client, agent_id),
+        AgentLink(client, agent_id, claim_wait=claim_wait),
         engine=engine,
         open_storage=open_policy_storage,
         slots=slots,

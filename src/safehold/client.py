@@ -111,6 +111,7 @@ class ControllerClient:
         self._http = httpx.Client(
             headers=headers, verify=context, timeout=timeout, transport=transport
         )
+        self.timeout = timeout
         self.retry_for = retry_for
 
     def __repr__(self) -> str:
@@ -208,10 +209,18 @@ class AgentLink:
     *report_for* seconds, so a controller failover loses no result.
     """
 
-    def __init__(self, client: ControllerClient, agent_id: str, *, report_for: float = 600.0):
+    def __init__(
+        self,
+        client: ControllerClient,
+        agent_id: str,
+        *,
+        report_for: float = 600.0,
+        claim_wait: float = 0.0,
+    ):
         self.agent_id = agent_id
         self._client = client
         self._report_for = report_for
+        self._claim_wait = claim_wait
 
     def __repr__(self) -> str:
         return f"AgentLink({self._client!r}, agent={self.agent_id})"
@@ -220,12 +229,22 @@ class AgentLink:
         return f"/safehold/agents/{self.agent_id}{tail}"
 
     def claim(self, request: ClaimRequest) -> WorkItem | None:
-        """POST …/$/Claim: the next work item, or None."""
+        """
+        POST …/$/Claim: the next work item, or None.
+
+        Long-polled when the link has a *claim_wait* (and the request sets no
+        ``WaitSeconds`` of its own): the controller answers when work arrives.
+        """
+        if request.WaitSeconds is None and self._claim_wait > 0:
+            request = request.model_copy(update={"WaitSeconds": self._claim_wait})
+        wait = request.WaitSeconds or 0.0
         resp = self._client.request(
             "POST",
             self._path("/$/Claim"),
             json=request.model_dump(exclude_none=True),
             idempotent=False,
+            # The controller answers within the wait; the usual timeout starts after it.
+            timeout=self._client.timeout + wait,
         )
         return None if resp.status_code == 204 else WorkItem.model_validate(resp.json())
 

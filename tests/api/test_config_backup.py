@@ -98,7 +98,7 @@ def test_backup_then_restore_into_a_new_controller(
             assert failed["Status"] == "Failed"
             assert "nope" in failed["Error"]["Message"]
         with fresh.ctx.uow() as uow:
-            from safehold.service.protection import load_policy
+            from safehold.service.policies import load_policy
 
             assert load_policy(fresh.ctx, uow, "cfg").storage.primary_password == "keep-me"  # type: ignore[union-attr]
     finally:

@@ -12,9 +12,19 @@ import pytest
 
 from safehold.core.drill import parse_drill_policy
 from safehold.core.policy import EntityRef, PolicyError
-from safehold.service import alerts, drills, health, jobs, notify, protection
+from safehold.service import (
+    alerts,
+    drills,
+    health,
+    jobs,
+    notify,
+    partitions,
+    policies,
+    protection,
+    retention_sweep,
+)
 from safehold.service.context import ServiceContext
-from safehold.service.errors import BackupInProgress
+from safehold.service.errors import BackupInProgress, BackupNotFound
 from safehold.storage.errors import StorageUnavailable
 from safehold.testing import FakeClock, FakeEngine
 from tests.drills.conftest import Received
@@ -38,7 +48,7 @@ def protected(ctx: ServiceContext, tmp_path: Path) -> None:
     """P1 and P2 registered, backed up once, drill policy 'd' on the application."""
     add_partition(ctx, P1, tmp_path / "p1")
     add_partition(ctx, P2, tmp_path / "p2", svc="Stock")
-    protection.create_policy(ctx, policy_doc("p", tmp_path / "store"))
+    policies.create_policy(ctx, policy_doc("p", tmp_path / "store"))
     protection.enable_backup(ctx, EntityRef("Application", "fabric:/Shop"), "p")
     for pid in (P1, P2):
         jobs.request_backup(ctx, pid)
@@ -152,14 +162,15 @@ def test_overdue_timed_out_and_lost(
     ctx: ServiceContext, tmp_path: Path, clock: FakeClock, engine: FakeEngine
 ) -> None:
     protected(ctx, tmp_path)
-    # A state: partition under the same application is not drilled (not supported yet).
-    protection.register_partition(
-        ctx, protection.PartitionCreate("fabric:/Shop", "fabric:/Shop/Cart", P3, "state:cart")
+    # A state: partition under the same application is drilled by its store
+    # (state.drill), once it has a backup.
+    partitions.register_partition(
+        ctx, partitions.PartitionCreate("fabric:/Shop", "fabric:/Shop/Cart", P3, "state:cart")
     )
-    with pytest.raises(PolicyError, match="drills of state: partitions are not supported"):
+    with pytest.raises(BackupNotFound, match="no backup to drill"):
         drills.request_drill(ctx, P3)
     assert P3 not in {r.partition_id for r in drills.tick(ctx)}
-    assert drill_health(ctx, P3) == (None, None)
+    assert drill_health(ctx, P3) == ("Ok", "restore drills pass")
     while run_agent_once(ctx):
         pass
     clock.advance(hours=2, minutes=1)  # past the 2 h window with no new drill
@@ -192,7 +203,23 @@ def test_overdue_timed_out_and_lost(
     ("change", "message"),
     [
         ({"Backup": "Oldest"}, "Backup must be"),
-        ({"Validators": [{"Kind": "Sql"}]}, "Validators[0].Kind"),
+        ({"Validators": [{"Kind": "Smoke"}]}, "Validators[0].Kind"),
+        ({"Validators": [{"Kind": "Sql"}]}, "Validators[0].Query"),
+        ({"Validators": [{"Kind": "Sql", "Query": "SELECT 1"}]}, "Expect must be one of"),
+        (
+            {"Validators": [{"Kind": "Sql", "Query": "SELECT 1", "Expect": {"Rows": [1]}}]},
+            "Validators[0].Expect.Rows[0]",
+        ),
+        (
+            {"Validators": [{"Kind": "Sql", "Query": "SELECT 1", "Expect": {"Count": 1}}]},
+            "Expect.Count is not supported",
+        ),
+        (
+            {"Validators": [{"Kind": "Sql", "Query": "SELECT 1", "Expect": {"RowCount": -1}}]},
+            "Expect.RowCount",
+        ),
+        ({"Kind": "Chaos"}, "Kind must be"),
+        ({"Kind": "DataLoss", "DataLossMode": "SomeDataLoss"}, "DataLossMode"),
         ({"Validators": [{"Kind": "Command", "Command": ""}]}, "Validators[0].Command"),
         ({"Validators": [{"Kind": "Files", "Exist": ["../etc/passwd"]}]}, "inside the restored"),
         ({"Validators": [{"Kind": "Files", "Checksums": {"a": "xyz"}}]}, "SHA-256"),
@@ -207,3 +234,52 @@ def test_drill_policy_validation(tmp_path: Path, change: dict[str, Any], message
         parse_drill_policy({**drill_doc("x", tmp_path), **change})
     doc = parse_drill_policy(drill_doc("x", tmp_path)).to_json()
     assert parse_drill_policy(doc).to_json() == doc
+
+
+def test_retention_blocked_alert_fires_and_resolves(
+    ctx: ServiceContext,
+    tmp_path: Path,
+    clock: FakeClock,
+    engine: FakeEngine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Backups retention should have deleted raise an alert until they are gone."""
+    add_partition(ctx, P1, tmp_path / "p1")
+    policies.create_policy(ctx, policy_doc("p", tmp_path / "store"))  # P1D, at least 2
+    protection.enable_backup(ctx, EntityRef("Partition", P1), "p")
+    for _ in range(3):
+        jobs.request_backup(ctx, P1)
+        assert run_agent_once(ctx)
+        clock.advance(hours=1)
+
+    def blocked() -> list[tuple[str, str, str]]:
+        alerts.tick(ctx, None)
+        return [
+            (a["Subject"], a["Severity"], a["State"])
+            for a in alerts.list_alerts(ctx)
+            if a["Event"] == "RetentionBlocked"
+        ]
+
+    assert blocked() == []
+    clock.advance(days=3)  # the middle backup is due for deletion, and no sweep ran
+    assert blocked() == [(P1, "error", "firing")]
+    [alert] = [a for a in alerts.list_alerts(ctx) if a["Event"] == "RetentionBlocked"]
+    assert "should have deleted 1 backup by" in alert["Message"]
+    assert "backup policy 'p'" in alert["Message"]
+
+    def unreachable(storage: object, ids: object) -> None:
+        raise StorageUnavailable("the share does not answer")
+
+    times = retention_sweep.RetentionTimes()
+    with monkeypatch.context() as m:
+        m.setattr(engine, "forget", unreachable)
+        assert retention_sweep.sweep(ctx, times) == {}  # the sweep fails: still blocked
+    assert blocked() == [(P1, "error", "firing")]
+    assert retention_sweep.sweep(ctx, times) == {"p": 1}  # it works again
+    # Two old backups are left, held past the window only by the minimum of 2.
+    assert blocked() == [(P1, "warning", "firing")]
+    [alert] = [a for a in alerts.list_alerts(ctx) if a["Event"] == "RetentionBlocked"]
+    assert "only by MinimumNumberOfBackups (2)" in alert["Message"]
+    jobs.request_backup(ctx, P1)  # backups resume; the agent's retention removes the oldest
+    assert run_agent_once(ctx)
+    assert blocked() == [(P1, "warning", "resolved")]

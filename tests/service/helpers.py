@@ -8,7 +8,7 @@ from typing import Any
 from safehold.agent.runner import Agent
 from safehold.service.context import ServiceContext
 from safehold.service.local_link import LocalLink
-from safehold.service.protection import PartitionCreate, register_partition
+from safehold.service.partitions import PartitionCreate, register_partition
 
 P1 = "11111111-1111-1111-1111-111111111111"
 P2 = "22222222-2222-2222-2222-222222222222"

@@ -171,6 +171,51 @@ def test_retention_forgets_in_the_real_repository(engine: RepoEngine, tmp_path: 
     assert ids[1:] == left
 
 
+def test_retention_judges_the_catalogs_backups_and_leaves_the_rest(
+    engine: RepoEngine, tmp_path: Path
+) -> None:
+    """
+    With the catalog's list (``known``), retention reads no other snapshot: it
+    removes what the rule says among those and the new backup, and leaves a
+    backup the catalog does not know to the controller's retention timer.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    src = tmp_path / "d"
+    src.mkdir()
+    (src / "f").write_text("x")
+    store = tmp_path / "store"
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    stray = execute(  # an old backup the catalog does not know: the rule would remove it
+        item("backup", f"dir:{src}", store),
+        engine=engine,
+        open_storage=open_policy_storage,
+        progress=CountingProgress(),
+        clock=lambda: t0 - timedelta(days=10),
+    )["Snapshot"]
+    known: list[dict[str, Any]] = []
+    ids = []
+    for i in range(4):
+        rule = {"hours": 24, "minimum": 1}
+        work = item("backup", f"dir:{src}", store, retention=rule, known=list(known))
+        out = execute(
+            work,
+            engine=engine,
+            open_storage=open_policy_storage,
+            progress=CountingProgress(),
+            clock=lambda i=i: t0 + timedelta(days=i),
+        )
+        assert out["State"] == "Success", out
+        snap = out["Snapshot"]
+        ids.append(snap["Id"])
+        gone = set(out.get("Removed", []))
+        known = [k for k in known if k["SnapshotId"] not in gone]
+        known.append({"SnapshotId": snap["Id"], "Time": snap["Time"], "Full": True})
+    with open_policy_storage_at(store) as storage:
+        left = {s.id for s in engine.snapshots(storage)}
+    assert left == {stray["Id"], *ids[1:]}
+
+
 def test_a_foreign_repository_is_a_clear_400(tmp_path: Path) -> None:
     """Listing a storage whose repository has another password is bad input, not a crash."""
     import base64
@@ -201,3 +246,37 @@ def test_a_foreign_repository_is_a_clear_400(tmp_path: Path) -> None:
             ctx, storage, EntityRef("Partition", PID), start=None, end=None, latest=False
         )
     db.dispose()
+
+
+def test_a_service_backup_compares_with_the_named_parent_and_lists_no_snapshot(
+    engine: RepoEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The controller names the partition's previous backup; the agent reads no
+    other snapshot (a shared repository may hold a fleet's), and a previous
+    backup that retention removed meanwhile only means every file is read.
+    """
+    from safehold.repo.repository import Repository
+
+    src = tmp_path / "d"
+    src.mkdir()
+    (src / "f").write_text("x")
+    store = tmp_path / "store"
+    first = run(engine, item("backup", f"dir:{src}", store))["Snapshot"]["Id"]
+
+    def no_listing(self: Repository) -> list[str]:
+        raise AssertionError("a service backup listed the repository's snapshots")
+
+    monkeypatch.setattr(Repository, "snapshot_names", no_listing)
+    second = run(engine, item("backup", f"dir:{src}", store, previous_snapshot=first))
+    assert second["State"] == "Success", second
+    monkeypatch.undo()
+    with open_policy_storage_at(store) as storage:
+        engine.forget(storage, [first])
+    monkeypatch.setattr(Repository, "snapshot_names", no_listing)
+    third = run(engine, item("backup", f"dir:{src}", store, previous_snapshot=first))
+    assert third["State"] == "Success", third
+    monkeypatch.undo()
+    with open_policy_storage_at(store) as storage:
+        left = {s.id for s in engine.snapshots(storage)}
+    assert left == {second["Snapshot"]["Id"], third["Snapshot"]["Id"]}

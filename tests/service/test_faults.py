@@ -9,10 +9,10 @@ import pytest
 
 from safehold.core.policy import EntityRef, PolicyError
 from safehold.core.work import Outcome
-from safehold.service import faults, jobs, protection
+from safehold.service import faults, jobs, partitions, policies, protection
 from safehold.service.context import ServiceContext
 from safehold.service.errors import EntityNotFound, RestoreInProgress
-from safehold.service.protection import PartitionCreate, register_partition
+from safehold.service.partitions import PartitionCreate, register_partition
 from tests.service.helpers import P1, P2, add_partition, policy_doc
 
 SVC = "Shop~Orders"
@@ -24,14 +24,14 @@ def state_partition(ctx: ServiceContext, store_dir: Path) -> str:
     register_partition(
         ctx, PartitionCreate("fabric:/Shop", "fabric:/Shop/Orders", P1, "state:orders-1")
     )
-    protection.create_policy(ctx, policy_doc("p", store_dir, AutoRestoreOnDataLoss=True))
+    policies.create_policy(ctx, policy_doc("p", store_dir, AutoRestoreOnDataLoss=True))
     protection.enable_backup(ctx, EntityRef("Service", "fabric:/Shop/Orders"), "p")
     return P1
 
 
 def test_state_source_fixes_the_agent(ctx: ServiceContext, state_partition: str) -> None:
     """A state:NAME partition is served by NAME; naming another agent is bad input."""
-    [p] = [p for p in protection.list_partitions(ctx) if p.partition_id == P1]
+    [p] = [p for p in partitions.list_partitions(ctx) if p.partition_id == P1]
     assert p.agent == "orders-1"
     with pytest.raises(PolicyError):
         register_partition(
@@ -72,7 +72,7 @@ def test_data_loss_runs_on_the_partition_agent_and_takes_its_epoch(
     progress = faults.data_loss_progress(ctx, SVC, P1, op)
     assert progress["State"] == "Completed"
     assert progress["InvokeDataLossResult"]["ErrorCode"] == 0
-    p = protection.find_partition(ctx, P1)
+    p = partitions.find_partition(ctx, P1)
     assert (p.epoch.data_loss_number, p.lsn) == (2, 7)
 
 

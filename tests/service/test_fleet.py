@@ -10,7 +10,7 @@ import pytest
 
 from safehold.core.policy import EntityRef
 from safehold.core.work import ClaimRequest, Heartbeat, Outcome, SnapshotRef
-from safehold.service import jobs, protection, scheduler
+from safehold.service import jobs, policies, protection, scheduler
 from safehold.service.context import ServiceContext
 from safehold.service.errors import JobNotRunning
 from safehold.testing import FakeClock
@@ -24,7 +24,7 @@ def enabled(ctx: ServiceContext, store_dir: Path, tmp_path: Path) -> Path:
     """P1 and P2 registered under fabric:/Shop/Orders, with a policy on the service."""
     add_partition(ctx, P1, tmp_path / "p1")
     add_partition(ctx, P2, tmp_path / "p2")
-    protection.create_policy(ctx, policy_doc("p", store_dir))
+    policies.create_policy(ctx, policy_doc("p", store_dir))
     protection.enable_backup(ctx, EntityRef("Service", "fabric:/Shop/Orders"), "p")
     return tmp_path
 
@@ -165,7 +165,7 @@ def test_slots_spread_over_the_interval_and_each_is_taken_once(
     pids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(40)]
     for pid in pids:
         add_partition(ctx, pid, tmp_path / pid)
-    protection.create_policy(ctx, policy_doc("p", store_dir))
+    policies.create_policy(ctx, policy_doc("p", store_dir))
     protection.enable_backup(ctx, EntityRef("Application", "fabric:/Shop"), "p")
     seen: list[str] = []
     per_minute = []
@@ -195,3 +195,65 @@ def test_finished_jobs_are_purged_and_backups_kept(
     assert jobs.latest_job(ctx, P1, ["backup"]) is None
     assert jobs.latest_job(ctx, P2, ["backup"]) is not None
     assert jobs.list_backups(ctx, EntityRef("Partition", P1), start=None, end=None, latest=False)
+
+
+def test_a_bounded_tick_leaves_the_rest_of_a_burst_to_the_next_ticks(
+    ctx: ServiceContext,
+    store_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A burst larger than a tick's budget is worked off over several ticks, each slot once."""
+    monkeypatch.setattr(scheduler, "BATCH", 10)
+    ctx.schedule_spread = 0.0  # all 25 due at once
+    pids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(25)]
+    for pid in pids:
+        add_partition(ctx, pid, tmp_path / pid)
+    policies.create_policy(ctx, policy_doc("p", store_dir))
+    protection.enable_backup(ctx, EntityRef("Application", "fabric:/Shop"), "p")
+    made: list[str] = []
+    rounds = []
+    while True:
+        report = scheduler.TickReport()
+        made += [j.partition_id for j in scheduler.tick(ctx, report, budget=0.0)]
+        rounds.append(report.created)
+        if not report.more:
+            break
+        assert len(rounds) < 10
+    assert rounds == [10, 10, 5]  # one batch of each kind per tick: the budget was spent
+    assert sorted(made) == pids
+    assert scheduler.tick(ctx, budget=0.0) == []  # nothing twice
+
+
+def test_a_configuration_operation_fails_only_when_its_controller_stops(
+    ctx: ServiceContext, clock: FakeClock
+) -> None:
+    """
+    Another replica's running operation (heartbeat fresh) is left alone; one whose
+    controller died (no heartbeat for a minute) is failed, with the reason.
+    """
+    from safehold.service import config_backup
+
+    with ctx.uow() as uow:
+        now = clock()
+        for op_id in ("alive", "dead"):
+            uow.operations.save(
+                op_id,
+                kind="backup",
+                state="InProgress",
+                created_at=now,
+                heartbeat_at=now,
+                message=None,
+            )
+        uow.commit()
+    clock.advance(seconds=50)
+    assert config_backup.sweep(ctx) == 0  # both are within the minute
+    with ctx.uow() as uow:
+        uow.operations.save("alive", heartbeat_at=clock())
+        uow.commit()
+    clock.advance(seconds=20)
+    assert config_backup.sweep(ctx) == 1
+    assert config_backup.operation_status(ctx, "alive")["Status"] == "InProgress"
+    dead = config_backup.operation_status(ctx, "dead")
+    assert dead["Status"] == "Failed"
+    assert "stopped" in dead["Error"]["Message"]

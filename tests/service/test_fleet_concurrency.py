@@ -23,7 +23,7 @@ from safehold.agent.runner import Agent
 from safehold.bootstrap import open_policy_storage
 from safehold.core.policy import EntityRef
 from safehold.core.work import ClaimRequest, Outcome, WorkItem
-from safehold.service import jobs, protection, scheduler
+from safehold.service import jobs, partitions, policies, protection, scheduler
 from safehold.service.catalog import open_catalog
 from safehold.service.context import ServiceContext
 from safehold.service.errors import JobNotRunning
@@ -77,13 +77,13 @@ def two(request: pytest.FixtureRequest, pg_database: str, tmp_path: Path) -> Ite
     src.mkdir()
     (src / "data.txt").write_text("tiny")
     for i in range(n):
-        protection.register_partition(
+        partitions.register_partition(
             a if i % 2 else b,
-            protection.PartitionCreate(APP, f"{APP}/Svc", str(uuid.UUID(int=i + 1)), f"dir:{src}"),
+            partitions.PartitionCreate(APP, f"{APP}/Svc", str(uuid.UUID(int=i + 1)), f"dir:{src}"),
         )
     doc = policy_doc("fleet", tmp_path / "store")
     doc["Schedule"] = {"ScheduleKind": "FrequencyBased", "Interval": "PT1M"}
-    protection.create_policy(a, doc)
+    policies.create_policy(a, doc)
     protection.enable_backup(b, EntityRef("Application", APP), "fleet")
     try:
         yield Fleet(a, b, engine, clock, db_a)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from safehold.core.policy import EntityRef
-from safehold.service import health, jobs, protection
+from safehold.service import health, jobs, policies, protection
 from safehold.service.context import ServiceContext
 from safehold.storage.errors import StorageUnavailable
 from safehold.testing import FakeClock, FakeEngine
@@ -23,7 +23,7 @@ def test_health_follows_the_schedule(
     add_partition(ctx, P1, tmp_path / "p1")
     add_partition(ctx, P2, tmp_path / "p2")
     assert states(ctx)[P1] == ("Ok", "periodic backup is not enabled")
-    protection.create_policy(ctx, policy_doc("p", store_dir))  # every 10 minutes
+    policies.create_policy(ctx, policy_doc("p", store_dir))  # every 10 minutes
     protection.enable_backup(ctx, EntityRef("Partition", P1), "p")
     assert states(ctx)[P1][0] == "Ok"
     jobs.request_backup(ctx, P1)

@@ -14,7 +14,7 @@ from safehold.api.sf_render import restore_progress as render_restore_progress
 from safehold.core.policy import EntityRef, PolicyError
 from safehold.core.snapshot import format_time
 from safehold.core.work import Heartbeat, Outcome
-from safehold.service import jobs, protection, scheduler
+from safehold.service import jobs, partitions, policies, protection, scheduler
 from safehold.service.context import ServiceContext
 from safehold.service.errors import (
     BackupInProgress,
@@ -52,7 +52,7 @@ def enabled(ctx: ServiceContext, store_dir: Path, tmp_path: Path) -> Path:
     """P1 and P2 registered under fabric:/Shop/Orders, with a policy on the service."""
     add_partition(ctx, P1, tmp_path / "p1")
     add_partition(ctx, P2, tmp_path / "p2")
-    protection.create_policy(ctx, policy_doc("p", store_dir))
+    policies.create_policy(ctx, policy_doc("p", store_dir))
     protection.enable_backup(ctx, EntityRef("Service", "fabric:/Shop/Orders"), "p")
     return tmp_path
 
@@ -116,15 +116,15 @@ def test_restore_checks_id_location_and_partition(ctx: ServiceContext, enabled: 
     with pytest.raises(PartitionMismatch, match="mismatch"):
         jobs.request_restore(ctx, P1, {"BackupId": b.backup_id, "BackupLocation": "x/y"})
     ask = {"BackupId": b.backup_id, "BackupLocation": b.location}
-    p2 = protection.find_partition(ctx, P2)
-    ranged = protection.PartitionCreate(
+    p2 = partitions.find_partition(ctx, P2)
+    ranged = partitions.PartitionCreate(
         p2.application, p2.service, P2, p2.source, key=PartitionKey("Int64Range", 0, 9)
     )
-    protection.register_partition(ctx, ranged)
+    partitions.register_partition(ctx, ranged)
     with pytest.raises(PartitionMismatch, match="kinds and keys must agree"):
         jobs.request_restore(ctx, P2, ask)
     strict = replace(ranged, key=PartitionKey(), strict_restore=True)
-    protection.register_partition(ctx, strict)
+    partitions.register_partition(ctx, strict)
     with pytest.raises(PartitionMismatch, match="AllowRestoreToOtherPartition"):
         jobs.request_restore(ctx, P2, ask)
     with pytest.raises(BackupNotFound):
@@ -229,9 +229,9 @@ def test_concurrency_limit_across_partitions(ctx: ServiceContext, enabled: Path)
 
 def test_agent_assignment(ctx: ServiceContext, enabled: Path) -> None:
     """A partition assigned to an agent is only given to that agent."""
-    protection.register_partition(
+    partitions.register_partition(
         ctx,
-        protection.PartitionCreate(
+        partitions.PartitionCreate(
             "fabric:/Shop", "fabric:/Shop/Orders", P1, f"dir:{enabled / 'p1'}", agent="east"
         ),
     )
@@ -326,7 +326,7 @@ def test_retention_after_scheduled_backups(
 ) -> None:
     """Old backups beyond the retention are forgotten in storage and in the catalog."""
     every_8h = {"ScheduleKind": "FrequencyBased", "Interval": "PT8H"}
-    protection.update_policy(ctx, "p", {**protection.get_policy(ctx, "p"), "Schedule": every_8h})
+    policies.update_policy(ctx, "p", {**policies.get_policy(ctx, "p"), "Schedule": every_8h})
     assert scheduler.tick(ctx) == []
     clock.advance(hours=8)
     for _ in range(9):
@@ -366,10 +366,10 @@ def test_a_broken_storage_does_not_stop_other_schedules(
     """A partition whose policy storage cannot be used is skipped; the others are scheduled."""
     add_partition(ctx, P1, tmp_path / "p1")
     add_partition(ctx, P2, tmp_path / "p2", svc="Billing")
-    protection.create_policy(ctx, policy_doc("good", store_dir))
+    policies.create_policy(ctx, policy_doc("good", store_dir))
     bad = policy_doc("bad", store_dir)
     bad["Storage"] = {"StorageKind": "FileShare", "Path": "relative/path"}
-    protection.create_policy(ctx, bad)
+    policies.create_policy(ctx, bad)
     protection.enable_backup(ctx, EntityRef("Partition", P1), "bad")
     protection.enable_backup(ctx, EntityRef("Partition", P2), "good")
     assert scheduler.tick(ctx) == []
@@ -398,8 +398,8 @@ def test_auto_restore_on_data_loss(ctx: ServiceContext, enabled: Path, store_dir
     run_agent_once(ctx)
     with pytest.raises(BackupNotEnabled, match="AutoRestoreOnDataLoss"):
         jobs.report_data_loss(ctx, P1)
-    protection.update_policy(
-        ctx, "p", {**protection.get_policy(ctx, "p"), "AutoRestoreOnDataLoss": True}
+    policies.update_policy(
+        ctx, "p", {**policies.get_policy(ctx, "p"), "AutoRestoreOnDataLoss": True}
     )
     (enabled / "p1" / "data.txt").unlink()
     job = jobs.report_data_loss(ctx, P1)

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from safehold.core.policy import EntityRef, PolicyError
-from safehold.service import protection
+from safehold.service import partitions, policies, protection
 from safehold.service.context import ServiceContext
 from safehold.service.errors import (
     BackupIsEnabled,
@@ -30,8 +30,8 @@ def test_policy_secrets_are_encrypted_at_rest_and_redacted(
     ctx: ServiceContext, store_dir: Path
 ) -> None:
     """The catalog never holds the password in clear, and GET shows ****."""
-    protection.create_policy(ctx, policy_doc("p", store_dir))
-    assert protection.get_policy(ctx, "p")["Storage"]["PrimaryPassword"] == "****"
+    policies.create_policy(ctx, policy_doc("p", store_dir))
+    assert policies.get_policy(ctx, "p")["Storage"]["PrimaryPassword"] == "****"
     with ctx.uow() as uow:
         if isinstance(uow, SqlUnitOfWork):
             raw = uow._conn.execute(sa.text("SELECT doc FROM policies")).scalar_one()
@@ -40,34 +40,34 @@ def test_policy_secrets_are_encrypted_at_rest_and_redacted(
     assert "pw-very-secret" not in raw
     assert "sealed:v1:" in raw
     with ctx.uow() as uow:
-        assert protection.load_policy(ctx, uow, "p").storage.primary_password == "pw-very-secret"  # type: ignore[union-attr]
+        assert policies.load_policy(ctx, uow, "p").storage.primary_password == "pw-very-secret"  # type: ignore[union-attr]
 
 
 def test_duplicate_and_missing_policies(ctx: ServiceContext, store_dir: Path) -> None:
     """A second policy with the same name is a conflict; unknown names are 404."""
-    protection.create_policy(ctx, policy_doc("p", store_dir))
+    policies.create_policy(ctx, policy_doc("p", store_dir))
     with pytest.raises(PolicyExists):
-        protection.create_policy(ctx, policy_doc("p", store_dir))
+        policies.create_policy(ctx, policy_doc("p", store_dir))
     with pytest.raises(PolicyNotFound):
-        protection.get_policy(ctx, "nope")
+        policies.get_policy(ctx, "nope")
     with pytest.raises(PolicyNotFound):
-        protection.delete_policy(ctx, "nope")
+        policies.delete_policy(ctx, "nope")
 
 
 def test_update_keeps_a_redacted_secret(ctx: ServiceContext, store_dir: Path) -> None:
     """Sending back what GET showed keeps the stored secret; a rename is refused."""
-    protection.create_policy(ctx, policy_doc("p", store_dir))
-    shown = protection.get_policy(ctx, "p")
+    policies.create_policy(ctx, policy_doc("p", store_dir))
+    shown = policies.get_policy(ctx, "p")
     shown["MaxIncrementalBackups"] = 7
-    protection.update_policy(ctx, "p", shown)
+    policies.update_policy(ctx, "p", shown)
     with ctx.uow() as uow:
-        policy = protection.load_policy(ctx, uow, "p")
+        policy = policies.load_policy(ctx, uow, "p")
     assert policy.max_incremental_backups == 7
     assert policy.storage.primary_password == "pw-very-secret"  # type: ignore[union-attr]
     with pytest.raises(PolicyError):
-        protection.update_policy(ctx, "p", {**shown, "Name": "other"})
+        policies.update_policy(ctx, "p", {**shown, "Name": "other"})
     with pytest.raises(PolicyError, match=r"\*\*\*\*"):
-        protection.create_policy(ctx, {**shown, "Name": "copy"})
+        policies.create_policy(ctx, {**shown, "Name": "copy"})
 
 
 def test_enable_inheritance_and_config_info(
@@ -76,16 +76,16 @@ def test_enable_inheritance_and_config_info(
     """App-level policy applies below; a partition override wins; info says where from."""
     add_partition(ctx, P1, tmp_path / "p1")
     add_partition(ctx, P2, tmp_path / "p2")
-    protection.create_policy(ctx, policy_doc("app", store_dir))
-    protection.create_policy(ctx, policy_doc("part", store_dir))
+    policies.create_policy(ctx, policy_doc("app", store_dir))
+    policies.create_policy(ctx, policy_doc("part", store_dir))
     protection.enable_backup(ctx, APP, "app")
     protection.enable_backup(ctx, PART, "part")
     info = protection.config_info(ctx, PART)[0]
-    assert (info["PolicyName"], info["PolicyInheritedFrom"]) == ("part", "Partition")
+    assert (info.policy_name, info.policy_from) == ("part", "Partition")
     info2 = protection.config_info(ctx, EntityRef("Partition", P2))[0]
-    assert (info2["PolicyName"], info2["PolicyInheritedFrom"]) == ("app", "Application")
+    assert (info2.policy_name, info2.policy_from) == ("app", "Application")
     app_info = protection.config_info(ctx, APP)
-    assert [(i["Kind"], i["PolicyName"]) for i in app_info] == [
+    assert [(i.entity.kind, i.policy_name) for i in app_info] == [
         ("Application", "app"),
         ("Partition", "part"),
     ]
@@ -93,7 +93,7 @@ def test_enable_inheritance_and_config_info(
     with pytest.raises(BackupNotEnabled):
         protection.disable_backup(ctx, SVC, clean=False)
     protection.disable_backup(ctx, PART, clean=False)
-    assert protection.config_info(ctx, PART)[0]["PolicyName"] == "app"
+    assert protection.config_info(ctx, PART)[0].policy_name == "app"
 
 
 def test_suspend_resume_at_the_same_level(
@@ -103,15 +103,15 @@ def test_suspend_resume_at_the_same_level(
     add_partition(ctx, P1, tmp_path / "p1")
     with pytest.raises(BackupNotEnabled):
         protection.suspend_backup(ctx, SVC)
-    protection.create_policy(ctx, policy_doc("app", store_dir))
+    policies.create_policy(ctx, policy_doc("app", store_dir))
     protection.enable_backup(ctx, APP, "app")
     protection.suspend_backup(ctx, SVC)
     info = protection.config_info(ctx, PART)[0]
-    assert info["SuspensionInfo"] == {"IsSuspended": True, "SuspensionInheritedFrom": "Service"}
+    assert (info.suspended, info.suspended_from) == (True, "Service")
     protection.resume_backup(ctx, PART)  # idempotent, but not the level of the suspension
-    assert protection.config_info(ctx, PART)[0]["SuspensionInfo"]["IsSuspended"]
+    assert protection.config_info(ctx, PART)[0].suspended
     protection.resume_backup(ctx, SVC)
-    assert not protection.config_info(ctx, PART)[0]["SuspensionInfo"]["IsSuspended"]
+    assert not protection.config_info(ctx, PART)[0].suspended
 
 
 def test_delete_policy_in_use_is_refused(
@@ -119,20 +119,20 @@ def test_delete_policy_in_use_is_refused(
 ) -> None:
     """A mapped policy cannot be deleted until backup is disabled."""
     add_partition(ctx, P1, tmp_path / "p1")
-    protection.create_policy(ctx, policy_doc("p", store_dir))
+    policies.create_policy(ctx, policy_doc("p", store_dir))
     protection.enable_backup(ctx, SVC, "p")
     with pytest.raises(BackupIsEnabled):
-        protection.delete_policy(ctx, "p")
+        policies.delete_policy(ctx, "p")
     protection.disable_backup(ctx, SVC, clean=False)
-    protection.delete_policy(ctx, "p")
-    assert protection.list_policies(ctx) == []
+    policies.delete_policy(ctx, "p")
+    assert policies.list_policies(ctx) == []
 
 
 def test_unknown_entities_and_bad_registrations(
     ctx: ServiceContext, store_dir: Path, tmp_path: Path
 ) -> None:
     """Unknown apps, services and partitions are 404; malformed registrations are 400."""
-    protection.create_policy(ctx, policy_doc("p", store_dir))
+    policies.create_policy(ctx, policy_doc("p", store_dir))
     with pytest.raises(EntityNotFound):
         protection.enable_backup(ctx, APP, "p")
     with pytest.raises(EntityNotFound):
@@ -141,28 +141,28 @@ def test_unknown_entities_and_bad_registrations(
     with pytest.raises(PolicyNotFound):
         protection.enable_backup(ctx, APP, "nope")
     bad = [
-        protection.PartitionCreate("Shop", "fabric:/Shop/Orders", P2, "dir:/x"),
-        protection.PartitionCreate("fabric:/Shop", "fabric:/Other/Orders", P2, "dir:/x"),
-        protection.PartitionCreate("fabric:/Shop", "fabric:/Shop/Orders", "xyz", "dir:/x"),
-        protection.PartitionCreate("fabric:/Shop", "fabric:/Shop/Orders", P2, "ftp:/x"),
-        protection.PartitionCreate("fabric:/Shop", "fabric:/Shop/Orders", P2, "dir:relative"),
-        protection.PartitionCreate("fabric:/Shop", "fabric:/Shop/Orders", P2, "command:x", "tape:"),
+        partitions.PartitionCreate("Shop", "fabric:/Shop/Orders", P2, "dir:/x"),
+        partitions.PartitionCreate("fabric:/Shop", "fabric:/Other/Orders", P2, "dir:/x"),
+        partitions.PartitionCreate("fabric:/Shop", "fabric:/Shop/Orders", "xyz", "dir:/x"),
+        partitions.PartitionCreate("fabric:/Shop", "fabric:/Shop/Orders", P2, "ftp:/x"),
+        partitions.PartitionCreate("fabric:/Shop", "fabric:/Shop/Orders", P2, "dir:relative"),
+        partitions.PartitionCreate("fabric:/Shop", "fabric:/Shop/Orders", P2, "command:x", "tape:"),
     ]
     for req in bad:
         with pytest.raises(PolicyError):
-            protection.register_partition(ctx, req)
+            partitions.register_partition(ctx, req)
 
 
 def test_partition_ids_are_normalised(ctx: ServiceContext, store_dir: Path, tmp_path: Path) -> None:
     """Upper case or braced GUIDs name the same partition everywhere."""
     add_partition(ctx, P1, tmp_path / "p1")
-    protection.create_policy(ctx, policy_doc("p", store_dir))
+    policies.create_policy(ctx, policy_doc("p", store_dir))
     protection.enable_backup(ctx, EntityRef("Partition", "{" + P1.upper() + "}"), "p")
-    assert protection.config_info(ctx, PART)[0]["PolicyName"] == "p"
+    assert protection.config_info(ctx, PART)[0].policy_name == "p"
     protection.suspend_backup(ctx, EntityRef("Partition", P1.upper()))
-    assert protection.config_info(ctx, PART)[0]["SuspensionInfo"]["IsSuspended"]
+    assert protection.config_info(ctx, PART)[0].suspended
     protection.resume_backup(ctx, EntityRef("Partition", "{" + P1 + "}"))
-    assert not protection.config_info(ctx, PART)[0]["SuspensionInfo"]["IsSuspended"]
+    assert not protection.config_info(ctx, PART)[0].suspended
     protection.disable_backup(ctx, EntityRef("Partition", P1.upper()), clean=False)
 
 
@@ -172,15 +172,15 @@ def test_unregister_partition(ctx: ServiceContext, store_dir: Path, tmp_path: Pa
     from safehold.service import jobs
 
     add_partition(ctx, P1, tmp_path / "p1")
-    protection.create_policy(ctx, policy_doc("p", store_dir))
+    policies.create_policy(ctx, policy_doc("p", store_dir))
     protection.enable_backup(ctx, PART, "p")
     jobs.request_backup(ctx, P1)
     with pytest.raises(ConflictError):
-        protection.unregister_partition(ctx, P1)
+        partitions.unregister_partition(ctx, P1)
     assert run_agent_once(ctx)  # the backup ends
-    protection.unregister_partition(ctx, P1)
+    partitions.unregister_partition(ctx, P1)
     with pytest.raises(EntityNotFound):
-        protection.find_partition(ctx, P1)
-    protection.delete_policy(ctx, "p")
+        partitions.find_partition(ctx, P1)
+    policies.delete_policy(ctx, "p")
     with pytest.raises(EntityNotFound):
-        protection.unregister_partition(ctx, P1)
+        partitions.unregister_partition(ctx, P1)

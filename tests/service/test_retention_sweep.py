@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from safehold.core.policy import EntityRef
-from safehold.service import jobs, protection
+from safehold.service import jobs, policies, protection
 from safehold.service.context import ServiceContext
 from safehold.service.retention_sweep import RetentionTimes, sweep
 from safehold.testing import FakeClock, FakeEngine
@@ -19,7 +19,7 @@ def test_a_suspended_partitions_old_backups_go_on_the_timer(
 ) -> None:
     """SF's RetentionTimer covers suspended partitions, keeps MinimumNumberOfBackups, runs daily."""
     add_partition(ctx, P1, tmp_path / "p1")
-    protection.create_policy(ctx, policy_doc("p", store_dir))  # P1D, minimum 2
+    policies.create_policy(ctx, policy_doc("p", store_dir))  # P1D, minimum 2
     protection.enable_backup(ctx, EntityRef("Service", "fabric:/Shop/Orders"), "p")
     for _ in range(5):
         jobs.request_backup(ctx, P1)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from safehold.core.policy import EntityRef
-from safehold.service import jobs, protection, views
+from safehold.service import jobs, partitions, policies, protection, views
 from safehold.service.context import ServiceContext
 from safehold.service.model import JobRecord
 
@@ -18,16 +18,16 @@ def _fleet(ctx: ServiceContext, store_dir: Path) -> None:
     for a in range(3):
         for s in range(2):
             for p in range(20 + a):
-                protection.register_partition(
+                partitions.register_partition(
                     ctx,
-                    protection.PartitionCreate(
+                    partitions.PartitionCreate(
                         application=f"fabric:/App{a}",
                         service=f"fabric:/App{a}/Svc{s}",
                         partition_id=f"{a:08d}-{s:04d}-4000-8000-{p:012d}",
                         source="dir:/srv/data",
                     ),
                 )
-    protection.create_policy(
+    policies.create_policy(
         ctx,
         {
             "Name": "hourly",

@@ -1,10 +1,13 @@
 """
 The process the crash tests kill: it backs up or restores a store, over and over.
 
-    python -m tests.state.crash_worker backup|restore STORE TARGET [BACKUP_ID ...]
+    python -m tests.state.crash_worker backup|restore|commit STORE TARGET [BACKUP_ID ...]
 
 It prints ``READY`` once the store is open and ``DONE <n>`` after each operation,
-so the test can kill it at a random moment in the middle of one. With
+so the test can kill it at a random moment in the middle of one. ``commit`` runs
+transactions that each add one to the key ``count`` of dictionary ``c`` (so that
+``count`` equals the LSN), prints ``DONE <n> <lsn>`` once each has returned, and
+takes a backup every 20 (the next incremental, or a full one). With
 ``SAFEHOLD_STATE_FAILPOINT`` set, the store kills the process itself at that point.
 """
 
@@ -25,6 +28,9 @@ async def main(mode: str, store_dir: Path, target_dir: Path, ids: list[str]) -> 
         store_dir, partition="p", target=target, durability="normal"
     ) as store:
         print("READY", flush=True)
+        if mode == "commit":
+            await _commits(store)
+            return
         for n in range(50):
             if mode == "restore":
                 await store.restore(backup_id=ids[n % len(ids)], policy=RestorePolicy.FORCE)
@@ -35,6 +41,19 @@ async def main(mode: str, store_dir: Path, target_dir: Path, ids: list[str]) -> 
                 except MissingFullBackup:
                     await store.backup(BackupOption.FULL)
             print(f"DONE {n}", flush=True)
+
+
+async def _commits(store: StateStore) -> None:
+    d = store.dictionary("c")
+    for n in range(100_000):
+        async with store.transaction() as tx:
+            await d.set(tx, "count", (await d.get(tx, "count", 0) or 0) + 1)
+        print(f"DONE {n} {tx.lsn}", flush=True)
+        if n % 20 == 19:
+            try:
+                await store.backup(BackupOption.INCREMENTAL)
+            except MissingFullBackup:
+                await store.backup(BackupOption.FULL)
 
 
 if __name__ == "__main__":

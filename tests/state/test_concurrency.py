@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from safehold.state import (
+    BackupInfo,
     BackupOption,
     ChangeAction,
     CollectionInfo,
@@ -174,3 +175,60 @@ async def test_the_state_manager_lists_and_finds_collections(open_store: OpenSto
         assert not await store.collections.try_get_dictionary("empty")
         assert (await store.collections.try_get_queue("jobs")).has_value
         assert {"orders", "jobs", "empty"} == {c.name for c in store.collections}
+
+
+@pytest.mark.parametrize("durability", ["normal", "full"])
+async def test_a_transaction_that_read_can_wait_for_a_backup(
+    open_store: OpenStore, durability: str
+) -> None:
+    """
+    A write transaction that has read (at NORMAL: in a read transaction on the
+    writer's connection) and then waits for a backup another task takes does not
+    block that backup; its reads and its commit are unchanged.
+    """
+    async with open_store(durability=durability) as store:
+        d = store.dictionary("d")
+        async with store.transaction() as tx:
+            await d.set(tx, "a", 1)
+        go = asyncio.Event()
+
+        async def backup_when_told() -> BackupInfo:
+            await go.wait()
+            return await store.backup(BackupOption.FULL)
+
+        task = asyncio.create_task(backup_when_told())
+        async with store.transaction() as tx:
+            assert 1 == await d.get(tx, "a")
+            go.set()
+            info = await asyncio.wait_for(task, 60)
+            assert 1 == await d.get(tx, "a")
+            await d.set(tx, "a", 2)
+        assert (1, 2) == (info.lsn, tx.lsn)
+        async with store.snapshot() as snap:
+            assert 2 == await d.get(snap, "a")
+
+
+@pytest.mark.parametrize("durability", ["normal", "full"])
+async def test_a_cancelled_caller_does_not_cancel_its_commit(
+    open_store: OpenStore, durability: str
+) -> None:
+    """Cancelling a task that waits for its commit leaves the commit to finish."""
+    async with open_store(durability=durability) as store:
+        d = store.dictionary("d")
+        for attempt in range(20):
+            submitted = asyncio.Event()
+
+            async def write(value: int, ready: asyncio.Event) -> None:
+                async with store.transaction() as tx:
+                    await d.set(tx, "k", value)
+                    ready.set()  # the block exits at once: then it waits for its commit
+
+            task = asyncio.create_task(write(attempt, submitted))
+            await submitted.wait()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            async with store.transaction() as tx:  # its group lands after the cancelled one's
+                await d.set(tx, "after", attempt)
+            assert 2 * (attempt + 1) == store.lsn  # both committed, each once
+            async with store.snapshot() as snap:  # durable commits only
+                assert attempt == await d.get(snap, "k")

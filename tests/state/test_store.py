@@ -9,6 +9,7 @@ import pytest
 
 from safehold.core.snapshot import Epoch
 from safehold.state import (
+    BackupOption,
     QueueEmpty,
     StateStore,
     StoreClosed,
@@ -252,6 +253,54 @@ async def test_committed_state_survives_reopening(open_store: OpenStore) -> None
         async with store.transaction() as tx:
             assert [1, "two"] == await store.dictionary("d").get(tx, "k")
             assert {"x": 1} == await store.queue("q").dequeue(tx)
+
+
+async def test_the_lsn_and_tail_survive_reopening_and_log_truncation(
+    open_store: OpenStore,
+) -> None:
+    """
+    The last LSN and its commit time are the same after reopening, even with the log
+    truncated up to them; snapshots and the next commit start from there.
+    """
+    async with open_store() as store:
+        d = store.dictionary("d")
+        for i in range(5):
+            async with store.transaction() as tx:
+                await d.set(tx, f"k{i}", i)
+        tail = store.meta.tail_time
+        async with store.snapshot() as snap:
+            assert 5 == snap.lsn
+    async with open_store() as store:
+        assert (5, tail) == (store.lsn, store.meta.tail_time)
+        assert 5 == await store.truncate_log(5)
+    async with open_store() as store:
+        assert (5, tail, 5) == (store.lsn, store.meta.tail_time, store.meta.log_floor)
+        async with store.snapshot() as snap:
+            assert 5 == snap.lsn
+        async with store.transaction() as tx:
+            await store.dictionary("d").set(tx, "k5", 5)
+        assert 6 == tx.lsn
+    async with open_store() as store:
+        assert 6 == store.lsn
+        async with store.transaction() as tx:
+            assert 5 == await store.dictionary("d").get(tx, "k5")
+
+
+async def test_the_lsn_survives_a_backup_that_empties_the_log(open_store: OpenStore) -> None:
+    """An accepted backup drops the log up to it; reopening still finds the last LSN."""
+    async with open_store() as store:
+        for i in range(3):
+            async with store.transaction() as tx:
+                await store.dictionary("d").set(tx, "k", i)
+        tail = store.meta.tail_time
+        info = await store.backup(BackupOption.FULL)
+        assert (3, 3) == (info.lsn, store.meta.log_floor)
+    async with open_store() as store:
+        assert (3, tail) == (store.lsn, store.meta.tail_time)
+        async with store.transaction() as tx:
+            await store.dictionary("d").set(tx, "k", 3)
+        assert 4 == tx.lsn
+        assert 4 == (await store.backup(BackupOption.INCREMENTAL)).lsn
 
 
 async def test_a_second_opener_is_refused(open_store: OpenStore, tmp_path: Path) -> None:

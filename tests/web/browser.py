@@ -118,8 +118,7 @@ def wait_text(driver: Any, element_id: str, text: str, timeout: float = 60) -> s
             return False
         return content if text in content else False
 
-    result: str = WebDriverWait(driver, timeout, poll_frequency=0.2).until(found)
-    return result
+    return str(WebDriverWait(driver, timeout, poll_frequency=0.2).until(found))
 
 
 def click(driver: Any, element_id: str) -> None:

@@ -66,6 +66,7 @@ def fleet() -> Iterator[Fleet]:
     )
     controller = build_controller(settings)
     controller.app.state.console_activity_ttl = 0  # the 24 h chart uncached: tests see each job
+    controller.app.state.console_health_keep = 0  # the overview asks the FleetView each time
     try:
         with (
             serve_in_thread(controller.app, lifespan="on") as url,

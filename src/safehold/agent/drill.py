@@ -8,9 +8,18 @@ file in it names the process that owns it; every drill first removes the
 sandboxes whose owner is gone (a drill killed midway), and always removes its
 own when it ends.
 
+A ``postgres:`` partition's base backup is restored into a scratch PostgreSQL
+instance in the sandbox (``agent.sandbox_pg``): SQL validators query it, command
+validators reach it through ``PGHOST``/``PGPORT``, file validators see its data
+directory; it is stopped before the sandbox is removed, and a leftover sandbox's
+instance is stopped before that sandbox goes. SQL validators are skipped (and
+say so) on other sources. ``state:`` partitions are drilled by their store's own
+agent (``state.drill``).
+
 Measured RTO is the agent's monotonic time from the start of the restore until
 the last validator passed. Achieved RPO is the restored backup's age when the
-drill started. Each validator's output is kept bounded (its last
+drill started; for a database, the result also names the end of the recoverable
+window (``RecoverableEndLsn``). Each validator's output is kept bounded (its last
 ``core.drill.MAX_OUTPUT`` bytes).
 """
 
@@ -33,11 +42,20 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
+from safehold.agent.sandbox_pg import (
+    ScratchPostgres,
+    restore_scratch,
+    run_sql,
+    stop_leftover,
+    stop_scratch,
+)
 from safehold.core.drill import (
     MAX_OUTPUT,
     CommandValidator,
     FilesValidator,
+    SqlValidator,
     Validator,
     parse_validators,
 )
@@ -45,6 +63,7 @@ from safehold.core.errors import SafeholdError
 from safehold.core.progress import ProgressSink
 from safehold.core.snapshot import parse_time
 from safehold.core.work import ErrorInfo, Outcome, WorkItem
+from safehold.repo.locks import pid_alive
 from safehold.service.engine import BackupEngine
 
 __all__ = ["MARKER", "SANDBOX_ENV", "clean_leftovers", "open_sandbox", "run_drill", "sandbox_root"]
@@ -77,16 +96,6 @@ def sandbox_root(configured: str | None) -> Path:
     """The sandbox root: the policy's directory, else the environment's, else a temp dir."""
     chosen = configured or os.environ.get(SANDBOX_ENV)
     return Path(chosen) if chosen else Path(tempfile.gettempdir()) / "safehold-drills"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's live process
-    return True
 
 
 def _remove(path: Path) -> None:
@@ -132,9 +141,10 @@ def clean_leftovers(root: Path) -> list[str]:
             with _running_lock:
                 if drill in _running:
                     continue
-        elif pid > 0 and _alive(pid):
+        elif pid > 0 and pid_alive(pid):
             continue
         try:
+            stop_leftover(d)  # a scratch database the killed drill left running
             _remove(d)
             removed.append(str(d))
             log.warning("removed the sandbox %s left by a drill that did not finish", d)
@@ -151,6 +161,7 @@ def open_sandbox(root: Path, drill_id: str) -> Path:
     (tmp / MARKER).write_text(json.dumps(marker))
     final = root / f"{_PREFIX}{drill_id}"
     if final.exists():
+        stop_leftover(final)
         _remove(final)  # an earlier attempt of this same drill (a re-claim)
     tmp.rename(final)
     return final
@@ -258,19 +269,61 @@ def _files(v: FilesValidator, root: Path) -> dict[str, Any]:
             "Output": ""}  # fmt: skip
 
 
+def _skipped_sql(v: SqlValidator) -> dict[str, Any]:
+    detail = "not run: SQL validators run on database sources only"
+    return {"Kind": "Sql", "Name": v.query, "Passed": True, "Skipped": True,
+            "Detail": detail, "Output": ""}  # fmt: skip
+
+
 def _validate(
-    validators: tuple[Validator, ...], root: Path, restored: Path, sandbox: Path, deadline: float
+    validators: tuple[Validator, ...],
+    root: Path,
+    restored: Path,
+    sandbox: Path,
+    deadline: float,
+    scratch: ScratchPostgres | None = None,
 ) -> list[dict[str, Any]]:
     env = {**os.environ, "SAFEHOLD_RESTORED": str(restored), "SAFEHOLD_SANDBOX": str(sandbox)}
     env.pop("SAFEHOLD_PASSWORD", None)  # validators never see the repository password
+    if scratch is not None:
+        env.update(scratch.env())
     results = []
     for v in validators:
         started = time.monotonic()
         cap = max(1.0, deadline - started)
-        r = _command(v, root, env, cap) if isinstance(v, CommandValidator) else _files(v, root)
+        if isinstance(v, CommandValidator):
+            r = _command(v, root, env, cap)
+        elif isinstance(v, FilesValidator):
+            r = _files(v, root)
+        else:
+            r = run_sql(scratch, v, cap) if scratch is not None else _skipped_sql(v)
         r["Seconds"] = round(time.monotonic() - started, 3)
         results.append(r)
     return results
+
+
+def _open_repo(engine: BackupEngine, storage: Any) -> Any:
+    """The storage's repository, for a source that its own layer restores (``safehold.db``)."""
+    opener = getattr(engine, "open_repository", None)
+    if opener is None:
+        raise DrillError("this agent's engine cannot open repositories for database drills")
+    return opener(storage)
+
+
+def _recoverable_end(repo: Any, stanza: str) -> dict[str, Any]:
+    """The end of the cluster's recoverable window, as far as the archived WAL reaches."""
+    from safehold.db.pgwal import format_lsn
+    from safehold.db.postgres import recoverable_window
+
+    try:
+        window = recoverable_window(repo, stanza)
+    except SafeholdError as exc:
+        log.warning("the recoverable window is unknown: %s", exc.message)
+        return {}
+    if window is None:
+        return {}
+    return {"RecoverableEndLsn": format_lsn(window.end_lsn),
+            "RecoverableEndSegment": window.end_segment}  # fmt: skip
 
 
 def _restore(
@@ -290,7 +343,59 @@ def _restore(
         with dump.open("wb") as out:
             engine.dump(storage, snapshot_id, out)
         return data, dump
-    raise DrillError(f"drills of {source.split(':', 1)[0]}: partitions are not supported yet")
+    raise DrillError(f"drills of {source.split(':', 1)[0]}: partitions are not supported here")
+
+
+def _restore_into(
+    item: WorkItem,
+    validators: tuple[Validator, ...],
+    engine: BackupEngine,
+    storage: Any,
+    sandbox: Path,
+    deadline: float,
+    progress: ProgressSink,
+    stack: contextlib.ExitStack,
+) -> tuple[Path, Path, ScratchPostgres | None, Any]:
+    """Restore into *sandbox*: (validation root, restored path, scratch database, repository)."""
+    if not item.Partition.Source.startswith("postgres:"):
+        data = sandbox / "data"
+        data.mkdir()
+        return (*_restore(item, engine, storage, data, progress), None, None)
+    repo = stack.enter_context(_open_repo(engine, storage))
+    users = [v.user for v in validators if isinstance(v, SqlValidator) and v.user]
+    options = dict(parse_qsl(item.Partition.Source.partition("#")[2]))  # postgres:URL#bindir=…
+    scratch = restore_scratch(
+        repo,
+        item.drill().snapshot_id,
+        sandbox,
+        deadline=deadline,
+        progress=progress,
+        ready_user=users[0] if users else None,
+        bindir=options.get("bindir") or None,
+    )
+    return scratch.server.datadir, scratch.server.datadir, scratch, repo
+
+
+def _first_failure(checks: list[dict[str, Any]]) -> ErrorInfo | None:
+    """The drill's error: its first failed validator's, or None."""
+    failed = [(i, r) for i, r in enumerate(checks) if not r["Passed"]]
+    if not failed:
+        return None
+    i, r = failed[0]
+    return ErrorInfo(
+        Code="SAFEHOLD_E_DRILL_VALIDATION",
+        Message=f"validator {i + 1} ({r['Kind']}: {r['Name'][:80]}) failed: {r['Detail']}",
+    )
+
+
+def _discard(sandbox: Path) -> bool:
+    """Remove the drill's own sandbox; return whether it is gone."""
+    try:
+        _remove(sandbox)
+        return True
+    except OSError as exc:
+        log.error("cannot remove the sandbox %s: %s", sandbox, exc)
+        return False
 
 
 def run_drill(
@@ -318,41 +423,39 @@ def run_drill(
     }
     error: ErrorInfo | None = None
     sandbox: Path | None = None
+    scratch: ScratchPostgres | None = None
+    stack = contextlib.ExitStack()  # the repository of a database drill
     try:
         sandbox = open_sandbox(root, params.drill_id)
         result["Sandbox"] = str(sandbox)
-        data = sandbox / "data"
-        data.mkdir()
         t0 = time.monotonic()
         try:
-            vroot, restored = _restore(item, engine, storage, data, progress)
+            vroot, restored, scratch, repo = _restore_into(
+                item, validators, engine, storage, sandbox, deadline, progress, stack
+            )
         except SafeholdError as exc:
             raise DrillError(f"the restore failed: {exc.message}", code=exc.code) from exc
+        if scratch is not None:
+            result["Port"] = scratch.port
         result["RestoreSeconds"] = round(time.monotonic() - t0, 3)
-        checks = _validate(validators, vroot, restored, sandbox, deadline)
+        checks = _validate(validators, vroot, restored, sandbox, deadline, scratch)
         elapsed = time.monotonic() - t0
+        if scratch is not None:
+            result.update(_recoverable_end(repo, scratch.backup.stanza))
         result["Validators"] = checks
-        failed = [(i, r) for i, r in enumerate(checks) if not r["Passed"]]
-        if failed:
-            i, r = failed[0]
-            error = ErrorInfo(
-                Code="SAFEHOLD_E_DRILL_VALIDATION",
-                Message=f"validator {i + 1} ({r['Kind']}: {r['Name'][:80]}) failed: {r['Detail']}",
-            )
-        else:
+        error = _first_failure(checks)
+        if error is None:
             result["RtoSeconds"] = round(elapsed, 3)
     except DrillError as exc:
         error = ErrorInfo(Code=exc.code, Message=exc.message)
     except OSError as exc:
         error = ErrorInfo(Code="SAFEHOLD_E_DRILL", Message=f"{exc.strerror}: {exc.filename}")
     finally:
+        if scratch is not None:
+            stop_scratch(scratch)
+        stack.close()
         if sandbox is not None:
-            try:
-                _remove(sandbox)
-                result["SandboxRemoved"] = True
-            except OSError as exc:
-                log.error("cannot remove the sandbox %s: %s", sandbox, exc)
-                result["SandboxRemoved"] = False
+            result["SandboxRemoved"] = _discard(sandbox)
         with _running_lock:
             _running.discard(params.drill_id)
     if error is not None:

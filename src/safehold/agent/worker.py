@@ -10,6 +10,8 @@ Sources:
   file, ``dump``. A restore needs the partition's restore target:
   ``command:CMD`` gets the content on its stdin, ``file:PATH`` gets it written
   (atomically), ``dir:PATH`` gets a file ``PATH/dump``.
+- ``postgres:URL``, ``mariadb:URL``, ``redis:URL``: database sources (``agent.sources``),
+  restored into ``pgdata:PATH``, ``mysqldata:PATH`` or ``dir:PATH``, to a time if asked.
 
 ``execute`` never raises for a job's own failure: it returns the ``Outcome``
 to be reported to the controller. A job of a kind this agent does not know is
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -33,11 +34,19 @@ from pydantic import ValidationError
 
 from safehold.agent.drill import run_drill
 from safehold.agent.hooks import around_backup
+from safehold.agent.sources import backup_db, expire_db, is_db_source, restore_db, swap_in
 from safehold.core.errors import SafeholdError
 from safehold.core.policy import parse_storage
 from safehold.core.progress import ProgressSink
 from safehold.core.retention_basic import BackupItem, apply_basic_retention
-from safehold.core.snapshot import Epoch, PartitionRef, Snapshot, SnapshotMeta, format_time
+from safehold.core.snapshot import (
+    Epoch,
+    PartitionRef,
+    Snapshot,
+    SnapshotMeta,
+    format_time,
+    parse_time,
+)
 from safehold.core.work import Outcome, SnapshotRef, WorkItem
 from safehold.service.engine import BackupEngine, StorageOpener
 
@@ -87,11 +96,15 @@ def _backup(
 ) -> Snapshot:
     source = item.Partition.Source
     meta = _meta(item, now)
+    if is_db_source(source):  # postgres:, mariadb:, redis: (agent.sources)
+        return backup_db(item, engine, storage, meta, progress)
     if source.startswith("dir:"):
         path = Path(source[4:])
         if not path.is_dir():
             raise SourceError(f"the source directory {path} does not exist")
-        return engine.backup_dir(storage, path, meta=meta, progress=progress)
+        params = item.backup()
+        parent = params.previous_snapshot or params.parent_snapshot
+        return engine.backup_dir(storage, path, meta=meta, progress=progress, parent=parent)
     cmd = source.split(":", 1)[1]
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, shell=True, stdout=subprocess.PIPE, stderr=err)  # noqa: S602
@@ -111,37 +124,40 @@ def _backup(
     return snap
 
 
-def _retention(item: WorkItem, engine: BackupEngine, storage: Any, now: datetime) -> list[str]:
-    rule = item.backup().retention
+def _parent(s: Snapshot) -> str | None:
+    return s.parent if s.backup_type == "incremental" else None
+
+
+def _retention(
+    item: WorkItem, engine: BackupEngine, storage: Any, new: Snapshot, now: datetime
+) -> list[str]:
+    params = item.backup()
+    rule = params.retention
     if rule is None:
         return []
-    pid = item.Partition.PartitionId
-    mine = [s for s in engine.snapshots(storage) if s.partition and s.partition.partition_id == pid]
-    items = [
-        BackupItem(
-            s.id,
-            s.time,
-            s.backup_type == "full",
-            s.parent if s.backup_type == "incremental" else None,
-        )
-        for s in mine
-    ]
+    if params.known is not None:
+        # The catalog's list and the new backup: no need to read every snapshot of
+        # a repository that a whole fleet shares.
+        items = [
+            BackupItem(k.SnapshotId, parse_time(k.Time), k.Full, k.ParentSnapshotId)
+            for k in params.known
+            if k.SnapshotId != new.id
+        ]
+        items.append(BackupItem(new.id, new.time, new.backup_type == "full", _parent(new)))
+    else:
+        pid = item.Partition.PartitionId
+        items = [
+            BackupItem(s.id, s.time, s.backup_type == "full", _parent(s))
+            for s in engine.snapshots(storage)
+            if s.partition and s.partition.partition_id == pid
+        ]
     decision = apply_basic_retention(
         items, duration=timedelta(hours=rule.hours), minimum=rule.minimum, now=now
     )
     engine.forget(storage, decision.remove)
+    if decision.remove and is_db_source(item.Partition.Source):
+        expire_db(item, engine, storage)  # the WAL no kept base backup needs
     return decision.remove
-
-
-def _swap_in(restored: Path, target: Path) -> None:
-    old = target.with_name(f".{target.name}.safehold-old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        target.rename(old)
-    restored.rename(target)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 def _restore(item: WorkItem, engine: BackupEngine, storage: Any, progress: ProgressSink) -> None:
@@ -149,6 +165,9 @@ def _restore(item: WorkItem, engine: BackupEngine, storage: Any, progress: Progr
     snapshot_id = item.restore().snapshot_id
     source = part.Source
     target = part.RestoreTo
+    if is_db_source(source):
+        restore_db(item, engine, storage, progress)
+        return
     if source.startswith("dir:") and (target is None or target.startswith("dir:")):
         dest = Path((target or source)[4:])
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +175,7 @@ def _restore(item: WorkItem, engine: BackupEngine, storage: Any, progress: Progr
             snap = engine.restore_dir(storage, snapshot_id, Path(tmp), progress=progress)
             if snap.source_kind != "dir" or not snap.paths:
                 raise SourceError(f"backup {snap.short_id} holds a stream, not a directory")
-            _swap_in(Path(tmp) / Path(snap.paths[0]).name, dest)
+            swap_in(Path(tmp) / Path(snap.paths[0]).name, dest)
         return
     if target is None:
         raise SourceError(
@@ -243,7 +262,7 @@ def _run(
         if item.Kind == "backup":
             with around_backup(item) as hooks:  # the partition's before/after commands
                 snap = _backup(item, engine, storage, progress, clock())
-            removed = _retention(item, engine, storage, clock())
+            removed = _retention(item, engine, storage, snap, clock())
             ref = SnapshotRef(Id=snap.id, Time=format_time(snap.time), Size=snap.sizes.logical)
             return Outcome(State="Success", Snapshot=ref, Removed=removed, Result=hooks.result())
         if item.Kind == "restore":

@@ -33,6 +33,7 @@ from safehold.api.routes import (
     drills,
     entities,
     faults,
+    keys,
     partition_jobs,
     partitions,
     policies,
@@ -90,7 +91,7 @@ def create_app(ctx: ServiceContext, tokens: TokenStore) -> FastAPI:
     )
     app.state.ctx = ctx
     app.state.tokens = tokens
-    app.state.fleet = FleetView()  # health and metrics: computed at most once a second
+    app.state.fleet = FleetView()  # health and metrics: shared, refreshed in the background
     registry = CollectorRegistry()
     registry.register(CatalogCollector(ctx, app.state.fleet))
     app.state.registry = registry  # the composition root adds the scheduler's collector
@@ -126,6 +127,7 @@ def create_app(ctx: ServiceContext, tokens: TokenStore) -> FastAPI:
     for module in (policies, entities, partition_jobs, partitions, agents, config, faults, cluster):
         app.include_router(module.router)
     app.include_router(drills.router)  # restore drills and alerts (service.drills)
+    app.include_router(keys.router)  # repository key rotation (service.repo_keys)
     sf_schemas.install(app)
     web.install(app)  # the operator console at /console/, and /docs, /redoc
 

@@ -1,8 +1,9 @@
 """
-Service Fabric's JSON shapes for what the service records: BackupInfo and progress.
+Service Fabric's JSON shapes for what the service records: BackupInfo, progress,
+BackupConfigurationInfo, BackupEntity, and safehold's partition registrations.
 
-The service returns records (``BackupRecord``, ``JobRecord``); how SF's clients
-expect to see them is decided here, at the API's edge.
+The service returns records (``BackupRecord``, ``JobRecord``, ``ConfigInfo``…);
+how SF's clients expect to see them is decided here, at the API's edge.
 """
 
 from __future__ import annotations
@@ -10,9 +11,64 @@ from __future__ import annotations
 from typing import Any
 
 from safehold.core.snapshot import Epoch, format_time
-from safehold.service.model import ZERO_ID, BackupRecord, JobRecord
+from safehold.service.model import ZERO_ID, BackupRecord, JobRecord, PartitionRecord
+from safehold.service.policies import EnabledEntity
+from safehold.service.protection import ConfigInfo
 
-__all__ = ["backup_info", "backup_progress", "epoch_json", "restore_progress"]
+__all__ = [
+    "backup_info",
+    "backup_progress",
+    "config_info",
+    "entity_json",
+    "epoch_json",
+    "partition_json",
+    "restore_progress",
+]
+
+
+def config_info(c: ConfigInfo) -> dict[str, Any]:
+    """SF's ``BackupConfigurationInfo`` of an application, a service or a partition."""
+    doc: dict[str, Any] = {
+        "Kind": c.entity.kind,
+        "PolicyName": c.policy_name,
+        "PolicyInheritedFrom": c.policy_from,
+        "SuspensionInfo": {
+            "IsSuspended": c.suspended,
+            "SuspensionInheritedFrom": c.suspended_from,
+        },
+    }
+    if c.entity.kind == "Application":
+        doc["ApplicationName"] = c.entity.key
+    elif c.entity.kind == "Service":
+        doc["ServiceName"] = c.entity.key
+    else:
+        doc["ServiceName"] = c.service
+        doc["PartitionId"] = c.entity.key
+    return doc
+
+
+def entity_json(e: EnabledEntity) -> dict[str, Any]:
+    """SF's ``BackupEntity``."""
+    if e.entity.kind == "Application":
+        return {"EntityKind": "Application", "ApplicationName": e.entity.key}
+    if e.entity.kind == "Service":
+        return {"EntityKind": "Service", "ServiceName": e.entity.key}
+    return {"EntityKind": "Partition", "ServiceName": e.service, "PartitionId": e.entity.key}
+
+
+def partition_json(p: PartitionRecord) -> dict[str, Any]:
+    """safehold's registration of a partition, as its routes show it."""
+    return {
+        "PartitionId": p.partition_id,
+        "ApplicationName": p.application,
+        "ServiceName": p.service,
+        "Source": p.source,
+        "RestoreTo": p.restore_to,
+        "Agent": p.agent,
+        "PartitionInformation": p.key.to_json(p.partition_id),
+        "RestoreOnlyOwnBackups": p.strict_restore,
+        "Hooks": p.hooks.to_json() if p.hooks else None,
+    }
 
 
 def epoch_json(e: Epoch) -> dict[str, str]:

@@ -97,6 +97,7 @@ class AgentFile(_Section):
     slots: int | None = None
     ca_cert: Path | None = None
     poll: float | None = None
+    claim_wait: float | None = None
     heartbeat: float | None = None
 
 

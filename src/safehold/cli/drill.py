@@ -91,14 +91,15 @@ def _seconds(value: object) -> str:
 def _print_run(run: dict[str, Any]) -> None:
     goals = run["Objectives"]
     lines = [
-        f"drill {run['DrillId']} of partition {run['PartitionId']}: {run['State']}",
+        f"{run.get('Kind', 'Restore').lower()} drill {run['DrillId']} "
+        f"of partition {run['PartitionId']}: {run['State']}",
         f"  policy {run['Policy']}, {run['Trigger'].lower()}, agent {run['Agent'] or '-'}",
         f"  backup {run['BackupId']} taken {run['BackupTimeUtc']}",
         f"  RTO {_seconds(run['RtoSeconds'])} (objective {_seconds(goals['RtoSeconds'])}), "
         f"RPO {_seconds(run['RpoSeconds'])} (objective {_seconds(goals['RpoSeconds'])})",
     ]
     for v in run["Validators"]:
-        mark = "pass" if v["Passed"] else "FAIL"
+        mark = "skip" if v.get("Skipped") else "pass" if v["Passed"] else "FAIL"
         lines.append(f"  [{mark}] {v['Kind']} {v['Name'][:60]}: {v['Detail']}")
     if run["Failure"]:
         lines.append(f"  failure: {run['Failure']}")

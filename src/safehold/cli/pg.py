@@ -297,3 +297,54 @@ def pg_expire(
         for s in stanzas:
             n = expire_wal(WalArchive(r, s), [b for b in backups if b.stanza == s])
             console.print(f"{s}: {n} WAL files deleted")
+
+
+@pg_app.command("receive-wal")
+def receive_wal(
+    url: Annotated[str, typer.Argument(help="libpq URL of a role with REPLICATION.")],
+    spool: SpoolOpt = None,
+    stanza: StanzaOpt = None,
+    slot: Annotated[str, typer.Option("--slot", help="Replication slot to hold.")] = "safehold",
+    synchronous: Annotated[
+        bool,
+        typer.Option(
+            "--synchronous",
+            help="Flush every write and report it: RPO 0 with the primary's "
+            "synchronous_standby_names = 'safehold_receivewal'.",
+        ),
+    ] = False,
+    repo: RepoOpt = "",
+    password_file: PasswordFileOpt = None,
+) -> None:
+    """Stream WAL with pg_receivewal into the archive until stopped (instead of archive-push)."""
+    import signal
+    import threading
+
+    from safehold.db.receivewal import WalReceiver, cluster_stanza
+
+    if spool is None:
+        raise UsageError("receive-wal needs --spool (a local directory for the stream)")
+    name = stanza or cluster_stanza(url)
+    password = read_password(password_file)
+
+    def open_archive() -> WalArchive:
+        r = Repository.open(storage_for(repo), password, load_index=False, owns_storage=True)
+        return WalArchive(r, name)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    rx = WalReceiver(url, spool / name, open_archive, slot=slot, synchronous=synchronous).start()
+    console.print(f"streaming WAL of {name} (slot {slot}); stop with Ctrl-C or SIGTERM")
+    try:
+        while rx.running and not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        rx.stop()
+    if not stop.is_set() and not rx.running:
+        from safehold.db import DbError
+
+        # The stream ended (the primary is gone): what it held is archived,
+        # the segment in progress as <name>.partial; exit 1 so a supervisor restarts.
+        raise DbError(f"pg_receivewal stopped: {rx.stderr_tail()}")

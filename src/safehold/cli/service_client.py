@@ -219,10 +219,21 @@ def partition_add(
     application: Annotated[str, typer.Option("--application", help="fabric:/App")],
     service: Annotated[str, typer.Option("--service", help="fabric:/App/Service")],
     partition_id: Annotated[str, typer.Option("--partition-id", help="The partition's GUID.")],
-    source: Annotated[str, typer.Option("--source", help="dir:PATH, command:CMD or state:AGENT")],
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            help="dir:PATH, command:CMD, state:AGENT, postgres:URL, mariadb:URL or redis:URL "
+            "(docs/databases.md)",
+        ),
+    ],
     restore_to: Annotated[
         str | None,
-        typer.Option("--restore-to", help="command:CMD or file:PATH (for command sources)"),
+        typer.Option(
+            "--restore-to",
+            help="command:CMD or file:PATH (command sources); pgdata:PATH, mysqldata:PATH "
+            "or dir:PATH (database sources)",
+        ),
     ] = None,
     agent: Annotated[
         str | None, typer.Option("--agent", help="Only this agent backs it up.")

@@ -13,8 +13,9 @@ from __future__ import annotations
 import importlib
 import signal
 import socket
+import threading
 from pathlib import Path
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Annotated, Any
 
 import typer
@@ -161,7 +162,7 @@ def serve(
     if client_certs_file is not None or client_ca is not None:
         options.update(_client_cert_options(controller.app, client_certs_file, client_ca, options))
     # log_config=None: uvicorn's loggers go through the handler of start_logging.
-    uvicorn.run(
+    server_config = uvicorn.Config(
         controller.app,
         host=o["host"],
         port=o["port"],
@@ -169,6 +170,16 @@ def serve(
         log_config=None,
         **options,
     )
+
+    class Server(uvicorn.Server):
+        # uvicorn finishes open requests before it stops the app: answer the
+        # long-polled claims first, or a shutdown would wait out their wait.
+        # From a thread: this runs in a signal handler, which must not take locks.
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            threading.Thread(target=controller.drain, name="drain", daemon=True).start()
+            super().handle_exit(sig, frame)
+
+    Server(server_config).run()
 
 
 def _client_cert_options(
@@ -211,7 +222,19 @@ def agent(
     ca_cert: Annotated[
         Path | None, typer.Option("--ca-cert", help="CA bundle for the controller's TLS.")
     ] = None,
-    poll: Annotated[float, typer.Option("--poll", help="Seconds between claims when idle.")] = 1.0,
+    poll: Annotated[
+        float,
+        typer.Option("--poll", help="Seconds before claiming again after an empty claim."),
+    ] = 1.0,
+    claim_wait: Annotated[
+        float,
+        typer.Option(
+            "--claim-wait",
+            min=0.0,
+            max=25.0,
+            help="Seconds a claim waits at the controller for work (0: poll instead).",
+        ),
+    ] = 20.0,
     heartbeat: Annotated[
         float, typer.Option("--heartbeat", help="Seconds between heartbeats.")
     ] = 5.0,
@@ -238,6 +261,7 @@ def agent(
         slots=o["slots"],
         verify=str(o["ca_cert"]) if o["ca_cert"] else True,
         poll_interval=o["poll"],
+        claim_wait=o["claim_wait"],
         heartbeat_interval=o["heartbeat"],
     )
 

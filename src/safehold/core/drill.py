@@ -19,10 +19,22 @@ The JSON shape (names as the rest of safehold's API)::
          "ExpectedExitCode": 0, "TimeoutSeconds": 300},
         {"Kind": "Files", "Exist": ["etc/app.conf"], "MinFiles": 1, "MaxFiles": null,
          "MinBytes": 1, "Sizes": {"a.bin": 1024}, "Checksums": {"a.bin": "<sha256>"},
-         "ChecksumManifest": "SHA256SUMS"}],
+         "ChecksumManifest": "SHA256SUMS"},
+        {"Kind": "Sql", "Query": "SELECT count(*) FROM orders", "Database": "shop",
+         "Expect": {"Scalar": 42} | {"Rows": [[1, "a"]]} | {"RowCount": 3},
+         "TimeoutSeconds": 60}],                                   # postgres: sources
+     "Kind": "Restore" | "DataLoss",                               # DataLoss: state: only
+     "DataLossMode": "PartialDataLoss" | "FullDataLoss",
      "Timeout": "PT30M",
      "Objectives": {"Rpo": "P1D", "Rto": "PT1H"},
      "Window": "P1D"}
+
+A ``Restore`` drill restores into a sandbox and never touches the live data: a
+scratch directory, a scratch PostgreSQL instance for ``postgres:`` sources (SQL
+validators run against it), or a temporary store for ``state:`` partitions (the
+store's own consistency check always runs). A ``DataLoss`` drill is SF's
+StartDataLoss on a ``state:`` partition's live store followed by its own
+``on_data_loss`` restore, measured and recorded like any drill.
 
 Nothing here reads a clock, a file or the catalog.
 """
@@ -51,6 +63,7 @@ __all__ = [
     "DrillPolicy",
     "DrillVerdict",
     "FilesValidator",
+    "SqlValidator",
     "Validator",
     "judge_drills",
     "parse_drill_policy",
@@ -64,6 +77,10 @@ MAX_TIMEOUT = timedelta(days=1)
 #: A validator's output is kept up to this many bytes (its tail).
 MAX_OUTPUT = 4096
 MAX_VALIDATORS = 32
+#: An SQL validator's expected rows, and the rows shown of a result, at most.
+MAX_ROWS = 1000
+MAX_SHOWN_ROWS = 20
+DATA_LOSS_MODES = ("PartialDataLoss", "FullDataLoss")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -118,7 +135,37 @@ class FilesValidator:
         }
 
 
-Validator = CommandValidator | FilesValidator
+@dataclass(frozen=True)
+class SqlValidator:
+    """
+    Run *query* on the scratch database; pass when its result is what *expect* says.
+
+    *expect* is one of ``("Rows", [[...], ...])`` (every row, in order, values as
+    JSON), ``("Scalar", value)`` (one row of one column) or ``("RowCount", n)``.
+    Values compare as JSON would show them: numbers by value, everything else by
+    its text (a date compares with ``"2024-01-31"``).
+    """
+
+    query: str
+    expect: tuple[Literal["Rows", "Scalar", "RowCount"], Any]
+    database: str = "postgres"
+    user: str | None = None
+    timeout_seconds: float = 60.0
+    kind: Literal["Sql"] = "Sql"
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the API shape."""
+        return {
+            "Kind": "Sql",
+            "Query": self.query,
+            "Database": self.database,
+            "User": self.user,
+            "Expect": {self.expect[0]: self.expect[1]},
+            "TimeoutSeconds": self.timeout_seconds,
+        }
+
+
+Validator = CommandValidator | FilesValidator | SqlValidator
 
 
 def _rel_path(value: object, what: str) -> str:
@@ -186,6 +233,49 @@ def _parse_files(doc: Mapping[str, Any], where: str) -> FilesValidator:
     return v
 
 
+def _scalar_ok(value: object) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _parse_expect(expect: object, where: str) -> tuple[Any, Any]:
+    if not isinstance(expect, Mapping) or len(expect) != 1:
+        raise PolicyError(f"{where}.Expect must be one of {{Rows}}, {{Scalar}} or {{RowCount}}")
+    key, value = next(iter(expect.items()))
+    if key == "Rows":
+        if not isinstance(value, list) or len(value) > MAX_ROWS:
+            raise PolicyError(f"{where}.Expect.Rows must be a list of at most {MAX_ROWS} rows")
+        for i, row in enumerate(value):
+            if not isinstance(row, list) or not all(_scalar_ok(v) for v in row):
+                raise PolicyError(f"{where}.Expect.Rows[{i}] must be a list of JSON scalars")
+        value = [list(r) for r in value]
+    elif key == "Scalar":
+        if not _scalar_ok(value):
+            raise PolicyError(f"{where}.Expect.Scalar must be a JSON scalar")
+    elif key == "RowCount":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise PolicyError(f"{where}.Expect.RowCount must be a whole number >= 0")
+    else:
+        raise PolicyError(f"{where}.Expect.{key} is not supported: use Rows, Scalar or RowCount")
+    return key, value
+
+
+def _parse_sql(doc: Mapping[str, Any], where: str) -> SqlValidator:
+    query = doc.get("Query")
+    if not isinstance(query, str) or not query.strip():
+        raise PolicyError(f"{where}.Query must be a non-empty SQL query")
+    database = doc.get("Database", "postgres")
+    if not isinstance(database, str) or not database.strip():
+        raise PolicyError(f"{where}.Database must be a database name")
+    user = doc.get("User")
+    if user is not None and (not isinstance(user, str) or not user.strip()):
+        raise PolicyError(f"{where}.User must be a role name")
+    timeout = doc.get("TimeoutSeconds", 60)
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0:
+        raise PolicyError(f"{where}.TimeoutSeconds must be a positive number")
+    key, value = _parse_expect(doc.get("Expect"), where)
+    return SqlValidator(query, (key, value), database, user, float(timeout))
+
+
 def parse_validators(doc: object) -> tuple[Validator, ...]:
     """
     Parse a ``Validators`` list.
@@ -209,8 +299,12 @@ def parse_validators(doc: object) -> tuple[Validator, ...]:
             out.append(_parse_command(v, where))
         elif kind == "Files":
             out.append(_parse_files(v, where))
+        elif kind == "Sql":
+            out.append(_parse_sql(v, where))
         else:
-            raise PolicyError(f"{where}.Kind {kind!r} is not supported: use 'Command' or 'Files'")
+            raise PolicyError(
+                f"{where}.Kind {kind!r} is not supported: use 'Command', 'Files' or 'Sql'"
+            )
     return tuple(out)
 
 
@@ -227,11 +321,15 @@ class DrillPolicy:
     rpo: timedelta | None = None
     rto: timedelta | None = None
     window: timedelta = DEFAULT_WINDOW
+    kind: Literal["Restore", "DataLoss"] = "Restore"
+    data_loss_mode: Literal["PartialDataLoss", "FullDataLoss"] = "PartialDataLoss"
 
     def to_json(self) -> dict[str, Any]:
         """Return the API shape."""
         return {
             "Name": self.name,
+            "Kind": self.kind,
+            "DataLossMode": self.data_loss_mode,
             "Schedule": self.schedule.to_json(),
             "Backup": self.backup,
             "Sandbox": {"Directory": self.sandbox_dir},
@@ -276,7 +374,15 @@ def parse_drill_policy(doc: object) -> DrillPolicy:
     window = parse_duration(doc["Window"], "Window") if doc.get("Window") else DEFAULT_WINDOW
     if window <= timedelta(0):
         raise PolicyError("Window must be longer than zero")
+    kind = doc.get("Kind", "Restore")
+    if kind not in ("Restore", "DataLoss"):
+        raise PolicyError("Kind must be 'Restore' or 'DataLoss'")
+    mode = doc.get("DataLossMode", "PartialDataLoss")
+    if mode not in DATA_LOSS_MODES:
+        raise PolicyError("DataLossMode must be 'PartialDataLoss' or 'FullDataLoss'")
     return DrillPolicy(
+        kind=kind,
+        data_loss_mode=mode,
         name=name,
         schedule=schedule,
         backup=backup,

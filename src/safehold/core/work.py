@@ -28,6 +28,7 @@ __all__ = [
     "DrillParams",
     "ErrorInfo",
     "Heartbeat",
+    "KnownBackup",
     "Outcome",
     "PartitionInfo",
     "RestoreParams",
@@ -67,8 +68,24 @@ class RetentionRule(_Message):
     minimum: int
 
 
+class KnownBackup(_Message):
+    """A backup of the partition as the catalog knows it (for retention on the agent)."""
+
+    SnapshotId: str
+    Time: str
+    Full: bool
+    ParentSnapshotId: str | None = None
+
+
 class BackupParams(_Message):
-    """What a backup job needs beyond the partition and storage."""
+    """
+    What a backup job needs beyond the partition and storage.
+
+    ``known`` lists the partition's catalogued backups when the job applies a
+    retention rule, so the agent judges retention from them and the new one
+    instead of reading every snapshot in a repository shared by a fleet; backups
+    the catalog does not know are left to the controller's retention timer.
+    """
 
     backup_type: Literal["Full", "Incremental"] = "Full"
     parent_snapshot: str | None = None
@@ -78,6 +95,10 @@ class BackupParams(_Message):
     epoch: tuple[int, int] = (0, 0)
     lsn: int = 0
     retention: RetentionRule | None = None
+    known: list[KnownBackup] | None = None
+    #: The partition's newest catalogued backup: the agent reads again only the
+    #: files changed since it (None: every file).
+    previous_snapshot: str | None = None
 
 
 class RestoreParams(_Message):
@@ -152,11 +173,14 @@ class ClaimRequest(_Message):
 
     ``Incarnation`` identifies this run of the agent: when it changes, the jobs
     the agent's earlier run held fail at once. ``Kinds`` lists the job kinds the
-    agent can run; the controller hands it no other.
+    agent can run; the controller hands it no other. ``WaitSeconds`` asks the
+    controller to hold the claim open until work arrives, up to that long (it
+    caps the wait; 0 or absent: answer at once), so agents need not poll.
     """
 
     Incarnation: str | None = None
     Kinds: list[str] | None = None
+    WaitSeconds: float | None = Field(default=None, ge=0, le=3600)
 
 
 class SnapshotRef(_Message):

@@ -16,6 +16,11 @@ Public API (the design is in ``docs/databases.md``)::
     expire_wal(archive, kept_backups) -> int     # WAL no kept backup needs
     spool_push / run_pusher / spool_take         # archive-push's local spool
     SqliteSource(path).backup(repo, meta=, tags=) -> BackupResult; .restore(repo, snapshot, target)
+    WalReceiver(url, spool, open_archive, synchronous=False).start() / .stop()   # pg_receivewal
+    MariaDbSource(url).backup(repo, ...) / .archive_binlogs(repo); restore_mariadb(repo, dir, to=)
+    RedisSource(url).backup(repo, ...); restore_redis(repo, snapshot, dir)
+    safehold.db.binlogstream.BinlogReceiver      # MariaDB binlog streaming
+    safehold.db.groups: backup_group / restore_group / blob_paths_exist   # consistency groups
 
 It builds on ``safehold.repo`` (the engine) and ``safehold.storage``; nothing
 below it imports it.
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
         WalConflict,
         WalMissing,
     )
+    from safehold.db.mariadb import MariaDbSource, restore_mariadb
     from safehold.db.postgres import (
         PostgresSource,
         WalCheck,
@@ -48,6 +54,7 @@ if TYPE_CHECKING:
         recoverable_window,
         stanza_for,
     )
+    from safehold.db.receivewal import WalReceiver
     from safehold.db.recovery import (
         BackupId,
         Latest,
@@ -58,6 +65,7 @@ if TYPE_CHECKING:
         Time,
         restore_postgres,
     )
+    from safehold.db.redis import RedisSource, restore_redis
     from safehold.db.server import LocalServer, find_bindir, free_port
     from safehold.db.spool import run_pusher, spool_push, spool_take
     from safehold.db.sqlite import SqliteSource
@@ -92,6 +100,9 @@ _WHERE = {
         "Time",
         "restore_postgres",
     ),
+    "safehold.db.mariadb": ("MariaDbSource", "restore_mariadb"),
+    "safehold.db.receivewal": ("WalReceiver",),
+    "safehold.db.redis": ("RedisSource", "restore_redis"),
     "safehold.db.server": ("LocalServer", "find_bindir", "free_port"),
     "safehold.db.spool": ("run_pusher", "spool_push", "spool_take"),
     "safehold.db.sqlite": ("SqliteSource",),
@@ -107,11 +118,13 @@ __all__ = [
     "Latest",
     "LocalServer",
     "Lsn",
+    "MariaDbSource",
     "Name",
     "PgBackup",
     "PgRestoreResult",
     "PostgresSource",
     "RecoveryTargetError",
+    "RedisSource",
     "SqliteSource",
     "Target",
     "Time",
@@ -119,6 +132,7 @@ __all__ = [
     "WalCheck",
     "WalConflict",
     "WalMissing",
+    "WalReceiver",
     "Window",
     "check_wal",
     "expire_wal",
@@ -126,7 +140,9 @@ __all__ = [
     "free_port",
     "pg_backups",
     "recoverable_window",
+    "restore_mariadb",
     "restore_postgres",
+    "restore_redis",
     "run_pusher",
     "spool_push",
     "spool_take",

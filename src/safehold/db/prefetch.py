@@ -99,31 +99,34 @@ class WalPrefetcher:
         self._thread.join()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _fetch(self, obj: WalObject) -> None:
+    def _fetch(self, obj: WalObject, name: str) -> None:
         try:
             data = self.archive.read(obj)
-            tmp = self.inn / f".{obj.name}.tmp"
+            tmp = self.inn / f".{name}.tmp"
             with open(tmp, "wb") as f:
                 f.write(data)
             if self._owner is not None:
                 os.chown(tmp, *self._owner)
-            tmp.replace(self.inn / obj.name)
+            tmp.replace(self.inn / name)
             self.fetched += 1
         except Exception as exc:
             self.errors.append(f"{obj.name}: {exc}")
-            (self.inn / f"{obj.name}.none").touch()
+            (self.inn / f"{name}.none").touch()
 
     def _submit(self, name: str) -> bool:
-        obj = self._listing.get(name)
+        # A segment never archived whole may have been streamed in part
+        # (pg_receivewal's <name>.partial, pushed when the primary was lost):
+        # it is served for <name>, and recovery replays what it holds.
+        obj = self._listing.get(name) or self._listing.get(f"{name}.partial")
         if obj is None:
             return False
         job = self._jobs.get(name)
         if job is None or (job.done() and not (self.inn / name).exists()):
-            self._jobs[name] = self._pool.submit(self._fetch, obj)
+            self._jobs[name] = self._pool.submit(self._fetch, obj, name)
         return True
 
     def _answer(self, name: str) -> None:
-        if name not in self._listing:
+        if name not in self._listing and f"{name}.partial" not in self._listing:
             self._listing = self.archive.list()  # it may have grown since
         if not self._submit(name):
             (self.inn / f"{name}.none").touch()

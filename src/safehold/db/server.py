@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from safehold.db.errors import DbError, DbToolError
+from safehold.repo.locks import pid_alive
 
 __all__ = ["LocalServer", "find_bindir", "free_port"]
 
@@ -145,13 +146,7 @@ class LocalServer:
             pid = int((self.datadir / "postmaster.pid").read_text().split("\n", 1)[0])
         except (OSError, ValueError):
             return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid_alive(pid)
 
     def log_tail(self, lines: int = 20) -> str:
         """The end of the server's log."""

@@ -8,7 +8,7 @@ Public API (everything else in this package is private)::
     repo.snapshots() -> list[Snapshot]          # oldest first
     repo.find_snapshot("latest" | id | prefix) -> Snapshot
     backup_paths(repo, paths, *, meta, progress, parent) -> BackupResult
-    backup_stream(repo, stream, *, name, meta, progress) -> BackupResult
+    backup_stream(repo, stream, *, name, meta | finish, progress) -> BackupResult
     restore(repo, snapshot, target, *, include, dry_run, progress) -> RestoreResult
     dump(repo, snapshot, out, path=None) -> int
     forget(repo, snapshot_ids) -> None

@@ -20,7 +20,7 @@ import os
 import socket
 import stat
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -68,18 +68,23 @@ class BackupResult:
     files_unmodified: int = 0
     dirs: int = 0
     bytes_read: int = 0
+    trees_reused: int = 0  # directories whose tree was the parent snapshot's, unchanged
 
 
 class _Dir:
     """A directory being backed up: its nodes, and how many children are unfinished."""
 
-    __slots__ = ("node", "nodes", "parent", "pending")
+    __slots__ = ("node", "nodes", "parent", "pending", "prev_id", "prev_nodes")
 
     def __init__(self, parent: _Dir | None, node: Node | None) -> None:
         self.parent = parent
         self.node = node
         self.nodes: list[Node] = []
         self.pending = 1  # the walk of this directory itself
+        # The parent snapshot's tree of this directory: reused as it is when
+        # every entry came out equal, instead of serialized and hashed again.
+        self.prev_id: bytes | None = None
+        self.prev_nodes: list[Node] | None = None
 
 
 class _ReadBuffer:
@@ -152,6 +157,10 @@ def _meta_node(name: str, st: os.stat_result) -> Node:
     )
 
 
+def _name(node: Node) -> str:
+    return node.name
+
+
 def _xattrs(path: str) -> dict[str, bytes]:
     try:
         names = os.listxattr(path, follow_symlinks=False)
@@ -203,6 +212,7 @@ class _Backup:
         self.logical = 0
         self.local = threading.local()
         self.files_cache: FilesCache | None = None  # write-only hosts: no parent to read
+        self.trees_reused = 0
 
     def warn(self, msg: str) -> None:
         with self.lock:
@@ -219,7 +229,10 @@ class _Backup:
                 if d.pending:
                     return
             nodes = [n for n in d.nodes if n.type not in ("unreadable", "excluded")]
-            tree_id, _ = self.writer.save(TREE, Tree(nodes).serialize())
+            tree_id = self._reused_tree(d, nodes)
+            if tree_id is None:
+                tree_id, _ = self.writer.save(TREE, Tree(nodes).serialize())
+            d.prev_nodes = None
             d.nodes = []
             if d.node is not None:
                 d.node.subtree = tree_id
@@ -228,6 +241,22 @@ class _Backup:
                 self.done.set()
                 return
             d = d.parent
+
+    def _reused_tree(self, d: _Dir, nodes: list[Node]) -> bytes | None:
+        """
+        The parent snapshot's id for *d*'s tree if *nodes* are exactly its
+        entries (so the tree would serialize to the same bytes), else None.
+        """
+        prev = d.prev_nodes
+        if prev is None or d.prev_id is None or len(prev) != len(nodes):
+            return None
+        if sorted(nodes, key=_name) != sorted(prev, key=_name):
+            return None
+        if not self.repo.index.has(d.prev_id):
+            return None
+        with self.lock:
+            self.trees_reused += 1
+        return d.prev_id
 
     # -- reading files -----------------------------------------------------------
 
@@ -345,6 +374,8 @@ class _Backup:
                 self._finish_one(child)  # a mount point: kept, empty
                 return
             sub = self._parent_subtree(prev)
+            if sub is not None and prev is not None:
+                child.prev_id, child.prev_nodes = prev.subtree, sub.nodes
             self.walk_dir(path, child, sub, ex)
         elif node.type == "symlink":
             try:
@@ -404,6 +435,7 @@ def backup_paths(
     meta: SnapshotMeta | None = None,
     progress: ProgressSink | None = None,
     parent: str | None = None,
+    search_parent: bool = True,
     workers: int | None = None,
     excludes: ExcludeOptions | None = None,
 ) -> BackupResult:
@@ -416,6 +448,8 @@ def backup_paths(
         meta: what to record in the manifest (host, tags, partition, chain...).
         parent: the snapshot to compare with; by default the newest with the
             same host and paths.
+        search_parent: False when *parent* is all there is (None: no parent), so
+            that no snapshot is listed (a service job names its partition's).
         workers: reader threads; by default one per core.
         excludes: what to leave out (see ``repo.exclude``); by default
             nothing (the CLI reads ``.safeholdignore`` files unless told not to).
@@ -446,7 +480,7 @@ def backup_paths(
         # A prune may have run since the index was loaded: dedup must not
         # trust blobs in packs it deleted.
         repo.refresh_index()
-        parent_snap = find_parent(repo, abs_paths, host, parent)
+        parent_snap = find_parent(repo, abs_paths, host, parent, search=search_parent)
         parent_root = (
             Tree.parse(repo.read_blob(bytes.fromhex(parent_snap.tree))) if parent_snap else None
         )
@@ -458,10 +492,13 @@ def backup_paths(
                 repo.cache_dir, repo.keys.index_key, repo.config.get("id")
             )
         progress.begin("backup", total_bytes=None, total_items=None)
-        scan = threading.Thread(target=scan_totals, args=(abs_paths, progress), daemon=True)
-        scan.start()
+        if not isinstance(progress, NullProgress):  # a second walk, only for an ETA
+            scan = threading.Thread(target=scan_totals, args=(abs_paths, progress), daemon=True)
+            scan.start()
         try:
             root = _Dir(None, None)
+            if parent_snap is not None and parent_root is not None:
+                root.prev_id, root.prev_nodes = bytes.fromhex(parent_snap.tree), parent_root.nodes
             roots = {n.name: n for n in parent_root.nodes} if parent_root is not None else None
             for p, name in zip(abs_paths, names, strict=True):
                 if run.error is None:
@@ -505,6 +542,7 @@ def backup_paths(
         run.counts["unmodified"],
         run.counts["dirs"],
         run.bytes_read,
+        run.trees_reused,
     )
 
 
@@ -514,10 +552,15 @@ def backup_stream(
     *,
     name: str,
     meta: SnapshotMeta | None = None,
+    finish: Callable[[], SnapshotMeta] | None = None,
     progress: ProgressSink | None = None,
 ) -> BackupResult:
     """
     Back up a byte stream (a database dump) as a snapshot holding one file, *name*.
+
+    *finish*, in place of *meta*, gives the metadata once the stream has ended
+    (a database tool says where its backup sits only when it is done); it may
+    raise to store no snapshot (the data left is unreferenced, for prune).
 
     Raises:
         UsageError: the name is not a single safe path component.
@@ -541,7 +584,9 @@ def backup_stream(
                 content.append(blob_id)
                 size += chunk.length
                 progress.advance(done_bytes=chunk.length, new_bytes=chunk.length if new else 0)
-            ns = int(now.timestamp() * 1e9)
+            if finish is not None:
+                meta = finish()
+            ns = int((meta.time or now).timestamp() * 1e9)
             node = Node(
                 name=name,
                 type="file",

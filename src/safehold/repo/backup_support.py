@@ -14,17 +14,36 @@ from datetime import UTC, datetime
 
 from safehold.core.progress import ProgressSink
 from safehold.core.snapshot import Snapshot, SnapshotMeta, SnapshotSizes
+from safehold.repo.errors import SnapshotNotFound
 from safehold.repo.repository import Repository
 
 __all__ = ["find_parent", "make_snapshot", "scan_totals"]
 
 
 def find_parent(
-    repo: Repository, paths: Sequence[str], host: str, parent: str | None
+    repo: Repository,
+    paths: Sequence[str],
+    host: str,
+    parent: str | None,
+    *,
+    search: bool = True,
 ) -> Snapshot | None:
-    """The snapshot to compare with: *parent*, else the newest of the same host and paths."""
+    """
+    The snapshot to compare with: *parent*, else the newest of the same host and paths.
+
+    With *search* False the caller knows the parent (a service job: the
+    partition's previous backup, from the catalog), so no snapshot is listed;
+    a *parent* that is gone (removed by retention meanwhile) means none.
+    """
     if not repo.keys.can_read:
         return None  # a write-only key cannot read the parent; dedup still avoids re-upload
+    if not search:
+        if parent is None:
+            return None
+        try:
+            return repo.find_snapshot(parent)
+        except SnapshotNotFound:
+            return None
     if parent is not None:
         return repo.find_snapshot(parent)
     candidates = [

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from safehold.core.progress import NullProgress, ProgressSink
 from safehold.repo.crypto import DecryptError, content_hash
 from safehold.repo.errors import IntegrityError
-from safehold.repo.index import BlobLocation, Index, PackRef, read_index_file, write_index_file
+from safehold.repo.index import BlobLocation, Index, PackRef, read_index_file, write_index_files
 from safehold.repo.keys import CONFIG_MAC_VERSION
 from safehold.repo.locks import list_locks
 from safehold.repo.pack import (
@@ -248,8 +248,9 @@ def rebuild_index(repo: Repository, progress: ProgressSink | None = None) -> tup
     """
     Rebuild the index from the packs' own headers (``repair index``).
 
-    Writes one new index over every readable pack, then deletes every old index
-    file. Returns ``(packs indexed, problems)``.
+    Writes a new index over every readable pack (in files of at most
+    ``index.FILE_MAX_BLOBS`` blobs), then deletes every old index file.
+    Returns ``(packs indexed, problems)``.
     """
     repo.keys.require_read("repairing the index")
     progress = progress or NullProgress()
@@ -276,9 +277,10 @@ def rebuild_index(repo: Repository, progress: ProgressSink | None = None) -> tup
     with ThreadPoolExecutor(max(2, repo.storage.properties.connections)) as pool:
         list(pool.map(lambda i: one(i.name, i.size), packs))
     old = [i.name for i in repo.storage.list("index/")]
-    write_index_file(repo.storage, repo.keys.index_key, infos, supersedes=old)
+    new = set(write_index_files(repo.storage, repo.keys.index_key, infos, supersedes=old))
     for name in old:
-        repo.storage.delete(name)
+        if name not in new:
+            repo.storage.delete(name)
     repo.reload_index()
     progress.end()
     return len(infos), problems

@@ -23,7 +23,12 @@ from safehold.repo.index_table import BLOB, PACK, IndexTable
 from safehold.repo.pack import BlobEntry, PackInfo
 from safehold.storage import Storage
 
-__all__ = ["BlobLocation", "Index", "PackRef"]
+__all__ = ["FILE_MAX_BLOBS", "BlobLocation", "Index", "PackRef", "write_index_files"]
+
+# A complete index (prune, repair) is written in files of about this many blobs,
+# so that no single file, and no single read or write of one, grows with the
+# repository (restic's limit is the same).
+FILE_MAX_BLOBS = 50_000
 
 _ENTRY = struct.Struct("<IBIIIB")
 
@@ -272,3 +277,35 @@ def write_index_file(
     name = f"index/{content_hash(blob)}"
     storage.put(name, blob)
     return name
+
+
+def write_index_files(
+    storage: Storage,
+    index_key: bytes,
+    packs: Iterable[PackInfo],
+    supersedes: Iterable[str] = (),
+    *,
+    max_blobs: int | None = None,
+) -> list[str]:
+    """
+    Store *packs* as index files of at most *max_blobs* (``FILE_MAX_BLOBS``) blobs each (a pack is
+    never split; one with more blobs gets a file of its own); return their names.
+
+    Every file names all of *supersedes*. Readers take the union of all index
+    files, so until the caller deletes the superseded ones, a crash between two
+    of these files loses nothing.
+    """
+    old = list(supersedes)
+    limit = max_blobs or FILE_MAX_BLOBS
+    names: list[str] = []
+    batch: list[PackInfo] = []
+    count = 0
+    for p in packs:
+        if batch and count + len(p.blobs) > limit:
+            names.append(write_index_file(storage, index_key, batch, old))
+            batch, count = [], 0
+        batch.append(p)
+        count += len(p.blobs)
+    if batch or not names:
+        names.append(write_index_file(storage, index_key, batch, old))
+    return names

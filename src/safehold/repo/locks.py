@@ -29,7 +29,7 @@ from safehold.core.snapshot import format_time, parse_time
 from safehold.repo.errors import RepositoryLocked
 from safehold.storage import ObjectNotFound, Storage, StorageError
 
-__all__ = ["LockInfo", "RepoLock", "list_locks", "remove_locks"]
+__all__ = ["LockInfo", "RepoLock", "list_locks", "pid_alive", "remove_locks"]
 
 REFRESH_SECONDS = 120.0
 STALE_AFTER = timedelta(minutes=10)
@@ -56,10 +56,11 @@ class LockInfo:
         # skewed that much, or a damaged digit), and must not hold the lock for years.
         if self.damaged or abs(now - self.time) > STALE_AFTER:
             return True
-        return self.host == socket.gethostname() and not _pid_alive(self.pid)
+        return self.host == socket.gethostname() and not pid_alive(self.pid)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process *pid* exists on this host (another user's counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

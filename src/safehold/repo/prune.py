@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from safehold.core.progress import NullProgress, ProgressSink
 from safehold.repo.errors import IntegrityError, RepoError
 from safehold.repo.holds import extend_holds, holds_of, lock_of, snapshot_holds
-from safehold.repo.index import BlobLocation, read_index_file, write_index_file
+from safehold.repo.index import BlobLocation, read_index_file, write_index_files
 from safehold.repo.locks import RepoLock
 from safehold.repo.pack import PackInfo, pack_name
 from safehold.repo.repository import Repository
@@ -241,7 +241,7 @@ def _publish(
     progress: ProgressSink,
     held_index: set[str],
 ) -> None:
-    """Write one complete index, delete the old ones, then the packs nothing refers to."""
+    """Write a complete index (in bounded files), delete the old ones, then the unused packs."""
     gone = plan.gone
     keep_packs = [
         # Unused blobs of kept packs stay indexed, so a later prune still
@@ -251,11 +251,13 @@ def _publish(
         if entries and pid not in gone and (p := repo.index.pack(pid)) is not None
     ]
     old_index = [i.name for i in repo.storage.list("index/")]
-    new_name = write_index_file(repo.storage, repo.keys.index_key, keep_packs, supersedes=old_index)
+    new = set(
+        write_index_files(repo.storage, repo.keys.index_key, keep_packs, supersedes=old_index)
+    )
     # Held index files stay; the new index supersedes them and agrees with them.
     held = held_index | set(holds_of(repo, written))
     for name in old_index + written:
-        if name != new_name and name not in held:
+        if name not in new and name not in held:
             repo.storage.delete(name)
     doomed = [pack_name(p) for p in gone] + plan.strays
     with ThreadPoolExecutor(max(2, repo.storage.properties.connections)) as pool:

@@ -401,6 +401,8 @@ class Repository:
                 raise SnapshotNotFound("the repository has no snapshots")
             return snaps[-1]
         ref = ref.lower()
+        if len(ref) == 64 and all(c in "0123456789abcdef" for c in ref):
+            return self.load_snapshot(ref)  # a whole id names its file: no listing
         matches = [n for n in self.snapshot_names() if n.startswith(ref)] if ref else []
         if not matches:
             raise SnapshotNotFound(f"no snapshot matches {ref!r}")

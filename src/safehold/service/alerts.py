@@ -12,6 +12,10 @@ event                     condition                                           se
 ``DrillFailed``           the newest restore drill failed                      error
 ``DrillOverdue``          no successful drill within the drill policy window   warning
 ``AgentLost``             an agent was not heard from for the agent timeout    error
+``RetentionBlocked``      retention should have deleted backups and has not    error
+                          (its storage's retention keeps failing, or a hold
+                          keeps them), or only MinimumNumberOfBackups keeps    warning
+                          backups past the window (``service.retention_alerts``)
 ========================  ==================================================  ========
 
 Each condition is one alert row keyed by event and subject (a partition or an
@@ -36,6 +40,7 @@ from safehold.service.context import ServiceContext
 from safehold.service.drill_records import AlertRecord
 from safehold.service.health import FleetView, partition_health
 from safehold.service.notify import Channels, deliver
+from safehold.service.retention_alerts import retention_blocked
 
 __all__ = ["Condition", "alert_json", "conditions", "list_alerts", "tick"]
 
@@ -72,9 +77,10 @@ def conditions(ctx: ServiceContext, fleet: FleetView | None = None) -> list[Cond
     out: list[Condition] = []
     with ctx.uow() as uow:
         now = ctx.clock()
-        parts = uow.partitions.list()
+        parts = uow.partitions.brief()
         agents = uow.agents.all()
         verdicts, _ = drills.judge_partitions(uow, parts, now)
+        blocked = retention_blocked(ctx, uow, parts, now)
     for p in parts:
         pid = p.partition_id
         if p.last_backup_state in _FAILED:
@@ -101,6 +107,9 @@ def conditions(ctx: ServiceContext, fleet: FleetView | None = None) -> list[Cond
             elif v.cause == "overdue":
                 severity = "error" if v.state == "Error" else "warning"
                 out.append(Condition("DrillOverdue", pid, severity, f"partition {pid}: {v.reason}"))
+        if pid in blocked:
+            severity, message = blocked[pid]
+            out.append(Condition("RetentionBlocked", pid, severity, message))
     for agent, seen in sorted(agents.items()):
         if now - seen > ctx.agent_timeout:
             out.append(

@@ -178,6 +178,7 @@ operations = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("finished_at", UTCDateTime),
     sa.Column("message", sa.Text),
+    sa.Column("heartbeat_at", UTCDateTime),  # revision 0005
 )
 
 
@@ -320,11 +321,17 @@ def open_catalog(url: str) -> sa.Engine:
     return engine
 
 
+#: The execution option of a connection whose transactions only read.
+READ_ONLY = "safehold_read_only"
+
+
 def _sqlite_begin_immediate(conn: sa.Connection) -> None:
     # Take the write lock when a transaction starts: a transaction that read and
     # then writes could otherwise fail at once with SQLITE_BUSY when another
-    # connection committed in between (WAL snapshots cannot be upgraded).
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # connection committed in between (WAL snapshots cannot be upgraded). A
+    # read-only one (a fleet-wide read) takes no lock, so writers never wait on it.
+    read_only = conn.get_execution_options().get(READ_ONLY, False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, record: Any) -> None:

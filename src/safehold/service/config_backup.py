@@ -9,16 +9,20 @@ it is encrypted with the repository password like every backup.
 
 Both operations are long-running: ``start_*`` records an operation and returns
 its id at once; the work runs on a thread; ``operation_status`` reports
-``InProgress``, ``Succeeded`` or ``Failed``.
+``InProgress``, ``Succeeded`` or ``Failed``. The running controller writes the
+operation's heartbeat every few seconds; if it dies, the leader's ``sweep``
+fails the operation a minute later. A restart of any replica fails nothing.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import threading
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from safehold.core.errors import SafeholdError
@@ -28,9 +32,16 @@ from safehold.core.snapshot import Epoch, SnapshotMeta, format_time
 from safehold.service.context import ServiceContext
 from safehold.service.errors import BackupNotFound, EntityNotFound
 from safehold.service.model import Hooks, PartitionRecord
-from safehold.service.protection import load_policy
+from safehold.service.policies import load_policy
 
-__all__ = ["operation_status", "recover_operations", "start_config_backup", "start_config_restore"]
+log = logging.getLogger("safehold.config")
+
+#: A running configuration operation writes its heartbeat this often (seconds).
+OP_BEAT = 5.0
+#: An operation not heard of for this long lost its controller and is failed.
+OP_TIMEOUT = timedelta(seconds=60)
+
+__all__ = ["operation_status", "start_config_backup", "start_config_restore", "sweep"]
 
 CONFIG_TAG = "safehold-config"
 FORMAT = "safehold-config"
@@ -175,17 +186,43 @@ def _start(ctx: ServiceContext, kind: str, body: object, *, wait: bool) -> str:
     storage, name = _parse_request(body)
     op_id = str(uuid.uuid4())
     with ctx.uow() as uow:
+        now = ctx.clock()
         uow.operations.save(
-            op_id, kind=kind, state="InProgress", created_at=ctx.clock(), message=None
+            op_id, kind=kind, state="InProgress", created_at=now, heartbeat_at=now, message=None
         )
         uow.commit()
     worker = threading.Thread(
-        target=_run, args=(ctx, op_id, kind, storage, name), name=f"config-{kind}", daemon=True
+        target=_run_alive,
+        args=(ctx, op_id, kind, storage, name),
+        name=f"config-{kind}",
+        daemon=True,
     )
     worker.start()
     if wait:
         worker.join()
     return op_id
+
+
+def _run_alive(ctx: ServiceContext, op_id: str, kind: str, storage: Any, name: str) -> None:
+    """``_run``, writing the operation's heartbeat every ``OP_BEAT`` seconds meanwhile."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(OP_BEAT):
+            try:
+                with ctx.uow() as uow:
+                    uow.operations.save(op_id, heartbeat_at=ctx.clock())
+                    uow.commit()
+            except SafeholdError as exc:  # the catalog is away: the next beat may do
+                log.warning("operation %s: heartbeat failed: %s", op_id, exc.message)
+
+    beater = threading.Thread(target=beat, name=f"config-{kind}-beat", daemon=True)
+    beater.start()
+    try:
+        _run(ctx, op_id, kind, storage, name)
+    finally:
+        done.set()
+        beater.join()
 
 
 def start_config_backup(ctx: ServiceContext, body: object, *, wait: bool = False) -> str:
@@ -216,10 +253,17 @@ def operation_status(ctx: ServiceContext, op_id: str) -> dict[str, Any]:
     return doc
 
 
-def recover_operations(ctx: ServiceContext) -> None:
-    """Fail the operations a dead controller left in progress."""
+def sweep(ctx: ServiceContext) -> int:
+    """
+    Fail the operations whose controller stopped (no heartbeat for ``OP_TIMEOUT``).
+
+    Run by the leader. A replica that starts fails nothing: the operations in
+    progress may be another replica's, still running.
+    """
     with ctx.uow() as uow:
-        uow.operations.fail_in_progress(
-            ctx.clock(), "the controller restarted while the operation ran"
+        now = ctx.clock()
+        n = uow.operations.fail_stale(
+            now, now - OP_TIMEOUT, "the controller running the operation stopped"
         )
         uow.commit()
+    return n

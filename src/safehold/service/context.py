@@ -18,7 +18,8 @@ from safehold.core.policy import StorageSpec
 from safehold.service.engine import BackupEngine, StorageOpener
 from safehold.service.leader import KeyLocks, LocalKeyLocks
 from safehold.service.secrets import SecretBox
-from safehold.service.uow import UowFactory
+from safehold.service.uow import UnitOfWork, UowFactory
+from safehold.service.work_signal import WorkSignal
 
 if TYPE_CHECKING:
     from safehold.service.storages import StorageHealth
@@ -60,6 +61,13 @@ class ServiceContext:
             checks (a short retry budget); *open_storage* if not given.
         storages: what this process knows of storages (ready, failing).
         key_locks: named try-locks every replica sees (repository creation).
+        work: wakes the claims that wait for work; give the catalog's unit of
+            work the same one, so that new jobs wake them.
+        read_uow: makes a unit of work that only reads (on SQLite it holds no
+            write lock, so a long fleet-wide read never delays a writer);
+            *uow* if not given.
+        agents_seen: when this replica last wrote each agent's row, and with
+            which incarnation (claims skip the write for a moment after it).
     """
 
     uow: UowFactory
@@ -74,6 +82,13 @@ class ServiceContext:
     check_storage_opener: StorageOpener | None = None
     storages: StorageHealth = field(default_factory=_storage_health)
     key_locks: KeyLocks = field(default_factory=LocalKeyLocks)
+    work: WorkSignal = field(default_factory=WorkSignal)
+    read_uow: UowFactory | None = None
+    agents_seen: dict[str, tuple[str | None, datetime]] = field(default_factory=dict)
+
+    def reader(self) -> UnitOfWork:
+        """A unit of work for reads only (see *read_uow*)."""
+        return (self.read_uow or self.uow)()
 
     @property
     def check_storage(self) -> StorageOpener:

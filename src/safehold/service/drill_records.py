@@ -62,6 +62,7 @@ class DrillRun:
         """The API shape."""
         return {
             "DrillId": self.id,
+            "Kind": self.result.get("Kind", "Restore"),
             "PartitionId": self.partition_id,
             "Policy": self.policy_name,
             "JobId": self.job_id,

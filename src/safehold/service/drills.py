@@ -25,19 +25,43 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Sequence
+from datetime import datetime
 
 from safehold.core.drill import DrillPolicy, DrillVerdict, judge_drills, parse_drill_policy
-from safehold.core.errors import ConflictError, NotFoundError, SafeholdError
+from safehold.core.errors import SafeholdError
 from safehold.core.policy import EntityRef, PolicyError, effective_config, next_due
 from safehold.core.snapshot import format_time
 from safehold.core.work import Outcome
 from safehold.service.context import ServiceContext
+from safehold.service.drill_errors import (
+    DrillNotEnabled,
+    DrillNotFound,
+    DrillPolicyExists,
+    DrillPolicyInUse,
+    DrillPolicyNotFound,
+)
+from safehold.service.drill_errors import load_policy as _load
+from safehold.service.drill_policies import (
+    attach,
+    create_policy,
+    delete_policy,
+    detach,
+    get_policy,
+    list_policies,
+    update_policy,
+)
 from safehold.service.drill_records import DrillRun, DrillState
+from safehold.service.entities import get_partition
 from safehold.service.errors import BackupInProgress, BackupNotFound
-from safehold.service.model import ACTIVE_STATES, BackupRecord, JobRecord, PartitionRecord
-from safehold.service.protection import chain_of, get_partition
+from safehold.service.model import (
+    ACTIVE_STATES,
+    BackupRecord,
+    JobRecord,
+    PartitionRecord,
+    PartitionView,
+    backup_id_for,
+)
 from safehold.service.uow import UnitOfWork
 
 __all__ = [
@@ -55,6 +79,7 @@ __all__ = [
     "history",
     "judge_partitions",
     "list_policies",
+    "record_data_loss",
     "record_outcome",
     "request_drill",
     "tick",
@@ -64,118 +89,22 @@ __all__ = [
 log = logging.getLogger("safehold.drills")
 
 MAX_HISTORY = 1000
-#: The sources a drill can restore into a sandbox today (``agent.drill``).
-DRILLABLE = ("dir:", "command:")
+#: The sources a drill can restore into a sandbox: agents drill files, dumps and
+#: PostgreSQL base backups (``agent.drill``); a store drills its own partition
+#: (``state.drill``), and only a store takes a ``DataLoss`` drill.
+DRILLABLE = ("dir:", "command:", "postgres:", "state:")
 
 
-class DrillPolicyNotFound(NotFoundError):
-    """No drill policy has this name."""
-
-    code = "SAFEHOLD_E_DRILL_POLICY_NOT_FOUND"
-
-
-class DrillNotFound(NotFoundError):
-    """No drill has this id."""
-
-    code = "SAFEHOLD_E_DRILL_NOT_FOUND"
+def _fits(p: PartitionView, policy: DrillPolicy) -> bool:
+    """Whether *policy*'s kind of drill can run on *p* (a DataLoss drill needs a store)."""
+    return policy.kind == "Restore" or p.source.startswith("state:")
 
 
-class DrillNotEnabled(NotFoundError):
-    """No drill policy applies to this partition (and none was named)."""
-
-    code = "SAFEHOLD_E_DRILL_NOT_ENABLED"
-
-
-class DrillPolicyExists(ConflictError):
-    """A drill policy with this name exists already."""
-
-    code = "SAFEHOLD_E_DRILL_POLICY_EXISTS"
-
-
-class DrillPolicyInUse(ConflictError):
-    """The drill policy is still attached somewhere."""
-
-    code = "SAFEHOLD_E_DRILL_POLICY_IN_USE"
-
-
-# --- Policies and attachments --------------------------------------------------------
-
-
-def _load(uow: UnitOfWork, name: str) -> DrillPolicy:
-    doc = uow.drills.get_policy(name)
-    if doc is None:
-        raise DrillPolicyNotFound(f"drill policy {name!r} does not exist")
-    return parse_drill_policy(doc)
-
-
-def create_policy(ctx: ServiceContext, doc: object) -> DrillPolicy:
-    """Validate and store a new drill policy."""
-    policy = parse_drill_policy(doc)
-    with ctx.uow() as uow:
-        if uow.drills.get_policy(policy.name) is not None:
-            raise DrillPolicyExists(f"drill policy {policy.name!r} exists already")
-        uow.drills.add_policy(policy.name, policy.to_json(), ctx.clock())
-        uow.commit()
-    return policy
-
-
-def update_policy(ctx: ServiceContext, name: str, doc: object) -> DrillPolicy:
-    """Replace drill policy *name* (the document's Name must agree)."""
-    policy = parse_drill_policy(doc)
-    if policy.name != name:
-        raise PolicyError(f"the policy's Name {policy.name!r} is not {name!r}")
-    with ctx.uow() as uow:
-        _load(uow, name)
-        uow.drills.update_policy(name, policy.to_json())
-        uow.commit()
-    return policy
-
-
-def delete_policy(ctx: ServiceContext, name: str) -> None:
-    """Delete a drill policy that is attached nowhere."""
-    with ctx.uow() as uow:
-        _load(uow, name)
-        used = uow.drills.of_policy(name)
-        if used:
-            where = ", ".join(f"{e.kind} {e.key}" for e in used[:3])
-            raise DrillPolicyInUse(f"drill policy {name!r} is attached to {where}: detach it first")
-        uow.drills.delete_policy(name)
-        uow.commit()
-
-
-def get_policy(ctx: ServiceContext, name: str) -> dict[str, Any]:
-    """One drill policy, with the entities it is attached to."""
-    with ctx.uow() as uow:
-        doc = _load(uow, name).to_json()
-        doc["AttachedTo"] = [{"Kind": e.kind, "Key": e.key} for e in uow.drills.of_policy(name)]
-    return doc
-
-
-def list_policies(ctx: ServiceContext) -> list[dict[str, Any]]:
-    """Every drill policy."""
-    with ctx.uow() as uow:
-        return [parse_drill_policy(d).to_json() for d in uow.drills.list_policies()]
-
-
-def attach(ctx: ServiceContext, entity: EntityRef, name: str) -> None:
-    """Attach drill policy *name* to an application, service or partition."""
-    with ctx.uow() as uow:
-        _load(uow, name)
-        entity = chain_of(uow, entity)[-1]  # 404 unless registered
-        uow.drills.assign(entity, name, ctx.clock())
-        uow.commit()
-
-
-def detach(ctx: ServiceContext, entity: EntityRef) -> None:
-    """Detach the drill policy attached directly to *entity*."""
-    with ctx.uow() as uow:
-        if not uow.drills.unassign(entity):
-            raise DrillNotEnabled(f"no drill policy is attached to {entity.kind} {entity.key}")
-        uow.commit()
+# --- Policies ---------------------------------------------------------------------
 
 
 def _effective(
-    p: PartitionRecord, mappings: dict[EntityRef, tuple[str, datetime]]
+    p: PartitionView, mappings: dict[EntityRef, tuple[str, datetime]]
 ) -> tuple[str, datetime] | None:
     """The drill policy that applies to *p* and since when, or None (or not drillable)."""
     if not p.source.startswith(DRILLABLE):
@@ -246,6 +175,8 @@ def _new_run(
             "sandbox_dir": policy.sandbox_dir,
             "epoch": [backup.epoch.data_loss_number, backup.epoch.configuration_number],
             "lsn": backup.lsn,
+            "drill_kind": policy.kind,
+            "mode": policy.data_loss_mode,
         },
     )
     uow.jobs.save(job)
@@ -284,6 +215,10 @@ def request_drill(
                 )
             policy_name = eff[0]
         policy = _load(uow, policy_name)
+        if not _fits(p, policy):
+            raise PolicyError(
+                f"drill policy {policy.name!r} induces a data loss: only state: partitions take it"
+            )
         busy = uow.jobs.active(p.partition_id)
         if busy:
             raise BackupInProgress(
@@ -365,6 +300,57 @@ def record_outcome(uow: UnitOfWork, job: JobRecord, outcome: Outcome, now: datet
     _finish(uow, run)
 
 
+def record_data_loss(
+    uow: UnitOfWork, job: JobRecord, outcome: Outcome, now: datetime
+) -> DrillRun | None:
+    """
+    Record a finished StartDataLoss operation (a ``dataloss`` job) as a ``DataLoss`` drill run.
+
+    For the job lifecycle to call when a ``dataloss`` job completes (*job.state*
+    final), so SF's fire drills land in the drill history, metrics and health
+    like a ``DataLoss`` drill policy's. The RTO is the job's run time as the
+    controller saw it (claim to report); the RPO is the restored backup's age at
+    the job's start. A loss that nothing restored (no ``on_data_loss`` hook, no
+    AutoRestoreOnDataLoss) is a failed drill: the partition lost its state.
+    """
+    if uow.drills.get_run(job.id) is not None:
+        return None  # recorded already (a repeated report)
+    result = {"Kind": "DataLoss", **dict(outcome.Result or {})}
+    restored = result.get("RestoredBackupId")
+    backup = uow.backups.get(backup_id_for(str(restored))) if restored else None
+    started = job.started_at or job.created_at
+    run = DrillRun(
+        id=job.id,
+        partition_id=job.partition_id,
+        policy_name=None,
+        job_id=job.id,
+        trigger="StartDataLoss",
+        state="Success",
+        created_at=job.created_at,
+        backup_id=backup.backup_id if backup else "",
+        backup_time=backup.created_at if backup else started,
+        finished_at=now,
+        agent_id=job.agent_id,
+        result=result,
+    )
+    if job.state != "Success":
+        run.state = "Timeout" if job.state == "Timeout" else "Failure"
+        run.failure = f"{job.failure_code}: {job.failure_message}"
+    elif not restored:
+        run.state = "Failure"
+        run.failure = (
+            "SAFEHOLD_E_DRILL: the data loss was induced and nothing restored the partition "
+            "(no on_data_loss hook, no AutoRestoreOnDataLoss)"
+        )
+    else:
+        run.rto_seconds = round((now - started).total_seconds(), 3)
+        if backup is not None:
+            run.rpo_seconds = round((started - backup.created_at).total_seconds(), 3)
+    uow.drills.add_run(run)
+    _finish(uow, run)
+    return run
+
+
 def _number(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
@@ -416,11 +402,11 @@ def tick(ctx: ServiceContext) -> list[DrillRun]:
             except SafeholdError as exc:
                 log.warning("drill policy %s cannot be used: %s", doc.get("Name"), exc.message)
         states = uow.drills.states()
-        due: list[tuple[PartitionRecord, DrillPolicy]] = []
-        for p in uow.partitions.list():
+        due: list[tuple[PartitionView, DrillPolicy]] = []
+        for p in uow.partitions.brief():  # the few columns judged here, for every partition
             eff = _effective(p, mappings)
             policy = policies.get(eff[0]) if eff else None
-            if eff is None or policy is None:
+            if eff is None or policy is None or not _fits(p, policy):
                 continue
             st = states.get(p.partition_id)
             last = st.last_started_at if st else None
@@ -430,11 +416,13 @@ def tick(ctx: ServiceContext) -> list[DrillRun]:
         busy = uow.jobs.busy_partitions([p.partition_id for p, _ in due])
         free = [(p, pol) for p, pol in due if p.partition_id not in busy]
         backups = uow.backups.of_partitions([p.partition_id for p, _ in free])
-        for p, policy in free:
-            mine = backups.get(p.partition_id, [])
-            if not mine:
+        for brief, policy in free:
+            mine = backups.get(brief.partition_id, [])
+            full = uow.partitions.get(brief.partition_id) if mine else None
+            if full is None:
                 continue  # nothing to drill yet: its first backup comes first
-            run = _new_run(uow, p, policy, _choose(mine, policy, None), trigger="Schedule", now=now)
+            chosen = _choose(mine, policy, None)
+            run = _new_run(uow, full, policy, chosen, trigger="Schedule", now=now)
             started.append(run)
         uow.commit()
     if started:
@@ -446,7 +434,7 @@ def tick(ctx: ServiceContext) -> list[DrillRun]:
 
 
 def judge_partitions(
-    uow: UnitOfWork, partitions: list[PartitionRecord], now: datetime
+    uow: UnitOfWork, partitions: Sequence[PartitionView], now: datetime
 ) -> tuple[dict[str, DrillVerdict], dict[str, DrillState]]:
     """
     Each partition's drill verdict (only those a drill policy applies to) and drill state.
@@ -457,10 +445,10 @@ def judge_partitions(
     states = uow.drills.states()
     if not mappings:
         return {}, states
-    windows: dict[str, timedelta] = {}
+    policies: dict[str, DrillPolicy] = {}
     for doc in uow.drills.list_policies():
         try:
-            windows[doc["Name"]] = parse_drill_policy(doc).window
+            policies[doc["Name"]] = parse_drill_policy(doc)
         except SafeholdError:
             continue
     out: dict[str, DrillVerdict] = {}
@@ -469,7 +457,9 @@ def judge_partitions(
         if eff is None:
             continue
         name, since = eff
-        if name not in windows:
+        if name in policies and not _fits(p, policies[name]):
+            continue
+        if name not in policies:
             out[p.partition_id] = DrillVerdict(
                 "Error", f"drill policy {name!r} cannot be read", "unreadable"
             )
@@ -477,7 +467,7 @@ def judge_partitions(
         st = states.get(p.partition_id) or DrillState(p.partition_id)
         out[p.partition_id] = judge_drills(
             now=now,
-            window=windows[name],
+            window=policies[name].window,
             since=since,
             last_state=st.last_state,
             last_failure=st.last_failure,

@@ -36,9 +36,22 @@ class BackupEngine(Protocol):
     """
 
     def backup_dir(
-        self, storage: Storage, path: Path, *, meta: SnapshotMeta, progress: ProgressSink
+        self,
+        storage: Storage,
+        path: Path,
+        *,
+        meta: SnapshotMeta,
+        progress: ProgressSink,
+        parent: str | None = None,
     ) -> Snapshot:
-        """Back up the directory *path*; return the new snapshot."""
+        """
+        Back up the directory *path*; return the new snapshot.
+
+        *parent* is the snapshot whose unchanged files need not be read again
+        (the partition's previous backup, which the controller names); None
+        reads every file. No other snapshot is looked at, however many a
+        shared repository holds.
+        """
         ...
 
     def backup_stream(
@@ -122,14 +135,26 @@ class RepoEngine:
             return Repository.init(storage, self._password, kdf=self._kdf)
         return Repository.init(storage, self._password)
 
+    def open_repository(self, storage: Storage, *, create: bool = False) -> Repository:
+        """The repository in *storage*, with the kept keys (database sources); caller closes it."""
+        return self._open(storage, create=create)
+
     def backup_dir(
-        self, storage: Storage, path: Path, *, meta: SnapshotMeta, progress: ProgressSink
+        self,
+        storage: Storage,
+        path: Path,
+        *,
+        meta: SnapshotMeta,
+        progress: ProgressSink,
+        parent: str | None = None,
     ) -> Snapshot:
-        """Back up a directory."""
+        """Back up a directory, comparing with *parent* only."""
         from safehold.repo import backup_paths
 
         with self._open(storage, create=True) as repo:
-            return backup_paths(repo, [path], meta=meta, progress=progress).snapshot
+            return backup_paths(
+                repo, [path], meta=meta, progress=progress, parent=parent, search_parent=False
+            ).snapshot
 
     def backup_stream(
         self,
@@ -184,6 +209,26 @@ class RepoEngine:
             Repository.read_config(storage)
         except RepositoryNotFound:
             self._open(storage, create=True).close()
+
+    def key_generations(self, storage: Storage) -> list[int]:
+        """The repository's key generations, oldest first (read afresh, not the kept keys)."""
+        with Repository.open(storage, self._password, load_index=False) as repo:
+            return sorted(repo.keys.generations)
+
+    def rotate_key(self, storage: Storage) -> list[int]:
+        """
+        Add a key generation that new data is written under (``safehold key rotate``).
+
+        The keys are read afresh (kept ones may predate another rotation), and
+        this engine forgets the keys it kept for the storage. Returns the generations.
+        """
+        with Repository.open(storage, self._password, load_index=False) as repo:
+            repo.key_store.rotate(repo.keys)
+            gens = sorted(repo.keys.generations)
+        where = storage.properties.location
+        with self._lock:
+            self._keys = {k: v for k, v in self._keys.items() if k[0] != where}
+        return gens
 
     def forget(self, storage: Storage, snapshot_ids: Iterable[str]) -> None:
         """Remove snapshots."""

@@ -27,9 +27,10 @@ from typing import Any
 from safehold.core.errors import ConflictError, NotFoundError
 from safehold.core.policy import PolicyError, name_from_id
 from safehold.service.context import ServiceContext
+from safehold.service.entities import effective_for, get_partition
 from safehold.service.errors import EntityNotFound
 from safehold.service.model import JobRecord
-from safehold.service.protection import effective_for, get_partition, load_policy
+from safehold.service.policies import load_policy
 from safehold.service.uow import UnitOfWork
 
 __all__ = [

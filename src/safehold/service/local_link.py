@@ -17,16 +17,19 @@ __all__ = ["LocalLink"]
 class LocalLink:
     """A ``ControllerLink`` that calls the service's use cases directly."""
 
-    def __init__(self, ctx: ServiceContext, agent_id: str) -> None:
+    def __init__(self, ctx: ServiceContext, agent_id: str, *, claim_wait: float = 0.0) -> None:
         self._ctx = ctx
         self.agent_id = agent_id
+        self._claim_wait = claim_wait
 
     def __repr__(self) -> str:
         return f"LocalLink(agent={self.agent_id})"
 
     def claim(self, request: ClaimRequest) -> WorkItem | None:
-        """Claim through the service."""
-        return jobs.claim(self._ctx, self.agent_id, request)
+        """Claim through the service, waiting up to *claim_wait* for work."""
+        if request.WaitSeconds is None and self._claim_wait > 0:
+            request = request.model_copy(update={"WaitSeconds": self._claim_wait})
+        return jobs.claim_waiting(self._ctx, self.agent_id, request)
 
     def heartbeat(self, job_id: str, beat: Heartbeat) -> None:
         """Heartbeat through the service."""

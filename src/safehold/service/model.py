@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from safehold.core.policy import EntityRef
 from safehold.core.snapshot import Epoch
@@ -18,11 +18,14 @@ __all__ = [
     "ACTIVE_STATES",
     "RUNNING_STATE",
     "RUNNING_STATES",
+    "BackupOutcome",
     "BackupRecord",
     "Hooks",
     "JobRecord",
+    "PartitionBrief",
     "PartitionKey",
     "PartitionRecord",
+    "PartitionView",
     "backup_id_for",
     "backup_location",
 ]
@@ -104,6 +107,65 @@ class Hooks:
     def to_json(self) -> dict[str, Any]:
         """The hooks as stored and as the API shows them."""
         return {"Before": self.before, "After": self.after, "TimeoutSeconds": self.timeout_seconds}
+
+
+@dataclass(frozen=True)
+class BackupOutcome:
+    """How a partition's newest backup job ended, as health reads it."""
+
+    state: str
+    failure: str | None
+    good_at: datetime | None  # the backup's time, when it succeeded
+
+
+class PartitionView(Protocol):
+    """**Protocol**: what fleet-wide reads (health, alerts, drills) need of a partition."""
+
+    @property
+    def partition_id(self) -> str: ...
+    @property
+    def application(self) -> str: ...
+    @property
+    def service(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def last_backup_at(self) -> datetime | None: ...
+    @property
+    def last_backup_state(self) -> str | None: ...
+    @property
+    def last_failure(self) -> str | None: ...
+    def chain(self) -> list[EntityRef]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionBrief:
+    """
+    The columns of a partition that fleet-wide reads need, and nothing else.
+
+    Reading 10,000 of these costs a fraction of as many ``PartitionRecord``s
+    (no keys, hooks or epochs to build), which is what keeps the health view
+    and the alert loop cheap at fleet scale.
+    """
+
+    partition_id: str
+    application: str
+    service: str
+    source: str
+    created_at: datetime
+    last_backup_at: datetime | None
+    last_backup_state: str | None
+    last_failure: str | None
+
+    def chain(self) -> list[EntityRef]:
+        """The entities from the application down to this partition."""
+        return [
+            EntityRef("Application", self.application),
+            EntityRef("Service", self.service),
+            EntityRef("Partition", self.partition_id),
+        ]
 
 
 @dataclass

@@ -23,7 +23,7 @@ from safehold.core.policy import effective_config, format_duration
 from safehold.core.slots import period
 from safehold.core.snapshot import format_time
 from safehold.service.context import ServiceContext
-from safehold.service.protection import load_policy
+from safehold.service.policies import load_policy
 
 __all__ = ["FORMATS", "PartitionReport", "Report", "build_report", "render"]
 

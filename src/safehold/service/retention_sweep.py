@@ -29,7 +29,7 @@ from safehold.core.retention_basic import BackupItem, apply_basic_retention, swe
 from safehold.core.snapshot import Snapshot
 from safehold.service.context import ServiceContext
 from safehold.service.model import backup_id_for
-from safehold.service.protection import load_policy
+from safehold.service.policies import load_policy
 from safehold.service.storages import storage_key
 
 __all__ = ["RetentionTimes", "sweep"]

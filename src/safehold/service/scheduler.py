@@ -13,6 +13,11 @@ enabled). A tick therefore reads what is due through an index, not the fleet:
    one write transaction advances each partition's slot *conditionally* on the
    slot it read (so two schedulers cannot both take it) and inserts the jobs.
 
+The controller bounds a tick's work (``BUDGET`` seconds of batches, at least
+one of each kind): when more is due, the tick says so (``TickReport.more``) and
+the controller ticks again at once, so a burst (10,000 partitions enabled at once) is worked
+off in short rounds that never hold up the sweeps or a failover.
+
 However many slots were missed while no controller ran, one backup is taken and
 the next slot is counted from now; a partition overdue by a whole period or more
 (a long outage, a resumed suspension) takes that one backup at its own next slot,
@@ -24,6 +29,7 @@ after ``STORAGE_RETRY``, with the reason kept for its health.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -39,7 +45,7 @@ from safehold.core.slots import period, schedule_key, slot_after, slot_at_or_aft
 from safehold.service.context import ServiceContext
 from safehold.service.jobs import new_backup_job
 from safehold.service.model import JobRecord, PartitionRecord
-from safehold.service.protection import load_policy
+from safehold.service.policies import load_policy
 from safehold.service.storages import ensure_repositories, storage_key
 from safehold.service.uow import UnitOfWork
 
@@ -47,7 +53,9 @@ __all__ = ["TickReport", "tick"]
 
 log = logging.getLogger("safehold.scheduler")
 
-BATCH = 1000
+BATCH = 250
+#: Seconds of batches one tick may spend before it leaves the rest to the next.
+BUDGET = 0.25
 #: (partition id, the slot read, the next slot or None, schedule key or None).
 Slot = tuple[str, datetime, datetime | None, str | None]
 BUSY_RETRY = timedelta(seconds=30)
@@ -65,6 +73,7 @@ class TickReport:
     created: int = 0
     busy: int = 0
     unreachable: int = 0
+    more: bool = False  # work was left for the next tick
 
 
 class _Policies:
@@ -269,22 +278,35 @@ def _due(plan: _Plan) -> datetime:
     return plan.p.next_due_at
 
 
-def tick(ctx: ServiceContext, report: TickReport | None = None) -> list[JobRecord]:
+def tick(
+    ctx: ServiceContext, report: TickReport | None = None, *, budget: float | None = None
+) -> list[JobRecord]:
     """
     Accept the periodic backups that are due now; return the new jobs.
+
+    With a *budget* (seconds), stop starting batches once it is spent (after at
+    least one of each kind) and set ``report.more`` if work remains; without
+    one, do everything that is due.
 
     Run by one controller at a time (the leader); a second one running it by
     mistake takes no slot twice, since every slot is taken conditionally.
     """
     report = report if report is not None else TickReport()
     now = ctx.clock()
-    while _reschedule(ctx, now, report):
-        pass
-    jobs: list[JobRecord] = []
-    more = True
-    while more:
-        batch, more = _schedule_due(ctx, now, report)
+    started = time.monotonic()
+
+    def in_budget() -> bool:
+        return budget is None or time.monotonic() - started < budget
+
+    more = _reschedule(ctx, now, report)
+    while more and in_budget():
+        more = _reschedule(ctx, now, report)
+    batch, due_more = _schedule_due(ctx, now, report)
+    jobs = list(batch)
+    while due_more and in_budget():
+        batch, due_more = _schedule_due(ctx, now, report)
         jobs += batch
+    report.more = more or due_more
     if jobs or report.unreachable:
         log.info(
             "tick: %d due, %d backups accepted, %d busy, %d unreachable",

@@ -9,7 +9,7 @@ that run on every tick or claim go through the partial index on active jobs.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -46,7 +46,17 @@ def _job(row: Any) -> JobRecord:
 
 
 class JobRepo(Repo):
-    """Jobs, newest last."""
+    """
+    Jobs, newest last.
+
+    *on_work(n)* is told when *n* jobs may have become claimable: new accepted
+    jobs, or a job that ended (its partition may have another queued). The unit
+    of work turns it into wake-ups for long-polled claims (``work_signal``).
+    """
+
+    def __init__(self, conn: sa.Connection, on_work: Callable[[int], None] | None = None) -> None:
+        super().__init__(conn)
+        self._on_work = on_work or (lambda _n: None)
 
     def get(self, job_id: str) -> JobRecord | None:
         """Return one job."""
@@ -80,11 +90,14 @@ class JobRepo(Repo):
         done = self.conn.execute(t.jobs.update().where(t.jobs.c.id == j.id).values(**values))
         if done.rowcount == 0:
             self.conn.execute(t.jobs.insert().values(id=j.id, **values))
+        if j.state == "Accepted" or j.state not in ACTIVE_STATES:
+            self._on_work(1)
 
     def insert_many(self, jobs: Sequence[JobRecord]) -> None:
         """Insert new jobs in one statement."""
         if jobs:
             self.conn.execute(t.jobs.insert(), [{"id": j.id, **_job_values(j)} for j in jobs])
+            self._on_work(len(jobs))
 
     def update_if(self, j: JobRecord, *, states: Sequence[str], attempt: int | None) -> bool:
         """
@@ -97,7 +110,10 @@ class JobRepo(Repo):
         q = t.jobs.update().where(c.id == j.id, c.state.in_(list(states)))
         if attempt is not None:
             q = q.where(c.attempt == attempt)
-        return bool(self.conn.execute(q.values(**_job_values(j))).rowcount)
+        done = bool(self.conn.execute(q.values(**_job_values(j))).rowcount)
+        if done and j.state not in ACTIVE_STATES:
+            self._on_work(1)
+        return done
 
     def claim_next(
         self, agent_id: str, incarnation: str | None, now: datetime, kinds: Sequence[str]
@@ -106,9 +122,10 @@ class JobRepo(Repo):
         Take the oldest accepted job *agent_id* may run, or ``None``.
 
         A job may run when its partition has no other job running and is not
-        pinned to another agent. On PostgreSQL the candidate row is locked with
-        ``FOR UPDATE SKIP LOCKED``, so agents racing for work skip each other's
-        rows instead of waiting; the conditional update is the final word.
+        pinned to another agent. One statement: an ``UPDATE`` of the row a
+        subquery picks, which on PostgreSQL locks it with ``FOR UPDATE SKIP
+        LOCKED``, so agents racing for work skip each other's rows instead of
+        waiting; the update's own ``state = 'Accepted'`` is the final word.
         """
         j, p, r = t.jobs.alias("j"), t.partitions, t.jobs.alias("r")
         busy = (
@@ -116,8 +133,8 @@ class JobRepo(Repo):
             .where(r.c.partition_id == j.c.partition_id, r.c.state.in_(RUNNING_STATES))
             .exists()
         )
-        q = (
-            sa.select(j.c.id, j.c.kind)
+        pick = (
+            sa.select(j.c.id)
             .join(p, p.c.partition_id == j.c.partition_id)
             .where(
                 j.c.state == "Accepted",
@@ -129,24 +146,22 @@ class JobRepo(Repo):
             .limit(1)
         )
         if self.conn.dialect.name == "postgresql":
-            q = q.with_for_update(of=j, skip_locked=True)
-        row = self.conn.execute(q).first()
-        if row is None:
-            return None
+            pick = pick.with_for_update(of=j, skip_locked=True)
         c = t.jobs.c
-        done = self.conn.execute(
+        taken = self.conn.execute(
             t.jobs.update()
-            .where(c.id == row.id, c.state == "Accepted")
+            .where(c.id == pick.scalar_subquery(), c.state == "Accepted")
             .values(
-                state=RUNNING_STATE[row.kind],
+                state=sa.case(RUNNING_STATE, value=c.kind),
                 agent_id=agent_id,
                 incarnation=incarnation,
                 attempt=c.attempt + 1,
                 started_at=now,
                 heartbeat_at=now,
             )
-        )
-        return self.get(row.id) if done.rowcount else None
+            .returning(*t.jobs.c)
+        ).first()
+        return None if taken is None else _job(taken)
 
     def heartbeat(
         self,

@@ -22,7 +22,7 @@ import sqlalchemy.dialects.sqlite
 from safehold.core.policy import EntityRef
 from safehold.core.snapshot import Epoch
 from safehold.service import catalog as t
-from safehold.service.model import BackupRecord, Hooks, PartitionKey, PartitionRecord
+from safehold.service.model import BackupRecord, PartitionKey
 
 __all__ = [
     "UNSET",
@@ -30,7 +30,6 @@ __all__ = [
     "BackupRepo",
     "MappingRepo",
     "OperationRepo",
-    "PartitionRepo",
     "PolicyRepo",
     "Repo",
     "Unset",
@@ -49,11 +48,11 @@ class Unset:
 UNSET = Unset()
 
 
-def _insert_for(conn: sa.Connection) -> Any:
+def _insert_for(conn: sa.Connection, table: sa.Table) -> Any:
     """The dialect's INSERT, which knows ON CONFLICT (PostgreSQL and SQLite both do)."""
     if conn.dialect.name == "postgresql":
-        return sa.dialects.postgresql.insert(t.agents)
-    return sa.dialects.sqlite.insert(t.agents)
+        return sa.dialects.postgresql.insert(table)
+    return sa.dialects.sqlite.insert(table)
 
 
 def one_of(conn: sa.Connection, column: Any, ids: Sequence[str]) -> Any:
@@ -118,257 +117,6 @@ class PolicyRepo(Repo):
     def delete(self, name: str) -> None:
         """Remove a policy."""
         self.conn.execute(t.policies.delete().where(t.policies.c.name == name))
-
-
-def _partition(row: Any) -> PartitionRecord:
-    return PartitionRecord(
-        partition_id=row.partition_id,
-        application=row.application,
-        service=row.service,
-        source=row.source,
-        restore_to=row.restore_to,
-        agent=row.agent,
-        epoch=Epoch(row.data_loss_number, row.configuration_number),
-        lsn=row.lsn,
-        last_scheduled_at=row.last_scheduled_at,
-        created_at=row.created_at,
-        next_due_at=row.next_due_at,
-        schedule_key=row.schedule_key,
-        reschedule=bool(row.reschedule),
-        last_backup_at=row.last_backup_at,
-        last_backup_state=row.last_backup_state,
-        last_failure=row.last_failure,
-        key=PartitionKey(row.partition_kind, row.low_key, row.high_key, row.partition_name),
-        hooks=_hooks(row.hooks),
-        strict_restore=bool(row.strict_restore),
-    )
-
-
-def _hooks(text: str | None) -> Hooks | None:
-    if not text:
-        return None
-    doc = json.loads(text)
-    return Hooks(doc.get("Before"), doc.get("After"), float(doc.get("TimeoutSeconds", 300)))
-
-
-class PartitionRepo(Repo):
-    """Registered partitions."""
-
-    def get(self, partition_id: str) -> PartitionRecord | None:
-        """Return one partition."""
-        row = self.conn.execute(
-            sa.select(t.partitions).where(t.partitions.c.partition_id == partition_id)
-        ).first()
-        return None if row is None else _partition(row)
-
-    def list(
-        self, *, application: str | None = None, service: str | None = None
-    ) -> list[PartitionRecord]:
-        """Return the partitions, optionally of one application or service."""
-        q = sa.select(t.partitions).order_by(t.partitions.c.partition_id)
-        if application is not None:
-            q = q.where(t.partitions.c.application == application)
-        if service is not None:
-            q = q.where(t.partitions.c.service == service)
-        return [_partition(r) for r in self.conn.execute(q)]
-
-    def save(self, p: PartitionRecord) -> None:
-        """Insert or update a partition."""
-        values = {
-            "application": p.application,
-            "service": p.service,
-            "source": p.source,
-            "restore_to": p.restore_to,
-            "agent": p.agent,
-            "data_loss_number": p.epoch.data_loss_number,
-            "configuration_number": p.epoch.configuration_number,
-            "lsn": p.lsn,
-            "last_scheduled_at": p.last_scheduled_at,
-            "created_at": p.created_at,
-            "partition_kind": p.key.kind,
-            "low_key": p.key.low_key,
-            "high_key": p.key.high_key,
-            "partition_name": p.key.name,
-            "hooks": json.dumps(p.hooks.to_json()) if p.hooks else None,
-            "strict_restore": p.strict_restore,
-        }
-        done = self.conn.execute(
-            t.partitions.update()
-            .where(t.partitions.c.partition_id == p.partition_id)
-            .values(**values)
-        )
-        if done.rowcount == 0:
-            self.conn.execute(t.partitions.insert().values(partition_id=p.partition_id, **values))
-
-    def delete(self, partition_id: str) -> None:
-        """Remove a partition."""
-        self.conn.execute(t.partitions.delete().where(t.partitions.c.partition_id == partition_id))
-
-    def count(self) -> int:
-        """Return how many partitions are registered."""
-        return int(
-            self.conn.execute(sa.select(sa.func.count()).select_from(t.partitions)).scalar_one()
-        )
-
-    def due(self, now: datetime, limit: int) -> builtins.list[PartitionRecord]:
-        """Return up to *limit* partitions whose next periodic backup is due, most overdue first."""
-        q = (
-            sa.select(t.partitions)
-            .where(t.partitions.c.next_due_at <= now)
-            .order_by(t.partitions.c.next_due_at)
-            .limit(limit)
-        )
-        return [_partition(r) for r in self.conn.execute(q)]
-
-    def to_reschedule(self, limit: int) -> builtins.list[PartitionRecord]:
-        """
-        Return up to *limit* partitions whose protection changed since they were scheduled.
-
-        Their rows stay locked (PostgreSQL) until the transaction ends, so a change
-        made meanwhile marks them again after this scheduler is done, not before.
-        """
-        q = sa.select(t.partitions).where(t.partitions.c.reschedule == sa.true()).limit(limit)
-        if self.conn.dialect.name == "postgresql":
-            q = q.with_for_update(skip_locked=True)
-        return [_partition(r) for r in self.conn.execute(q)]
-
-    def set_schedule(
-        self,
-        partition_id: str,
-        *,
-        next_due_at: datetime | None,
-        schedule_key: str | None,
-        expected_due: datetime | Unset | None = UNSET,
-        scheduled_at: datetime | None = None,
-    ) -> bool:
-        """
-        Set when the partition is next due (and clear its reschedule mark).
-
-        With *expected_due*, only if the partition is still due at that time: two
-        schedulers cannot both take the same slot. Returns whether it was set.
-        """
-        c = t.partitions.c
-        q = t.partitions.update().where(c.partition_id == partition_id)
-        if not isinstance(expected_due, Unset):
-            q = q.where(
-                c.next_due_at.is_(None) if expected_due is None else c.next_due_at == expected_due
-            )
-        values: dict[str, Any] = {
-            "next_due_at": next_due_at,
-            "schedule_key": schedule_key,
-            "reschedule": False,
-        }
-        if scheduled_at is not None:
-            values["last_scheduled_at"] = scheduled_at
-        return bool(self.conn.execute(q.values(**values)).rowcount)
-
-    def reschedule_many(self, schedules: Sequence[tuple[str, datetime | None, str | None]]) -> None:
-        """
-        Set many partitions' next slot and schedule key, and clear their marks.
-
-        Each of *schedules* is ``(partition id, next slot or None, key or None)``.
-        One ``UPDATE … FROM unnest(arrays)`` on PostgreSQL; one update each on SQLite.
-        """
-        if self.conn.dialect.name != "postgresql":
-            for pid, due, key in schedules:
-                self.set_schedule(pid, next_due_at=due, schedule_key=key)
-            return
-        if schedules:
-            pids, nxt, keys = (list(x) for x in zip(*schedules, strict=True))
-            self.conn.execute(
-                sa.text(
-                    "UPDATE partitions AS p SET next_due_at = v.nxt, schedule_key = v.skey,"
-                    " reschedule = false FROM unnest(CAST(:pids AS varchar[]),"
-                    " CAST(:nxt AS timestamptz[]), CAST(:keys AS varchar[])) AS v(pid, nxt, skey)"
-                    " WHERE p.partition_id = v.pid"
-                ),
-                {"pids": pids, "nxt": nxt, "keys": keys},
-            )
-
-    def take_slots(
-        self,
-        slots: Sequence[tuple[str, datetime, datetime | None, str | None]],
-        scheduled_at: datetime | None,
-    ) -> set[str]:
-        """
-        Take many partitions' slots at once; return the ids of those taken.
-
-        Each of *slots* is ``(partition id, the slot read, the next slot, schedule
-        key)``; a partition whose slot changed meanwhile (another scheduler took
-        it) is left alone. With *scheduled_at*, it is the partition's new last
-        scheduled backup (a slot taken for a backup, not just moved). On
-        PostgreSQL this is one ``UPDATE … FROM unnest(arrays) RETURNING``,
-        whatever the number; on SQLite, one update each.
-        """
-        if self.conn.dialect.name != "postgresql":
-            return {
-                pid
-                for pid, expected, nxt, key in slots
-                if self.set_schedule(
-                    pid,
-                    next_due_at=nxt,
-                    schedule_key=key,
-                    expected_due=expected,
-                    scheduled_at=scheduled_at,
-                )
-            }
-        if not slots:
-            return set()
-        pids, expected, nxt, keys = (list(x) for x in zip(*slots, strict=True))
-        rows = self.conn.execute(
-            sa.text(
-                "UPDATE partitions AS p SET next_due_at = v.nxt, schedule_key = v.skey,"
-                " reschedule = false,"
-                " last_scheduled_at = COALESCE(CAST(:at AS timestamptz), p.last_scheduled_at)"
-                " FROM unnest(CAST(:pids AS varchar[]), CAST(:expected AS timestamptz[]),"
-                " CAST(:nxt AS timestamptz[]), CAST(:keys AS varchar[]))"
-                " AS v(pid, expected, nxt, skey)"
-                " WHERE p.partition_id = v.pid AND p.next_due_at = v.expected"
-                " RETURNING p.partition_id"
-            ),
-            {"pids": pids, "expected": expected, "nxt": nxt, "keys": keys, "at": scheduled_at},
-        )
-        return {r.partition_id for r in rows}
-
-    def mark_reschedule(
-        self,
-        *,
-        application: str | None = None,
-        service: str | None = None,
-        partition_id: str | None = None,
-    ) -> None:
-        """Mark the partitions of an entity (all, with no argument) to be scheduled anew."""
-        c = t.partitions.c
-        q = t.partitions.update().values(reschedule=True)
-        if application is not None:
-            q = q.where(c.application == application)
-        if service is not None:
-            q = q.where(c.service == service)
-        if partition_id is not None:
-            q = q.where(c.partition_id == partition_id)
-        self.conn.execute(q)
-
-    def record_backup_failures(self, partition_ids: Sequence[str], failure: str) -> None:
-        """Record the same failure as the newest backup outcome of many partitions."""
-        for batch in id_batches(self.conn, partition_ids):
-            self.conn.execute(
-                t.partitions.update()
-                .where(one_of(self.conn, t.partitions.c.partition_id, batch))
-                .values(last_backup_state="Failure", last_failure=failure)
-            )
-
-    def record_backup_outcome(
-        self, partition_id: str, *, state: str, failure: str | None, good_at: datetime | None
-    ) -> None:
-        """Keep the outcome of the partition's newest backup job (health reads it)."""
-        values: dict[str, Any] = {"last_backup_state": state, "last_failure": failure}
-        if good_at is not None:
-            values["last_backup_at"] = good_at
-        self.conn.execute(
-            t.partitions.update()
-            .where(t.partitions.c.partition_id == partition_id)
-            .values(**values)
-        )
 
 
 class MappingRepo(Repo):
@@ -506,9 +254,10 @@ class BackupRepo(Repo):
         return [_backup(r) for r in self.conn.execute(q)]
 
     def add(self, b: BackupRecord) -> None:
-        """Insert a backup."""
+        """Insert a backup, unless one with its id is catalogued (a repeated report)."""
         self.conn.execute(
-            t.backups.insert().values(
+            _insert_for(self.conn, t.backups)
+            .values(
                 backup_id=b.backup_id,
                 snapshot_id=b.snapshot_id,
                 partition_id=b.partition_id,
@@ -526,6 +275,7 @@ class BackupRepo(Repo):
                 storage=json.dumps(b.storage),
                 partition_info=json.dumps(b.key.stored()),
             )
+            .on_conflict_do_nothing(index_elements=[t.backups.c.backup_id])
         )
 
     def of_partitions(self, partition_ids: Sequence[str]) -> dict[str, builtins.list[BackupRecord]]:
@@ -568,7 +318,7 @@ class AgentRepo(Repo):
         if incarnation is not None:
             values["incarnation"] = incarnation
         # An upsert: two slots of a new agent may say hello at the same moment.
-        insert = _insert_for(self.conn).values(id=agent_id, **values)
+        insert = _insert_for(self.conn, t.agents).values(id=agent_id, **values)
         self.conn.execute(insert.on_conflict_do_update(index_elements=[c.id], set_=values))
         if row is None:
             return None
@@ -587,13 +337,18 @@ class OperationRepo(Repo):
         row = self.conn.execute(sa.select(t.operations).where(t.operations.c.id == op_id)).first()
         return None if row is None else dict(row._mapping)
 
-    def fail_in_progress(self, now: datetime, message: str) -> None:
-        """End every operation still in progress as Failed."""
-        self.conn.execute(
+    def fail_stale(self, now: datetime, silent_since: datetime, message: str) -> int:
+        """End as Failed the operations in progress not heard of since *silent_since*."""
+        c = t.operations.c
+        done = self.conn.execute(
             t.operations.update()
-            .where(t.operations.c.state == "InProgress")
+            .where(
+                c.state == "InProgress",
+                sa.func.coalesce(c.heartbeat_at, c.created_at) < silent_since,
+            )
             .values(state="Failed", finished_at=now, message=message)
         )
+        return int(done.rowcount)
 
     def save(self, op_id: str, **values: Any) -> None:
         """Insert or update an operation."""

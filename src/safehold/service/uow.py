@@ -21,39 +21,59 @@ import sqlalchemy as sa
 from safehold.core.policy import EntityRef
 from safehold.service import catalog as t
 from safehold.service.drill_records import AlertRecord, DrillRun, DrillState
-from safehold.service.model import BackupRecord, JobRecord, PartitionRecord
+from safehold.service.model import (
+    BackupOutcome,
+    BackupRecord,
+    JobRecord,
+    PartitionBrief,
+    PartitionRecord,
+)
 from safehold.service.sql_drills import AlertRepo, DrillRepo
 from safehold.service.sql_jobs import JobRepo
+from safehold.service.sql_partitions import PartitionRepo, partition_from_row
 from safehold.service.sql_stores import (
     UNSET,
     AgentRepo,
     BackupRepo,
     MappingRepo,
     OperationRepo,
-    PartitionRepo,
     PolicyRepo,
     Unset,
 )
+from safehold.service.work_signal import CHANNEL, WorkSignal
 
 __all__ = ["UNSET", "SqlUnitOfWork", "UnitOfWork", "Unset", "UowFactory"]
 
 
 class SqlUnitOfWork:
-    """One catalog transaction, with a repository per record kind."""
+    """
+    One catalog transaction, with a repository per record kind.
 
-    def __init__(self, engine: sa.Engine) -> None:
+    When the transaction makes work claimable (new jobs, an ended job), waiting
+    claims are woken once it commits: on PostgreSQL by a ``NOTIFY`` sent in the
+    transaction (every replica listens), on SQLite through *work* directly.
+    """
+
+    def __init__(
+        self, engine: sa.Engine, work: WorkSignal | None = None, *, read_only: bool = False
+    ) -> None:
         self._engine = engine
+        self._work = work
+        self._read_only = read_only
+        self._new_work = 0
 
     def __enter__(self) -> SqlUnitOfWork:
         try:
             self._conn = self._engine.connect()
+            if self._read_only:  # on SQLite, a deferred BEGIN: no write lock held
+                self._conn.execution_options(**{t.READ_ONLY: True})
             self._tx = self._conn.begin()
         except sa.exc.OperationalError as exc:
             raise t.CatalogUnavailable(f"the catalog is not available: {exc.orig}") from exc
         self.policies = PolicyRepo(self._conn)
         self.partitions = PartitionRepo(self._conn)
         self.mappings = MappingRepo(self._conn)
-        self.jobs = JobRepo(self._conn)
+        self.jobs = JobRepo(self._conn, self._work_created)
         self.backups = BackupRepo(self._conn)
         self.agents = AgentRepo(self._conn)
         self.operations = OperationRepo(self._conn)
@@ -75,12 +95,24 @@ class SqlUnitOfWork:
     def commit(self) -> None:
         """Make the changes durable."""
         self._tx.commit()
+        if self._new_work and self._work is not None:
+            self._work.notify(self._new_work)
+        self._new_work = 0
 
-    def lock_partition(self, partition_id: str) -> None:
-        """Serialise job creation per partition (row lock on PostgreSQL; SQLite locks the file)."""
-        q = sa.select(t.partitions.c.partition_id).where(
-            t.partitions.c.partition_id == partition_id
-        )
+    def _work_created(self, n: int) -> None:
+        if self._conn.dialect.name == "postgresql":
+            # Delivered to every replica's listener at commit, dropped on rollback.
+            self._conn.execute(sa.select(sa.func.pg_notify(CHANNEL, str(n))))
+        else:
+            self._new_work += n
+
+    def lock_partition(self, partition_id: str) -> PartitionRecord | None:
+        """
+        Serialise job changes per partition; return the partition, read under the lock.
+
+        A row lock on PostgreSQL; SQLite locks the whole file.
+        """
+        q = sa.select(t.partitions).where(t.partitions.c.partition_id == partition_id)
         if self._conn.dialect.name == "postgresql":
             q = q.with_for_update()
         else:
@@ -90,7 +122,8 @@ class SqlUnitOfWork:
                 .where(t.partitions.c.partition_id == partition_id)
                 .values(lsn=t.partitions.c.lsn)
             )
-        self._conn.execute(q)
+        row = self._conn.execute(q).first()
+        return None if row is None else partition_from_row(row)
 
 
 # --- The contract ------------------------------------------------------------------
@@ -117,7 +150,11 @@ class PartitionStore(Protocol):
     def list(
         self, *, application: str | None = None, service: str | None = None
     ) -> list[PartitionRecord]: ...
-    def save(self, p: PartitionRecord) -> None: ...
+    def brief(self) -> builtins.list[PartitionBrief]: ...
+    def first(
+        self, *, application: str | None = None, service: str | None = None
+    ) -> PartitionRecord | None: ...
+    def save(self, p: PartitionRecord, outcome: BackupOutcome | None = None) -> None: ...
     def delete(self, partition_id: str) -> None: ...
     def count(self) -> int: ...
     def due(self, now: datetime, limit: int) -> builtins.list[PartitionRecord]: ...
@@ -230,7 +267,7 @@ class OperationStore(Protocol):
 
     def get(self, op_id: str) -> dict[str, Any] | None: ...
     def save(self, op_id: str, **values: Any) -> None: ...
-    def fail_in_progress(self, now: datetime, message: str) -> None: ...
+    def fail_stale(self, now: datetime, silent_since: datetime, message: str) -> int: ...
 
 
 class DrillStore(Protocol):
@@ -269,7 +306,8 @@ class UnitOfWork(Protocol):
     **Protocol**: one transaction over the catalog.
 
     ``with uow: ...; uow.commit()``; leaving without ``commit`` discards every
-    change. ``lock_partition`` serialises job creation for one partition.
+    change. ``lock_partition`` serialises job changes for one partition and
+    returns it as read under the lock.
     """
 
     @property
@@ -295,7 +333,7 @@ class UnitOfWork(Protocol):
         self, t_: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None: ...
     def commit(self) -> None: ...
-    def lock_partition(self, partition_id: str) -> None: ...
+    def lock_partition(self, partition_id: str) -> PartitionRecord | None: ...
 
 
 UowFactory = Callable[[], UnitOfWork]

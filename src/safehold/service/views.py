@@ -21,20 +21,29 @@ from typing import Any
 import sqlalchemy as sa
 
 from safehold.core.policy import EntityRef, effective_config
+from safehold.core.snapshot import Snapshot
 from safehold.service import catalog as t
 from safehold.service import health
+from safehold.service.config_backup import CONFIG_TAG
 from safehold.service.context import ServiceContext
 from safehold.service.model import JobRecord
+from safehold.service.rpo_views import RecoveryPoint, policy_periods, recovery_points
 from safehold.service.uow import UnitOfWork
 
 __all__ = [
     "Activity",
+    "ConfigOperation",
     "EntityConfig",
     "Overview",
     "PartitionRow",
+    "RecoveryPoint",
+    "backup_outcome_counts",
+    "config_backups",
+    "config_operations",
     "job_history",
     "overview",
     "partition_page",
+    "recovery_points",
 ]
 
 SEVERITY = {"Error": 0, "Warning": 1, "Ok": 2}
@@ -52,6 +61,11 @@ class PartitionRow:
     policy_from: str | None
     suspended: bool
     suspended_from: str | None
+    # The recovery point: the last good backup, the policy's period, the last drill's RTO.
+    last_good: datetime | None = None
+    objective: timedelta | None = None
+    drill_rto: float | None = None
+    late: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,9 +103,11 @@ def partition_page(
     applications and services on the page.
     """
     offset, limit = max(offset, 0), max(1, min(limit, 500))
+    now = ctx.clock()
     with ctx.uow() as uow:
         mappings = uow.mappings.all()
         suspended = uow.mappings.suspensions()
+        periods = policy_periods(uow, set(mappings.values()), now)
         conn = _conn(uow)
         if conn is not None:
             p = t.partitions.c
@@ -104,14 +120,36 @@ def partition_page(
             total = conn.execute(
                 sa.select(sa.func.count()).where(where).select_from(t.partitions)
             ).scalar_one()
+            d = t.drill_state.c
             rows = conn.execute(
-                sa.select(p.partition_id, p.application, p.service, p.source)
+                sa.select(
+                    p.partition_id,
+                    p.application,
+                    p.service,
+                    p.source,
+                    p.last_backup_at,
+                    p.created_at,
+                    d.rto_seconds,
+                )
+                .select_from(
+                    t.partitions.outerjoin(t.drill_state, d.partition_id == p.partition_id)
+                )
                 .where(where)
                 .order_by(p.application, p.service, p.partition_id)
                 .offset(offset)
                 .limit(limit)
             ).all()
-            items = [(r.partition_id, r.application, r.service, r.source) for r in rows]
+            items = [
+                (
+                    r.partition_id,
+                    r.application,
+                    r.service,
+                    r.source,
+                    r.last_backup_at,
+                    r.rto_seconds,
+                )
+                for r in rows
+            ]
         else:
             every = sorted(
                 uow.partitions.list(), key=lambda r: (r.application, r.service, r.partition_id)
@@ -122,19 +160,28 @@ def partition_page(
                 if not query or any(query in x for x in (r.application, r.service, r.partition_id))
             ]
             total = len(every)
+            drill_states = uow.drills.states()
             items = [
-                (r.partition_id, r.application, r.service, r.source)
+                (
+                    r.partition_id,
+                    r.application,
+                    r.service,
+                    r.source,
+                    r.last_backup_at,
+                    getattr(drill_states.get(r.partition_id), "rto_seconds", None),
+                )
                 for r in every[offset : offset + limit]
             ]
     out = []
     entities: dict[EntityRef, EntityConfig] = {}
-    for pid, app, svc, source in items:
+    for pid, app, svc, source, last_good, rto in items:
         chain = [
             EntityRef("Application", app),
             EntityRef("Service", svc),
             EntityRef("Partition", pid),
         ]
         eff = effective_config(chain, mappings, suspended)
+        objective = periods.get(eff.policy_name) if eff.policy_name else None
         out.append(
             PartitionRow(
                 pid,
@@ -145,6 +192,12 @@ def partition_page(
                 eff.policy_from,
                 eff.suspended,
                 eff.suspended_from,
+                last_good=last_good,
+                objective=objective,
+                drill_rto=rto,
+                late=objective is not None
+                and last_good is not None
+                and now - last_good > objective,
             )
         )
         for e in chain[:2]:
@@ -254,3 +307,77 @@ def job_json(j: JobRecord) -> dict[str, Any]:
         "failure": f"{j.failure_code}: {j.failure_message}" if j.failure_code else None,
         "progress": j.progress,
     }
+
+
+def backup_outcome_counts(ctx: ServiceContext) -> dict[str, int]:
+    """
+    How many partitions' newest backup job ended in each state (one grouped query).
+
+    ``Never`` counts the partitions with no outcome yet. A bounded stand-in for
+    the health counts while the fleet's health is being computed; on a catalog
+    other than SQL it reads the partitions.
+    """
+    out: dict[str, int] = {}
+    with ctx.uow() as uow:
+        conn = _conn(uow)
+        if conn is not None:
+            p = t.partitions.c
+            for state, count in conn.execute(
+                sa.select(p.last_backup_state, sa.func.count()).group_by(p.last_backup_state)
+            ):
+                key = state or "Never"
+                out[key] = out.get(key, 0) + int(count)
+        else:
+            for r in uow.partitions.list():
+                key = r.last_backup_state or "Never"
+                out[key] = out.get(key, 0) + 1
+    return out
+
+
+# --- Configuration backups --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigOperation:
+    """A configuration backup or restore operation (``service.config_backup``)."""
+
+    id: str
+    kind: str
+    state: str
+    created_at: datetime
+    finished_at: datetime | None
+    message: str | None
+
+
+def config_operations(ctx: ServiceContext, limit: int = 20) -> list[ConfigOperation]:
+    """The newest configuration operations, newest first ([] on a catalog other than SQL)."""
+    with ctx.uow() as uow:
+        conn = _conn(uow)
+        if conn is None:
+            return []
+        o = t.operations.c
+        rows = conn.execute(
+            sa.select(t.operations).order_by(o.created_at.desc(), o.id).limit(limit)
+        ).all()
+    return [
+        ConfigOperation(r.id, r.kind, r.state, r.created_at, r.finished_at, r.message) for r in rows
+    ]
+
+
+def config_backups(ctx: ServiceContext, policy_name: str) -> list[Snapshot]:
+    """
+    The configuration backups in policy *policy_name*'s storage, newest first.
+
+    Reads the storage (outside any catalog transaction, with the short retry
+    budget); an empty storage has none. Raises the storage's errors.
+    """
+    from safehold.service.policies import load_policy
+
+    with ctx.uow() as uow:
+        spec = load_policy(ctx, uow, policy_name).storage
+    store = ctx.check_storage(spec)
+    try:
+        snaps = ctx.engine.snapshots(store)
+    finally:
+        store.close()
+    return sorted((s for s in snaps if CONFIG_TAG in s.tags), key=lambda s: s.time, reverse=True)

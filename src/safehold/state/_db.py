@@ -3,8 +3,9 @@ The SQLite schema of a state store, and the few statements everything else uses.
 
 One database file holds one partition's state (see ``docs/state.md``)::
 
-    meta     one row: format, partition, epoch, last LSN, the tail's epoch and time,
-             the log floor, and the backup that the next incremental follows
+    meta     one row: format, partition, epoch, the log floor, the backup that the next
+             incremental follows, and the last LSN with its epoch and time *as of the
+             last write of meta*: commits do not write it (see ``read_meta``)
     dict     (name, key) -> value            every dictionary, values as canonical JSON
     queue    (name, seq) -> value            every queue, FIFO by seq
     log      lsn -> epoch, time, ops          the change log: one row per committed transaction
@@ -21,8 +22,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from json.encoder import encode_basestring_ascii
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
+from json.scanner import c_make_scanner  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +34,7 @@ from safehold.state.errors import InvalidBackup
 
 __all__ = [
     "FORMAT_VERSION",
+    "LIVE_LSN",
     "Changes",
     "Durability",
     "Meta",
@@ -173,35 +177,57 @@ def create_schema(conn: sqlite3.Connection, meta: Meta) -> None:
 
 def read_meta(conn: sqlite3.Connection) -> Meta:
     """
-    Read the meta row.
+    Read the meta row, with the last committed transaction as of now.
+
+    A commit writes its log record and not the meta row (one statement and one
+    page less per commit). So the last LSN, and its epoch and time, are the log's
+    newest record when it is newer than the row's; the row's otherwise (the log is
+    empty, or truncated up to the row's LSN: whatever writes the row while the log
+    may lose its tail, truncation and backups' acceptance, writes the LSN with it).
 
     Raises:
         sqlite3.DatabaseError: the file is not a database, or is damaged.
         InvalidBackup: the file is a database, but not a state store of this format.
     """
     try:
-        row = conn.execute(
-            "SELECT format, partition, epoch_dl, epoch_cfg, lsn, tail_dl, tail_cfg, tail_time, "
-            "log_floor, base_id, base_lsn, base_chain, base_dl, base_cfg FROM meta WHERE id = 1"
-        ).fetchone()
+        row = conn.execute(_READ_META).fetchone()
     except sqlite3.OperationalError as exc:
         raise InvalidBackup(f"not a safehold state database: {exc}") from exc
     if row is None:
         raise InvalidBackup("not a safehold state database: no meta row")
     if row[0] != FORMAT_VERSION:
         raise InvalidBackup(f"state format {row[0]} is not supported (this program reads 1)")
+    lsn, tail_dl, tail_cfg, tail_time = row[4:8]
+    if row[14] is not None and row[14] > lsn:  # the log's newest record is the tail
+        lsn, tail_dl, tail_cfg, tail_time = row[14:18]
     return Meta(
         partition=row[1],
         epoch=Epoch(row[2], row[3]),
-        lsn=row[4],
-        tail_epoch=None if row[5] is None else Epoch(row[5], row[6]),
-        tail_time=row[7],
+        lsn=lsn,
+        tail_epoch=None if tail_dl is None else Epoch(tail_dl, tail_cfg),
+        tail_time=tail_time,
         log_floor=row[8],
         base_id=row[9],
         base_lsn=row[10],
         base_chain=row[11],
         base_epoch=None if row[12] is None else Epoch(row[12], row[13]),
     )
+
+
+# One statement, so that the meta row and the log's tail are read from one state.
+_READ_META = (
+    "SELECT m.format, m.partition, m.epoch_dl, m.epoch_cfg, m.lsn, m.tail_dl, m.tail_cfg, "
+    "m.tail_time, m.log_floor, m.base_id, m.base_lsn, m.base_chain, m.base_dl, m.base_cfg, "
+    "t.lsn, t.epoch_dl, t.epoch_cfg, t.time FROM meta AS m LEFT JOIN "
+    "(SELECT lsn, epoch_dl, epoch_cfg, time FROM log ORDER BY lsn DESC LIMIT 1) AS t "
+    "WHERE m.id = 1"
+)
+
+LIVE_LSN = (
+    "SELECT max(lsn, coalesce((SELECT max(lsn) FROM log), 0)), epoch_dl, epoch_cfg "
+    "FROM meta WHERE id = 1"
+)
+"""The last committed LSN and the current epoch, in one statement (see ``read_meta``)."""
 
 
 def write_meta(conn: sqlite3.Connection, meta: Meta) -> None:
@@ -242,16 +268,41 @@ def encode(value: Any) -> str:
         TypeError, ValueError: the value is not JSON-serialisable (or holds NaN/inf).
     """
     # ASCII-only, so that no value can carry a lone surrogate into SQLite's UTF-8.
-    return _CANONICAL(value)
+    try:
+        return "".join(_CANONICAL(value, 0))
+    except RecursionError as exc:  # no marker dict: a cycle recurses until it stops
+        raise ValueError("Circular reference detected (or a value nested too deeply)") from exc
 
 
-# One encoder, built once: json.dumps with options builds a new one on every call.
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False).encode
+def _not_serializable(o: object) -> Any:
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+
+# The C encoder that json.dumps(sort_keys=True, separators=(",", ":"), allow_nan=False)
+# builds on every call, built once. Without the marker dict that detects cycles: it
+# must be fresh for each call (an error leaves ids in it), and a cycle ends in
+# RecursionError anyway.
+_CANONICAL: Callable[[Any, int], Sequence[str]] = c_make_encoder(
+    None, _not_serializable, encode_basestring_ascii, None, ":", ",", True, False, False
+)
+# The C scanner that json.loads runs, without its wrappers' checks (for our own texts).
+_SCAN: Callable[[str, int], tuple[Any, int]] = c_make_scanner(json.JSONDecoder())
 
 
 def decode(text: str) -> Any:
-    """Decode a stored value."""
-    return json.loads(text)
+    """
+    Decode a stored value.
+
+    Raises:
+        json.JSONDecodeError: *text* is not one JSON value.
+    """
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:
+        return json.loads(text)  # raises the error that says where
+    if end != len(text):
+        return json.loads(text)
+    return value
 
 
 @dataclass
@@ -279,6 +330,8 @@ class Changes:
         encoded exactly once.
         """
         d = _dump_key
+        if not (self.dels or self.deqs or self.enqs):  # the common case
+            return "[" + ",".join([f'["set",{d(n)},{d(k)},{v}]' for n, k, v in self.sets]) + "]"
         parts = [f'["set",{d(n)},{d(k)},{v}]' for n, k, v in self.sets]
         parts += [f'["del",{d(n)},{d(k)}]' for n, k in self.dels]
         parts += [f'["deq",{d(n)},{s}]' for n, s in self.deqs]

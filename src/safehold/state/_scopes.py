@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from safehold.core.snapshot import Epoch
+from safehold.state._db import LIVE_LSN
 from safehold.state._writer import Committed, Writer
 from safehold.state.errors import OperationTimedOut
 from safehold.state.transaction import SnapshotTransaction, Transaction
@@ -48,15 +49,19 @@ class TransactionScope:
         store = self._store
         store._not_inside("start a transaction")
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
-        await store._ready()
+        if store._writer is None or store._pending is not None:
+            await store._ready()  # a data loss to handle first, or a closed store to refuse
         store._waiting += 1
         try:
-            await acquire(store._write_lock, self._timeout)
+            if self._timeout is None:
+                await store._write_lock.acquire()
+            else:
+                await acquire(store._write_lock, self._timeout)
         finally:
             store._waiting -= 1
         try:
             w = self._writer = store._w()
-            w.live_meta()
+            w.check_open()
             self._tx = Transaction(store, w, deadline)
             self._token = store._in_tx.set(True)
         except BaseException:
@@ -76,17 +81,28 @@ class TransactionScope:
             if t is None:
                 changes, enqueues = tx._changes()
                 if changes or enqueues:
-                    committed = w.submit(
-                        changes, enqueues, store._hub.watched, more_coming=store._waiting > 0
-                    )
+                    waiting = store._waiting > 0
+                    done = None
+                    if w.reading or not waiting:
+                        done = w.commit_now(changes, enqueues, store._hub.watched)
+                    if done is not None:
+                        tx.lsn = done.lsn
+                    else:
+                        committed = w.submit(
+                            changes, enqueues, store._hub.watched, more_coming=waiting
+                        )
         finally:
-            tx._close()
-            store._in_tx.reset(self._token)
-            store._write_lock.release()
+            try:
+                w.end_read()  # it read and committed nothing, or failed
+            finally:
+                tx._close()
+                store._in_tx.reset(self._token)
+                store._write_lock.release()
         if committed is not None and not committed.done():
-            # Shielded: a cancelled caller does not cancel the commit, which goes on.
+            # A cancelled caller cancels this future, not the commit, which goes on:
+            # the group is the flusher's, and it skips futures already done.
             store._streak = 0
-            tx.lsn = (await asyncio.shield(committed)).lsn
+            tx.lsn = (await committed).lsn
             return
         if committed is not None:
             tx.lsn = committed.result().lsn
@@ -155,9 +171,7 @@ async def acquire(lock: asyncio.Lock, timeout: float | None) -> None:
 def _begin(conn: sqlite3.Connection) -> tuple[int, Epoch]:
     """Start the read transaction that fixes the snapshot; return its LSN and epoch."""
     conn.execute("BEGIN")
-    lsn, dl, cfg = conn.execute(
-        "SELECT lsn, epoch_dl, epoch_cfg FROM meta WHERE id = 1"
-    ).fetchall()[0]
+    lsn, dl, cfg = conn.execute(LIVE_LSN).fetchall()[0]
     return int(lsn), Epoch(int(dl), int(cfg))
 
 

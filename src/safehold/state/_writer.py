@@ -1,58 +1,67 @@
 """
 The store's writer thread, its group commit, and the connections that read beside it.
 
-Every SQLite write of the live database runs on the one writer thread, which owns
-the writer connection; ``meta`` and ``generation`` change only there.
+Every SQLite write of the live database runs holding ``conn_lock``: on the writer
+thread, or inline on the event loop at NORMAL. The live meta (``_head``) and
+``generation`` change only there. A commit writes its rows and its log record,
+not the ``meta`` row: the last LSN is the log's newest record (``_db.read_meta``);
+what may drop the log's tail (truncation, a backup's acceptance) writes the LSN
+into ``meta`` in the same SQLite transaction.
 
 **Group commit.** A transaction that ends hands its changes to ``submit`` and
-releases the store's write lock at once; the next transaction starts while the
-first is being made durable. One flusher task takes everything submitted so far
-and commits it in one SQLite transaction (one fsync at ``synchronous=FULL``);
-what arrives meanwhile goes in the next group. Each transaction still gets its
-own LSN, log record and time, and its ``commit`` returns only once its group is
-durable: the durability promise is per transaction, the fsync is shared.
+releases the store's write lock at once. Everything submitted by the loop's next
+turn commits as one group, in one SQLite transaction (one fsync at FULL): each
+transaction still gets its own LSN, log record and time, and returns only once
+its group is durable. At FULL groups go to the writer thread (``_send``); at
+NORMAL they commit inline (``_flush_inline``). Between ``submit`` and its group's
+commit, a transaction's changes are visible to later ones through ``overlay``;
+reads it cannot answer exactly (enumerations, counts, queues) ``drain`` first. If
+a group fails, it and every transaction submitted after it fail, and ``failures``
+moves so that transactions running now fail at their commit.
 
-**The overlay.** Between ``submit`` and its group's SQLite commit, the changes of
-a transaction are visible to the transactions after it through ``overlay``
-(``(dictionary, key) -> encoded value or None``), so they read what they would
-read had the commit been finished. Reads the overlay cannot answer exactly
-(enumerations, counts, queues) ``drain`` first. If a group fails, it and every
-transaction submitted after it fail (they may have read its changes), and
-``failures`` moves so that transactions running now fail at their commit.
-
-**Readers.** Point reads of a write transaction run on ``reader()``, a second
-connection used inline on the event loop: a primary-key lookup in WAL mode takes
-microseconds and never waits for the writer, far less than a hop to a thread.
-Snapshot transactions lease their own connections (``lease``), which hold one
-WAL read transaction each.
+**The inline path at NORMAL.** With nothing queued, a transaction's first point
+read opens the SQLite write transaction on the writer connection (``read_point``),
+and its commit ends it (``commit_now``: no future, no overlay, no turn of the
+loop), as ``BEGIN IMMEDIATE; SELECT; UPDATE; COMMIT`` would; reads in autocommit
+mode take and drop a WAL read lock each. Work handed to the writer
+thread (``call``) ends that SQLite transaction first, so it never waits for a
+transaction that may be waiting for it. Otherwise point reads use the writer
+connection when it is free, else ``reader()``; snapshots lease connections of
+their own (``lease``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from safehold.core.snapshot import Epoch
 from safehold.state import _files
+from safehold.state._commit import (
+    Checkpoints,
+    Committed,
+    Event,
+    Item,
+    commit_items,
+    translated,
+    write_tail,
+    write_transaction,
+)
 from safehold.state._db import (
     Changes,
     Durability,
     Meta,
-    apply_changes,
     connect,
     connect_reader,
     read_meta,
-    uri_rw,
 )
 from safehold.state.backup import BackupInfo
 from safehold.state.errors import StateError, StoreClosed
@@ -61,10 +70,8 @@ __all__ = ["Committed", "Event", "Pending", "Writer", "remove_db_files"]
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
-Event = tuple[str, str, str, str | None]
-"""A dictionary change: (dictionary, key, "add" | "update" | "remove", new value's text)."""
 _POOL = 4
-_CHECKPOINT_EVERY = 256  # commits between background checkpoints
+_CHECKPOINT_EVERY = 1024  # commits between background checkpoints (a WAL of ~12 MB at most)
 
 
 def _holding_conn(fn: F) -> F:
@@ -89,15 +96,6 @@ class Pending:
     ticket: int = 0
 
 
-@dataclass(frozen=True)
-class Committed:
-    """A committed transaction: its LSN, commit time, and its events for the watched."""
-
-    lsn: int
-    time: str
-    events: list[Event] = field(default_factory=list)
-
-
 class Writer:
     """
     The writer thread of the store in *root*.
@@ -107,7 +105,8 @@ class Writer:
         partition: the partition id, for messages and ``CURRENT``.
         durability: the writer connection's synchronous level.
         truncate_log: whether accepting a backup drops the log up to it.
-        on_commit: called on the event loop with each group's results, in LSN order.
+        on_commit: called on the event loop with each group's results, in LSN order,
+            when one of them has events.
     """
 
     def __init__(
@@ -123,7 +122,9 @@ class Writer:
         self.durability: Durability = durability
         self.truncate = truncate_log
         self.generation = 0
-        self.meta: Meta | None = None
+        # (meta as read or last written, last LSN, its time): one reference, replaced
+        # whole, so the event loop reads a consistent pair while the thread commits.
+        self._head: tuple[Meta, int, str] | None = None
         self.overlay: dict[tuple[str, str], tuple[str | None, int]] = {}
         self.failures = 0
         self._on_commit = on_commit
@@ -132,7 +133,8 @@ class Writer:
         self._pool: list[tuple[int, sqlite3.Connection]] = []
         self._queue: list[Pending] = []
         self._tickets = 0
-        self._flusher: asyncio.Task[None] | None = None
+        # The flusher task, or the future of a group ``_send`` handed over.
+        self._flusher: asyncio.Future[None] | None = None
         self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
             1, thread_name_prefix=f"state-{partition}"
         )
@@ -141,9 +143,11 @@ class Writer:
         self.conn_lock = threading.RLock()
         self._inline = durability == "normal"
         self._inline_scheduled = False
+        self._reading = False  # a write transaction's reads opened its SQLite transaction
         self._since_checkpoint = 0
         self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix=f"state-ckpt-{partition}")
         self._checkpointing: asyncio.Future[None] | None = None
+        self._checkpoints = Checkpoints()  # used on the checkpointer thread only
 
     @property
     def running(self) -> bool:
@@ -151,10 +155,18 @@ class Writer:
         return self._executor is not None
 
     async def call(self, fn: Callable[[], T]) -> T:
-        """Run *fn* on the writer thread; SQLite errors become ``StateError``."""
+        """
+        Run *fn* on the writer thread; SQLite errors become ``StateError``.
+
+        The SQLite transaction a write transaction's reads opened ends first
+        (``end_read``): *fn* may need the connection, and that transaction may be
+        waiting for *fn*. Its later reads see the same data (it holds the store's
+        write lock, so nothing changes the collections meanwhile).
+        """
         if self._executor is None:
             raise StoreClosed(f"the state store of partition {self.partition} is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, _translated, fn)
+        self.end_read()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, translated, fn)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run *fn* with the writer connection on the writer thread."""
@@ -199,6 +211,8 @@ class Writer:
         serial order. The changes are visible in ``overlay`` until they are in SQLite.
         At NORMAL, with *more_coming* False (no other transaction waits for the
         lock), the group is committed at once instead of at the loop's next turn.
+        At FULL, with nothing in flight, the group goes to the writer thread at
+        once (``_send``); what arrives meanwhile follows with the flusher task.
         """
         if self._executor is None:
             raise StoreClosed(f"the state store of partition {self.partition} is closed")
@@ -219,8 +233,45 @@ class Writer:
                 self._inline_scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush_inline)
         else:
-            self._start_flusher()
+            self._send()
         return fut
+
+    def commit_now(
+        self,
+        changes: Changes,
+        enqueues: list[tuple[str, list[str]]],
+        watch: frozenset[str],
+    ) -> Committed | None:
+        """
+        At NORMAL, with nothing queued: commit the transaction here; None: ``submit`` it.
+
+        The caller holds the store's write lock, and either its reads opened the
+        read transaction (``read_point``), or no other transaction waits for the
+        lock. Nobody read these changes (they never were in the overlay), so a failure
+        concerns this transaction alone: it raises ``StateError``, and nothing else fails.
+        """
+        if self._reading:
+            try:
+                results = self._commit(((changes, enqueues, watch),))
+            except sqlite3.Error as exc:
+                raise StateError(f"the state database failed: {exc}") from exc
+            finally:
+                self.end_read()
+            self._after(results)
+            return results[0]
+        if not self._inline or self._queue or self._executor is None:
+            return None
+        flusher = self._flusher
+        if flusher is not None and not flusher.done():
+            return None
+        if not self.conn_lock.acquire(blocking=False):
+            return None  # the writer thread has the connection (a backup being accepted)
+        try:
+            results = translated(partial(self._commit, ((changes, enqueues, watch),)))
+        finally:
+            self.conn_lock.release()
+        self._after(results)
+        return results[0]
 
     @property
     def _flushing(self) -> bool:
@@ -229,6 +280,62 @@ class Writer:
     def _start_flusher(self) -> None:
         name = f"state-commit-{self.partition}"
         self._flusher = asyncio.create_task(self._flush(), name=name)
+
+    def _send(self) -> None:
+        """
+        At FULL: hand the queue to the writer thread at the loop's next turn.
+
+        From then until the queue is empty, ``_flushing`` is true and what is
+        submitted waits for the next group. No task and no executor future per
+        group: the thread hands each outcome back with one ``call_soon_threadsafe``
+        (``_landed``). Each hand-over waits for a turn of the loop, so that the
+        transactions ready to run (those a landing group woke) submit first and join
+        the group: fewer, larger groups, fewer fsyncs.
+        """
+        loop = asyncio.get_running_loop()
+        flight: asyncio.Future[None] = loop.create_future()
+        self._flusher = flight
+        loop.call_soon(self._hand_over, loop, flight)
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop, flight: asyncio.Future[None]) -> None:
+        batch, self._queue = self._queue, []
+        executor = self._executor
+        if executor is None:
+            closed = StoreClosed(f"the state store of partition {self.partition} is closed")
+            self._landed(batch, None, closed, loop, flight)
+        elif batch:
+            executor.submit(self._commit_there, loop, batch, flight)
+        elif not flight.done():
+            flight.set_result(None)
+
+    def _commit_there(
+        self, loop: asyncio.AbstractEventLoop, batch: list[Pending], flight: asyncio.Future[None]
+    ) -> None:
+        """On the writer thread: commit *batch*, then hand the outcome to the loop."""
+        try:
+            results = translated(partial(self.commit_batch, batch))
+        except BaseException as exc:  # the loop fails the group with it
+            loop.call_soon_threadsafe(self._landed, batch, None, exc, loop, flight)
+            return
+        loop.call_soon_threadsafe(self._landed, batch, results, None, loop, flight)
+
+    def _landed(
+        self,
+        batch: list[Pending],
+        results: list[Committed] | None,
+        exc: BaseException | None,
+        loop: asyncio.AbstractEventLoop,
+        flight: asyncio.Future[None],
+    ) -> None:
+        """On the loop: a group's outcome; then the next group, or the flight ends."""
+        if results is not None:
+            self._done(batch, results)
+        else:
+            self._fail(batch, exc or StateError("the commit failed"))
+        if self._queue:
+            loop.call_soon(self._hand_over, loop, flight)
+        elif not flight.done():
+            flight.set_result(None)
 
     @property
     def pending(self) -> bool:
@@ -261,7 +368,7 @@ class Writer:
             return
         batch, self._queue = self._queue, []
         try:
-            results = _translated(partial(self.commit_batch, batch))
+            results = translated(partial(self.commit_batch, batch))
         except Exception as exc:
             self._fail(batch, exc)
             return
@@ -270,6 +377,9 @@ class Writer:
         self._done(batch, results)
 
     async def _flush(self) -> None:
+        # A task, not callbacks from the thread: the turns of the loop between one
+        # group landing and the next leaving let the woken transactions submit
+        # first, so groups are larger (fewer fsyncs) at FULL.
         while self._queue:
             batch, self._queue = self._queue, []
             try:
@@ -295,16 +405,20 @@ class Writer:
         for p, r in zip(batch, results, strict=True):
             if not p.future.done():
                 p.future.set_result(r)
-        if self._on_commit is not None:
+        self._after(results)
+
+    def _after(self, results: list[Committed]) -> None:
+        """After a group's SQLite commit: its events, and now and then a checkpoint."""
+        if self._on_commit is not None and any(r.events for r in results):
             self._on_commit(results)
-        self._since_checkpoint += len(batch)
+        self._since_checkpoint += len(results)
         if self._since_checkpoint >= _CHECKPOINT_EVERY and (
             self._checkpointing is None or self._checkpointing.done()
         ):
             self._since_checkpoint = 0
             loop = asyncio.get_running_loop()
             self._checkpointing = loop.run_in_executor(
-                self._checkpointer, _checkpoint, self.db_path()
+                self._checkpointer, self._checkpoints.run, self.db_path()
             )
 
     def _fail(self, batch: list[Pending], exc: BaseException) -> None:
@@ -329,22 +443,59 @@ class Writer:
 
     def read_point(self, fn: Callable[..., T], *args: object) -> T:
         """
-        Run a short read inline, on the writer connection if it is free, else ``reader()``.
+        Run a write transaction's short read inline: on the writer connection if it is
+        free, else on ``reader()``.
 
         The writer connection's page cache stays warm; a second connection's cache
         is dropped at every commit of the first, so its lookups go to the OS again.
+        At NORMAL with nothing queued, the first read opens the transaction's read
+        transaction on it (see the module's doc); the transaction's end closes it
+        (``commit_now`` or ``end_read``).
         """
         conn = self._conn
+        if self._reading:
+            return fn(conn, *args)
         if conn is not None and self.conn_lock.acquire(blocking=False):
+            if self._inline and not self._queue and not self._inline_scheduled:
+                flusher = self._flusher
+                if (flusher is None or flusher.done()) and not conn.in_transaction:
+                    try:
+                        # IMMEDIATE, as plain SQLite code would: upgrading a read
+                        # transaction to a write one gets SQLITE_BUSY at once, without
+                        # the busy timeout, if a reader holds the WAL write lock for a
+                        # moment (as one recovering a torn wal-index header does).
+                        conn.execute("BEGIN IMMEDIATE")
+                    except BaseException:
+                        self.conn_lock.release()
+                        raise
+                    self._reading = True
+                    return fn(conn, *args)
             try:
                 return fn(conn, *args)
             finally:
                 self.conn_lock.release()
         return fn(self.reader(), *args)
 
+    @property
+    def reading(self) -> bool:
+        """Whether a write transaction's reads opened its SQLite transaction (``read_point``)."""
+        return self._reading
+
+    def end_read(self) -> None:
+        """End (roll back) the SQLite transaction ``read_point`` opened, if one is open."""
+        if not self._reading:
+            return
+        self._reading = False
+        try:
+            conn = self._conn
+            if conn is not None and conn.in_transaction:
+                conn.execute("ROLLBACK")  # it only read, or its commit failed
+        finally:
+            self.conn_lock.release()
+
     def lease(self) -> tuple[int, sqlite3.Connection]:
         """A connection of the live generation for a snapshot; give it back with ``release``."""
-        self.live_meta()
+        self.check_open()
         while self._pool:
             gen, conn = self._pool.pop()
             if gen == self.generation:
@@ -384,17 +535,19 @@ class Writer:
         conn = connect(self.db_path(gen), durability=self.durability)
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # _checkpoint does it, off the commit path
         try:
-            self.meta = read_meta(conn)
+            meta = read_meta(conn)
         except BaseException:
             conn.close()
             raise
+        self._head = (meta, meta.lsn, meta.tail_time or "")
         self._conn, self.generation = conn, gen
 
     @_holding_conn
     def close_conn(self) -> None:
         """Close the live connection and the inline reader, if open."""
-        # Let a running checkpoint finish first: its file may be about to go.
-        self._checkpointer.submit(lambda: None).result()
+        # Let a running checkpoint finish first, and close its connection: its file
+        # may be about to go.
+        self._checkpointer.submit(self._checkpoints.close).result()
         self._close_reader()
         if self._conn is not None:
             self._conn.close()
@@ -408,54 +561,46 @@ class Writer:
 
     def live_meta(self) -> Meta:
         """The live meta."""
-        if self.meta is None or self._executor is None:
+        meta, lsn, at = self.head()
+        return meta if lsn == meta.lsn else meta.advanced(lsn, at)
+
+    def head(self) -> tuple[Meta, int, str]:
+        """
+        The meta as last read or written, the last LSN and its commit time.
+
+        Raises:
+            StoreClosed: the store is not open.
+        """
+        head = self._head
+        if head is None or self._executor is None:
             raise StoreClosed(f"the state store of partition {self.partition} is not open")
-        return self.meta
+        return head
+
+    def check_open(self) -> None:
+        """
+        Raise ``StoreClosed`` unless the store is open.
+
+        Raises:
+            StoreClosed: it is not.
+        """
+        self.head()
+
+    def _set_meta(self, meta: Meta) -> None:
+        self._head = (meta, meta.lsn, meta.tail_time or "")
 
     @_holding_conn
     def commit_batch(self, batch: list[Pending]) -> list[Committed]:
-        """
-        Commit a group of transactions in one SQLite transaction (one fsync); return each.
+        """Commit a group of submitted transactions (see ``_commit``)."""
+        return self._commit([(p.changes, p.enqueues, p.watch) for p in batch])
 
-        They are applied one after another in submission order, each with the next
-        LSN and its own log record and time, so the log is what committing them one
-        by one would have written; only ``meta`` is written once, for the last.
-        """
-        conn, meta = self.conn(), self.live_meta()
-        lsn = meta.lsn
-        dl, cfg = meta.epoch.data_loss_number, meta.epoch.configuration_number
-        out: list[Committed] = []
-        now = ""
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for p in batch:
-                ch = p.changes
-                lsn += 1
-                now = _now()
-                for name, values in p.enqueues:
-                    (top,) = conn.execute(
-                        "SELECT MAX(seq) FROM queue WHERE name = ?", (name,)
-                    ).fetchone()
-                    base = top or 0
-                    ch.enqs.extend((name, base + i, v) for i, v in enumerate(values, 1))
-                events = _events(conn, ch, p.watch) if p.watch else []
-                apply_changes(conn, ch)
-                conn.execute(
-                    "INSERT INTO log (lsn, epoch_dl, epoch_cfg, time, ops) VALUES (?, ?, ?, ?, ?)",
-                    (lsn, dl, cfg, now, ch.ops_json()),
-                )
-                out.append(Committed(lsn, now, events))
-            conn.execute(
-                "UPDATE meta SET lsn = ?, tail_dl = ?, tail_cfg = ?, tail_time = ? WHERE id = 1",
-                (lsn, dl, cfg, now),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        self.meta = meta.advanced(lsn, now)
-        return out
+    def _commit(self, items: Iterable[Item]) -> list[Committed]:
+        """Commit *items* (``commit_items``), advance the head; the caller holds ``conn_lock``."""
+        head = self._head
+        assert head is not None  # the connection is open
+        results = commit_items(self.conn(), head[0].epoch, head[1], items)
+        if results:
+            self._head = (head[0], results[-1].lsn, results[-1].time)
+        return results
 
     @_holding_conn
     def truncate_log(self, up_to: int | None) -> int:
@@ -466,10 +611,11 @@ class Writer:
         up_to = min(up_to, meta.lsn)
         if up_to <= meta.log_floor:
             return 0
-        with _write_transaction(conn):
+        with write_transaction(conn):
             n = conn.execute("DELETE FROM log WHERE lsn <= ?", (up_to,)).rowcount
             conn.execute("UPDATE meta SET log_floor = ? WHERE id = 1", (up_to,))
-        self.meta = replace(meta, log_floor=up_to)
+            write_tail(conn, meta)
+        self._set_meta(replace(meta, log_floor=up_to))
         return int(n)
 
     @_holding_conn
@@ -486,7 +632,7 @@ class Writer:
         floor = max(meta.log_floor, info.lsn) if self.truncate else meta.log_floor
         conn = self._conn
         e = info.epoch
-        with _write_transaction(conn):
+        with write_transaction(conn):
             if floor > meta.log_floor:
                 conn.execute("DELETE FROM log WHERE lsn <= ?", (floor,))
             conn.execute(
@@ -501,13 +647,16 @@ class Writer:
                     floor,
                 ),
             )
-        self.meta = replace(
-            meta,
-            base_id=info.backup_id,
-            base_lsn=info.lsn,
-            base_chain=info.chain_id,
-            base_epoch=e,
-            log_floor=floor,
+            write_tail(conn, meta)
+        self._set_meta(
+            replace(
+                meta,
+                base_id=info.backup_id,
+                base_lsn=info.lsn,
+                base_chain=info.chain_id,
+                base_epoch=e,
+                log_floor=floor,
+            )
         )
         return True
 
@@ -525,63 +674,6 @@ class Writer:
         old = self.generation
         self.open_conn(gen)
         remove_db_files(self.root, old)
-
-
-@contextlib.contextmanager
-def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
-def _events(conn: sqlite3.Connection, ch: Changes, watch: frozenset[str]) -> list[Event]:
-    """What *ch* does to the watched dictionaries, read before it is applied."""
-    out: list[Event] = []
-    for name, key, value in ch.sets:
-        if name in watch:
-            out.append((name, key, "update" if _exists(conn, name, key) else "add", value))
-    for name, key in ch.dels:
-        if name in watch and _exists(conn, name, key):
-            out.append((name, key, "remove", None))
-    return out
-
-
-def _exists(conn: sqlite3.Connection, name: str, key: str) -> bool:
-    rows = conn.execute("SELECT 1 FROM dict WHERE name = ? AND key = ?", (name, key)).fetchall()
-    return bool(rows)
-
-
-def _now() -> str:
-    """``format_time(datetime.now(UTC))``, without strftime (it is on every commit's path)."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"  # drop "+00:00"
-
-
-def _checkpoint(db: Path) -> None:
-    """
-    Copy the WAL back into the database, beside the writer (a PASSIVE checkpoint).
-
-    The writer connection does not checkpoint by itself (``wal_autocheckpoint`` is
-    off), so that no commit pays for it; any error is left for the next one.
-    """
-    with contextlib.suppress(sqlite3.Error):
-        conn = sqlite3.connect(uri_rw(db), uri=True, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA busy_timeout = 1000")
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        finally:
-            conn.close()
-
-
-def _translated(fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except sqlite3.Error as exc:
-        raise StateError(f"the state database failed: {exc}") from exc
 
 
 def remove_db_files(root: Path, gen: int) -> None:

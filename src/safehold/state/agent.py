@@ -42,6 +42,7 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ from safehold.core.work import ClaimRequest, Heartbeat, Outcome
 from safehold.repo import Repository
 from safehold.state.backup import BackupOption
 from safehold.state.dataloss import DataLossMode
+from safehold.state.drill import run_store_drill
 from safehold.state.errors import MissingFullBackup
 from safehold.state.restore import RestorePolicy
 from safehold.state.store import StateStore
@@ -67,8 +69,8 @@ log = logging.getLogger("safehold.state.agent")
 _MODES = {"FullDataLoss": DataLossMode.FULL, "PartialDataLoss": DataLossMode.PARTIAL}
 
 
-#: The job kinds a store's agent runs.
-KINDS = ("backup", "restore", "dataloss")
+#: The job kinds a store's agent runs (``drill``: ``state.drill``).
+KINDS = ("backup", "restore", "dataloss", "drill")
 
 
 def _epoch(e: Epoch) -> list[int]:
@@ -199,6 +201,9 @@ class StoreAgent:
                 return await self._restore(params)
             if kind == "dataloss":
                 return await self._data_loss(params)
+            if kind == "drill":  # restore drills and data-loss drills (state.drill)
+                outcome = await run_store_drill(self.store, params, started_at=datetime.now(UTC))
+                return {**outcome, **self._position()}
             raise SafeholdError(f"a StateStore agent does not run {kind} jobs")
         except SafeholdError as exc:
             return {"State": "Failure", "Error": {"Code": exc.code, "Message": exc.message}}

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from safehold.core.snapshot import Epoch, Snapshot
-from safehold.state._db import Meta, connect, read_meta, write_meta
+from safehold.state._db import LIVE_LSN, Meta, connect, read_meta, write_meta
 from safehold.state.errors import InvalidBackup, MissingFullBackup
 
 __all__ = [
@@ -154,7 +154,7 @@ def open_view(db: Path) -> sqlite3.Connection:
 def begin_view(view: sqlite3.Connection) -> int:
     """Start the read transaction that fixes *view*'s state; return its LSN."""
     view.execute("BEGIN")
-    lsn: int = view.execute("SELECT lsn FROM meta WHERE id = 1").fetchone()[0]
+    lsn: int = view.execute(LIVE_LSN).fetchone()[0]
     return lsn
 
 

@@ -18,12 +18,12 @@ changes nothing, and every read returns a new object.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from safehold.state._db import decode, encode
 from safehold.state.errors import KeyExists
 from safehold.state.events import ChangeAction, ChangeHub, DictionaryChange
-from safehold.state.serializers import KeySerializer, Serializer
+from safehold.state.serializers import JsonValues, KeySerializer, Serializer, StrKeys
 from safehold.state.transaction import (
     PAGE,
     ConditionalValue,
@@ -65,6 +65,9 @@ class Dictionary(Generic[K, V]):
         self.key_serializer = keys
         self.value_serializer = values
         self._hub = hub
+        # The defaults (str keys, plain JSON values) skip their serializers' calls.
+        self._str_keys = isinstance(keys, StrKeys) and type(keys).to_key is StrKeys.to_key
+        self._json_values = type(values) is JsonValues
 
     def __repr__(self) -> str:
         return f"Dictionary({self.name!r})"
@@ -72,14 +75,20 @@ class Dictionary(Generic[K, V]):
     # -- encoding ----------------------------------------------------------------------
 
     def _k(self, key: K) -> str:
+        if self._str_keys and isinstance(key, str) and key.isascii():
+            return key
         text = self.key_serializer.to_key(key)
         check_utf8(text)
         return text
 
     def _enc(self, value: V) -> str:
+        if self._json_values:
+            return encode(value)
         return encode(self.value_serializer.to_json(value))
 
     def _dec(self, text: str) -> V:
+        if self._json_values:
+            return cast(V, decode(text))
         return self.value_serializer.from_json(decode(text))
 
     # -- reads ---------------------------------------------------------------------------

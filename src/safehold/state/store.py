@@ -226,12 +226,12 @@ class StateStore:
     @property
     def epoch(self) -> Epoch:
         """The partition's epoch: new transactions commit in it."""
-        return self._live_meta().epoch
+        return self._w().head()[0].epoch
 
     @property
     def lsn(self) -> int:
         """The LSN of the last committed transaction (0 when there is none)."""
-        return self._live_meta().lsn
+        return self._w().head()[1]
 
     @property
     def meta(self) -> Meta:
@@ -391,7 +391,7 @@ class StateStore:
             RestoreSafetyCheckFailed: ``SAFE`` and the store is newer than the backup.
         """
         self._not_inside("restore")
-        self._live_meta()
+        self._w().check_open()
         if self._pending is not None and self._hook is None and not self.auto_restore:
             # No hook will handle the pending loss: this restore does, in the loss's epoch.
             async with self._maintenance, self._write_lock:
@@ -500,7 +500,7 @@ class StateStore:
 
     async def _ready(self) -> None:
         """Before a transaction or backup: run a pending data-loss hook, or accept the loss."""
-        self._live_meta()
+        self._w().check_open()
         if self._pending is None:
             return
         async with self._maintenance, self._write_lock:

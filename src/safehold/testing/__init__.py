@@ -109,9 +109,16 @@ class FakeEngine:
         raise SnapshotNotFound(f"no snapshot {snapshot_id}")
 
     def backup_dir(
-        self, storage: Storage, path: Path, *, meta: SnapshotMeta, progress: ProgressSink
+        self,
+        storage: Storage,
+        path: Path,
+        *,
+        meta: SnapshotMeta,
+        progress: ProgressSink,
+        parent: str | None = None,
     ) -> Snapshot:
-        """Read every file under *path*."""
+        """Read every file under *path* (whatever *parent* is)."""
+        del parent
         files = {
             str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
         }

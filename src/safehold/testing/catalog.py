@@ -21,8 +21,10 @@ from safehold.core.policy import EntityRef
 from safehold.service.model import (
     RUNNING_STATE,
     RUNNING_STATES,
+    BackupOutcome,
     BackupRecord,
     JobRecord,
+    PartitionBrief,
     PartitionRecord,
 )
 from safehold.service.uow import UNSET, UnitOfWork, Unset
@@ -102,13 +104,41 @@ class _FakePartitions:
             and (service is None or p.service == service)
         ]
 
-    def save(self, p: PartitionRecord) -> None:
+    def first(
+        self, *, application: str | None = None, service: str | None = None
+    ) -> PartitionRecord | None:
+        found = self.list(application=application, service=service)
+        return found[0] if found else None
+
+    def brief(self) -> builtins.list[PartitionBrief]:
+        return [
+            PartitionBrief(
+                p.partition_id,
+                p.application,
+                p.service,
+                p.source,
+                p.created_at,
+                p.last_backup_at,
+                p.last_backup_state,
+                p.last_failure,
+            )
+            for _, p in sorted(self.c.partitions.items())
+        ]
+
+    def save(self, p: PartitionRecord, outcome: BackupOutcome | None = None) -> None:
         new = copy.deepcopy(p)
         old = self.c.partitions.get(p.partition_id)
         if old is not None:  # as in the catalog, save never writes what the scheduler keeps
             for name in _KEPT:
                 setattr(new, name, getattr(old, name))
         self.c.partitions[p.partition_id] = new
+        if outcome is not None:
+            self.record_backup_outcome(
+                p.partition_id,
+                state=outcome.state,
+                failure=outcome.failure,
+                good_at=outcome.good_at,
+            )
 
     def delete(self, partition_id: str) -> None:
         self.c.partitions.pop(partition_id, None)
@@ -407,7 +437,7 @@ class _FakeBackups:
         return [copy.deepcopy(b) for b in sorted(out, key=lambda b: (b.created_at, b.backup_id))]
 
     def add(self, b: BackupRecord) -> None:
-        self.c.backups[b.backup_id] = copy.deepcopy(b)
+        self.c.backups.setdefault(b.backup_id, copy.deepcopy(b))
 
     def delete(self, backup_ids: Iterable[str]) -> None:
         for bid in list(backup_ids):
@@ -449,13 +479,17 @@ class _FakeOperations:
 
     def save(self, op_id: str, **values: Any) -> None:
         self.c.operations.setdefault(
-            op_id, {"id": op_id, "finished_at": None, "message": None}
+            op_id, {"id": op_id, "finished_at": None, "message": None, "heartbeat_at": None}
         ).update(values)
 
-    def fail_in_progress(self, now: datetime, message: str) -> None:
+    def fail_stale(self, now: datetime, silent_since: datetime, message: str) -> int:
+        n = 0
         for op in self.c.operations.values():
-            if op["state"] == "InProgress":
+            seen = op.get("heartbeat_at") or op["created_at"]
+            if op["state"] == "InProgress" and seen < silent_since:
                 op.update(state="Failed", finished_at=now, message=message)
+                n += 1
+        return n
 
 
 class FakeUnitOfWork:
@@ -518,9 +552,9 @@ class FakeUnitOfWork:
             setattr(self._shared, name, getattr(self._work, name))
         self.committed = True
 
-    def lock_partition(self, partition_id: str) -> None:
-        """Nothing to do: fake transactions are serialised already."""
-        del partition_id
+    def lock_partition(self, partition_id: str) -> PartitionRecord | None:
+        """Return the partition: fake transactions are serialised already."""
+        return self.partitions.get(partition_id)
 
 
 def _fake_uow_is_a_unit_of_work(catalog: FakeCatalog) -> UnitOfWork:

@@ -49,11 +49,13 @@ def _wants_console(request: Request) -> bool:
 
 def install(app: FastAPI) -> None:
     """Add the console, its assets, the local API docs and the browser redirect to *app*."""
-    from safehold.web import actions, pages
+    from safehold.web import actions, operations, overview, pages
 
     app.state.console_sessions = SessionStore()
+    app.include_router(overview.router)
     app.include_router(pages.router)
     app.include_router(actions.router)
+    app.include_router(operations.router)
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
     install_docs(app)
     app.add_middleware(_BrowserRoot)

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from safehold.core.errors import SafeholdError
 from safehold.core.policy import EntityRef, PolicyError
-from safehold.service import jobs, protection
+from safehold.service import jobs, policies, protection
 from safehold.web.auth import COOKIE, SESSION_SECONDS
 from safehold.web.common import AdminDep, FormDep, OperatorDep, render, sessions
 from safehold.web.forms import field_of, policy_from_form, stored_secrets
@@ -94,7 +94,7 @@ def create_policy(request: Request, session: AdminDep, form: FormDep) -> Respons
     """Create a policy; SF's validation error comes back beside its field."""
     ctx = request.app.state.ctx
     try:
-        protection.create_policy(
+        policies.create_policy(
             ctx,
             policy_from_form(form, editing=False),
             validate_connection=form.get("ValidateConnection") == "on",
@@ -109,8 +109,8 @@ def update_policy(request: Request, session: AdminDep, form: FormDep, name: str)
     """Replace a policy; secrets left empty keep their stored value."""
     ctx = request.app.state.ctx
     try:
-        secrets = stored_secrets(protection.get_policy(ctx, name))
-        protection.update_policy(
+        secrets = stored_secrets(policies.get_policy(ctx, name))
+        policies.update_policy(
             ctx,
             name,
             policy_from_form(form, editing=True),

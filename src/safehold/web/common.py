@@ -10,7 +10,7 @@ CSRF token before the route runs, so no action can skip it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,9 +51,27 @@ def _age(value: datetime | None, now: datetime) -> str:
     return f"{max(seconds, 0)} s"
 
 
+def _span(value: timedelta | float | None) -> str:
+    """A duration (or seconds), short: ``42 s``, ``5 min``, ``3 h 20 min``, ``2 d 4 h``."""
+    if value is None:
+        return "—"
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["when"] = _when
 templates.env.filters["age"] = _age
+templates.env.filters["span"] = _span
 templates.env.globals["allows"] = allows
 
 

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from safehold.core.errors import SafeholdError
 from safehold.core.policy import EntityRef, PolicyError
 from safehold.core.snapshot import parse_time
-from safehold.service import health, jobs, protection, views
+from safehold.service import drills, health, jobs, partitions, policies, protection, views
 from safehold.service.model import ACTIVE_STATES, BackupRecord
 from safehold.web.auth import COOKIE
 from safehold.web.common import OperatorDep, Viewer, render, sessions
@@ -33,17 +33,6 @@ def login_page(request: Request) -> HTMLResponse:
     """The sign-in form (a token)."""
     session = sessions(request).get(request.cookies.get(COOKIE))
     return render(request, "login.html", session)
-
-
-@router.get("/")
-def overview_page(request: Request, session: Viewer) -> HTMLResponse:
-    """Health counts, what is failing or late first, agents alive or lost."""
-    ctx = request.app.state.ctx
-    # The API's shared FleetView (computed at most once a second), when the app has one.
-    fleet = getattr(request.app.state, "fleet", None)
-    ov = views.overview(ctx, fleet.get(ctx).partitions if fleet is not None else None)
-    agents = jobs.list_agents(ctx)
-    return render(request, "overview.html", session, ov=ov, agents=agents, page="overview")
 
 
 ACTIVITY_TTL = 30.0  # seconds: an hourly chart may be this stale; it saves a scan of the jobs
@@ -84,7 +73,7 @@ def activity_fragment(request: Request, session: Viewer) -> HTMLResponse:
 def policies_page(request: Request, session: Viewer) -> HTMLResponse:
     """Every policy (secrets redacted) and where it is enabled."""
     ctx = request.app.state.ctx
-    items = protection.list_policies(ctx)
+    items = policies.list_policies(ctx)
     return render(request, "policies.html", session, policies=items, page="policies")
 
 
@@ -112,8 +101,8 @@ def new_policy_page(request: Request, session: Viewer) -> HTMLResponse:
 def policy_page(request: Request, session: Viewer, name: str) -> HTMLResponse:
     """One policy: the edit form (read-only for readers and operators)."""
     ctx = request.app.state.ctx
-    doc = protection.get_policy(ctx, name)
-    entities = protection.enabled_entities(ctx, name)
+    doc = policies.get_policy(ctx, name)
+    entities = policies.enabled_entities(ctx, name)
     return render(
         request,
         "policy_form.html",
@@ -142,7 +131,7 @@ def tree_page(
     groups: dict[str, dict[str, list[views.PartitionRow]]] = {}
     for r in rows:
         groups.setdefault(r.application, {}).setdefault(r.service, []).append(r)
-    policy_names = [p["Name"] for p in protection.list_policies(ctx)]
+    policy_names = [p["Name"] for p in policies.list_policies(ctx)]
     return render(
         request,
         "tree.html",
@@ -154,6 +143,7 @@ def tree_page(
         page_no=page_no,
         pages=max(1, -(-total // PAGE_SIZE)),
         policy_names=policy_names,
+        now=ctx.clock(),
         page="tree",
     )
 
@@ -174,7 +164,7 @@ def _chains(backups: list[BackupRecord]) -> list[dict[str, Any]]:
 def partition_page(request: Request, session: Viewer, partition_id: str) -> HTMLResponse:
     """A partition: backups by chain, live progress, backup and restore, job history."""
     ctx = request.app.state.ctx
-    p = protection.find_partition(ctx, partition_id)
+    p = partitions.find_partition(ctx, partition_id)
     backups = jobs.list_backups(
         ctx, EntityRef("Partition", p.partition_id), start=None, end=None, latest=False
     )
@@ -185,6 +175,7 @@ def partition_page(request: Request, session: Viewer, partition_id: str) -> HTML
     except SafeholdError:
         info = None
     state = health.health_of(ctx, p.partition_id)
+    drill_runs = drills.history(ctx, p.partition_id, 5)
     return render(
         request,
         "partition.html",
@@ -196,6 +187,7 @@ def partition_page(request: Request, session: Viewer, partition_id: str) -> HTML
         active=active,
         info=info,
         health=state,
+        drill_runs=drill_runs,
         now=ctx.clock(),
         page="tree",
     )
@@ -251,7 +243,7 @@ def restore_confirm_page(
 ) -> HTMLResponse | RedirectResponse:
     """Name the backup that will be restored and what it overwrites; ask to confirm."""
     ctx = request.app.state.ctx
-    p = protection.find_partition(ctx, partition_id)
+    p = partitions.find_partition(ctx, partition_id)
     backups = jobs.list_backups(
         ctx, EntityRef("Partition", p.partition_id), start=None, end=None, latest=False
     )

@@ -10,15 +10,19 @@ acknowledged unchanged; a stale attempt gets 409 SAFEHOLD_E_JOB_NOT_RUNNING).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from safehold.api.deps import AgentDep, CtxDep, JsonBody, ReaderDep
 from safehold.core.policy import PolicyError
 from safehold.core.work import ClaimRequest, Heartbeat, Outcome, WorkItem
 from safehold.service import jobs
+from safehold.service.context import ServiceContext
+from safehold.service.work_signal import RECHECK
 
 router = APIRouter(prefix="/safehold/agents", tags=["Agents"])
 
@@ -45,12 +49,47 @@ def _parse(model: type[Any], body: object, what: str) -> Any:
         raise PolicyError(f"{what}: {where}: {first['msg']}") from None
 
 
-@router.post("/{agent_id}/$/Claim", response_model=None)
-def claim_work(ctx: CtxDep, _p: AgentDep, agent_id: str, body: JsonBody) -> WorkItem | Response:
-    """Hand the agent its next job (200 with a work item) or nothing (204)."""
+@router.post(
+    "/{agent_id}/$/Claim",
+    response_model=None,
+    responses={200: {"model": WorkItem}, 204: {"description": "No work (within WaitSeconds)."}},
+)
+async def claim_work(
+    http: Request, ctx: CtxDep, _p: AgentDep, agent_id: str, body: JsonBody
+) -> Response:
+    """
+    Hand the agent its next job (200 with a work item) or nothing (204).
+
+    With ``WaitSeconds`` the claim is long-polled: held open, without a thread,
+    until a job may be claimable (``ctx.work`` wakes it) or the time is up.
+    """
     request = _parse(ClaimRequest, body, "the claim")
-    item = jobs.claim(ctx, _check_agent_id(agent_id), request)
-    return Response(status_code=204) if item is None else item
+    item = await _claim_waiting(http, ctx, _check_agent_id(agent_id), request)
+    if item is None:
+        return Response(status_code=204)
+    # Serialised by pydantic in one step (the hot path: one claim per job).
+    return Response(item.model_dump_json(), media_type="application/json")
+
+
+async def _claim_waiting(
+    http: Request, ctx: ServiceContext, agent_id: str, request: ClaimRequest
+) -> WorkItem | None:
+    # As jobs.claim_waiting, with await: a waiting claim holds no worker thread.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + jobs.wait_for(request)
+    while True:
+        ticket = ctx.work.ticket(loop)
+        item = None
+        try:
+            item = await run_in_threadpool(jobs.claim, ctx, agent_id, request)
+            left = deadline - loop.time()
+            if item is not None or left <= 0 or ctx.work.closed:
+                return item
+            await ticket.wait(min(left, RECHECK))
+            if await http.is_disconnected():  # nobody to hand a job to
+                return None
+        finally:
+            ticket.release(item is not None)
 
 
 @router.post("/{agent_id}/jobs/{job_id}/$/Heartbeat", status_code=204)

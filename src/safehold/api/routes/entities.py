@@ -97,7 +97,8 @@ def _add_routes(kind: str) -> None:
         token: TokenQ = None,
         max_results: MaxQ = None,
     ) -> Any:
-        infos = protection.config_info(ctx, entity_of(entity_id))
+        found = protection.config_info(ctx, entity_of(entity_id))
+        infos = [sf_render.config_info(c) for c in found]
         if kind == "Partition":
             return infos[0]
         return page(infos, token, max_results)

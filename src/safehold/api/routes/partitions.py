@@ -6,22 +6,25 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
+from safehold.api import sf_render
 from safehold.api.deps import AdminDep, CtxDep, ReaderDep
 from safehold.api.paging import page
 from safehold.api.schemas import HealthPublic, PagedPartitionList, PartitionCreate, PartitionPublic
 from safehold.core.policy import PolicyError
-from safehold.service import health, protection
+from safehold.service import health, partitions
 from safehold.service.model import Hooks, PartitionKey
 
 router = APIRouter(prefix="/safehold", tags=["Partitions"])
 
 
 @router.post("/partitions", status_code=201)
-def register_partition(ctx: CtxDep, _p: AdminDep, body: PartitionCreate) -> PartitionPublic:
+def register_partition(
+    request: Request, ctx: CtxDep, _p: AdminDep, body: PartitionCreate
+) -> PartitionPublic:
     """Register a partition (or update its source, restore target or agent)."""
-    rec = protection.register_partition(
+    rec = partitions.register_partition(
         ctx,
-        protection.PartitionCreate(
+        partitions.PartitionCreate(
             application=body.ApplicationName,
             service=body.ServiceName,
             partition_id=body.PartitionId,
@@ -35,7 +38,8 @@ def register_partition(ctx: CtxDep, _p: AdminDep, body: PartitionCreate) -> Part
             else None,
         ),
     )
-    return PartitionPublic(**protection.partition_json(rec))
+    request.app.state.fleet.invalidate()  # this replica's health lists it at once
+    return PartitionPublic(**sf_render.partition_json(rec))
 
 
 @router.get("/partitions")
@@ -47,7 +51,7 @@ def list_partitions(
 ) -> PagedPartitionList:
     """List the registered partitions."""
     items = [
-        PartitionPublic(**protection.partition_json(p)) for p in protection.list_partitions(ctx)
+        PartitionPublic(**sf_render.partition_json(p)) for p in partitions.list_partitions(ctx)
     ]
     return PagedPartitionList(**page(items, token, max_results))
 
@@ -55,15 +59,16 @@ def list_partitions(
 @router.get("/partitions/{partition_id}")
 def get_partition(ctx: CtxDep, _p: ReaderDep, partition_id: str) -> PartitionPublic:
     """Return one registration."""
-    return PartitionPublic(
-        **protection.partition_json(protection.find_partition(ctx, partition_id))
-    )
+    return PartitionPublic(**sf_render.partition_json(partitions.find_partition(ctx, partition_id)))
 
 
 @router.delete("/partitions/{partition_id}", status_code=204)
-def unregister_partition(ctx: CtxDep, _p: AdminDep, partition_id: str) -> Response:
+def unregister_partition(
+    request: Request, ctx: CtxDep, _p: AdminDep, partition_id: str
+) -> Response:
     """Forget a registration (its backups stay); 409 while one of its jobs runs."""
-    protection.unregister_partition(ctx, partition_id)
+    partitions.unregister_partition(ctx, partition_id)
+    request.app.state.fleet.invalidate()
     return Response(status_code=204)
 
 

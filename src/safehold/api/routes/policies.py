@@ -17,7 +17,7 @@ from safehold.api.deps import (
 )
 from safehold.api.paging import page
 from safehold.core.policy import PolicyError
-from safehold.service import jobs, protection
+from safehold.service import jobs, policies
 
 router = APIRouter(prefix="/BackupRestore", tags=["BackupPolicies"])
 
@@ -31,7 +31,7 @@ def create_backup_policy(
     ctx: CtxDep, _v: ApiVersionDep, _p: AdminDep, body: JsonBody, validate: ValidateQ = False
 ) -> Response:
     """Create a backup policy (201); 409 if the name exists; ValidateConnection tries it."""
-    protection.create_policy(ctx, body, validate_connection=validate)
+    policies.create_policy(ctx, body, validate_connection=validate)
     return Response(status_code=201)
 
 
@@ -45,14 +45,14 @@ def update_backup_policy(
     validate: ValidateQ = False,
 ) -> Response:
     """Replace a backup policy; secrets sent as ``****`` keep their stored value."""
-    protection.update_policy(ctx, name, body, validate_connection=validate)
+    policies.update_policy(ctx, name, body, validate_connection=validate)
     return Response(status_code=200)
 
 
 @router.post("/BackupPolicies/{name}/$/Delete")
 def delete_backup_policy(ctx: CtxDep, _v: ApiVersionDep, _p: AdminDep, name: str) -> Response:
     """Delete a policy that no entity uses; 400 FABRIC_E_BACKUP_IS_ENABLED otherwise."""
-    protection.delete_policy(ctx, name)
+    policies.delete_policy(ctx, name)
     return Response(status_code=200)
 
 
@@ -61,7 +61,7 @@ def get_backup_policy_list(
     ctx: CtxDep, _v: ApiVersionDep, _p: ReaderDep, token: TokenQ = None, max_results: MaxQ = None
 ) -> dict[str, Any]:
     """List the policies (secrets redacted)."""
-    return page(protection.list_policies(ctx), token, max_results)
+    return page(policies.list_policies(ctx), token, max_results)
 
 
 @router.get("/BackupPolicies/{name}")
@@ -69,7 +69,7 @@ def get_backup_policy_by_name(
     ctx: CtxDep, _v: ApiVersionDep, _p: ReaderDep, name: str
 ) -> dict[str, Any]:
     """Return one policy (secrets redacted)."""
-    return protection.get_policy(ctx, name)
+    return policies.get_policy(ctx, name)
 
 
 @router.get("/BackupPolicies/{name}/$/GetBackupEnabledEntities")
@@ -82,7 +82,8 @@ def get_backup_enabled_entities(
     max_results: MaxQ = None,
 ) -> dict[str, Any]:
     """List the entities the policy is enabled on."""
-    return page(protection.enabled_entities(ctx, name), token, max_results)
+    entities = [sf_render.entity_json(e) for e in policies.enabled_entities(ctx, name)]
+    return page(entities, token, max_results)
 
 
 @router.post("/$/GetBackups")

@@ -7,7 +7,15 @@ sweeps end what nobody will finish (``lifecycle``); ``listing`` reads jobs and
 backups back. One backup or restore runs per partition at a time.
 """
 
-from safehold.service.jobs.lifecycle import claim, complete, heartbeat, purge_finished, sweep
+from safehold.service.jobs.lifecycle import (
+    claim,
+    claim_waiting,
+    complete,
+    heartbeat,
+    purge_finished,
+    sweep,
+    wait_for,
+)
 from safehold.service.jobs.listing import (
     backups_in_storage,
     entity_from_json,
@@ -30,6 +38,7 @@ from safehold.service.jobs.requests import (
 __all__ = [
     "backups_in_storage",
     "claim",
+    "claim_waiting",
     "complete",
     "disable_backup_and_clean",
     "entity_from_json",
@@ -47,4 +56,5 @@ __all__ = [
     "request_restore",
     "storage_backups",
     "sweep",
+    "wait_for",
 ]

@@ -21,17 +21,27 @@ ones keep running and report to whichever replica answers.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+import time
+from datetime import datetime, timedelta
 from typing import Any
 
 from safehold.core.policy import PolicyError
 from safehold.core.snapshot import Epoch, format_time, parse_time
-from safehold.core.work import JOB_KINDS, ClaimRequest, Heartbeat, Outcome, PartitionInfo, WorkItem
+from safehold.core.work import (
+    JOB_KINDS,
+    ClaimRequest,
+    Heartbeat,
+    KnownBackup,
+    Outcome,
+    PartitionInfo,
+    WorkItem,
+)
 from safehold.service import drills
 from safehold.service.context import ServiceContext
 from safehold.service.errors import JobNotRunning
 from safehold.service.model import (
     RUNNING_STATES,
+    BackupOutcome,
     BackupRecord,
     JobRecord,
     PartitionRecord,
@@ -39,12 +49,15 @@ from safehold.service.model import (
     backup_location,
 )
 from safehold.service.uow import UnitOfWork
+from safehold.service.work_signal import MAX_WAIT, RECHECK
 
-__all__ = ["claim", "complete", "heartbeat", "purge_finished", "sweep"]
+__all__ = ["claim", "claim_waiting", "complete", "heartbeat", "purge_finished", "sweep", "wait_for"]
 
 log = logging.getLogger("safehold.jobs")
 
 PURGE_BATCH = 5000
+#: A replica records an agent's claim in its row at most this often.
+SEEN_EVERY = timedelta(seconds=2)
 
 
 def claim(
@@ -59,12 +72,19 @@ def claim(
     """
     req = request or ClaimRequest()
     kinds = [k for k in (req.Kinds if req.Kinds is not None else JOB_KINDS) if k in JOB_KINDS]
-    # The agent's row is written in a transaction of its own: held through the
-    # claim below, its lock would queue the agent's other slots and heartbeats.
-    with ctx.uow() as uow:
-        now = ctx.clock()
-        before = uow.agents.seen(agent_id, now, req.Incarnation)
-        uow.commit()
+    now = ctx.clock()
+    noted = ctx.agents_seen.get(agent_id)
+    if noted is not None and noted[0] == req.Incarnation and now - noted[1] < SEEN_EVERY:
+        # This replica wrote the agent's row a moment ago: an idle agent's
+        # claims (and a busy one's slots) need not rewrite it every time.
+        before = req.Incarnation
+    else:
+        # The agent's row is written in a transaction of its own: held through the
+        # claim below, its lock would queue the agent's other slots and heartbeats.
+        with ctx.uow() as uow:
+            before = uow.agents.seen(agent_id, now, req.Incarnation)
+            uow.commit()
+        ctx.agents_seen[agent_id] = (req.Incarnation, now)
     with ctx.uow() as uow:
         if req.Incarnation is not None and before != req.Incarnation:
             for old in uow.jobs.fail_incarnations(agent_id, req.Incarnation, now):
@@ -81,14 +101,67 @@ def claim(
             return None
         job = uow.jobs.claim_next(agent_id, req.Incarnation, now, kinds) if kinds else None
         p = uow.partitions.get(job.partition_id) if job is not None else None
+        extra: dict[str, Any] = {}
+        if job is not None and job.kind == "backup":
+            # What the agent would otherwise look for among every snapshot of a
+            # repository the fleet shares: the partition's own backups.
+            mine = uow.backups.list(partition_id=job.partition_id)
+            if mine:
+                extra["previous_snapshot"] = max(mine, key=lambda b: b.created_at).snapshot_id
+            if job.params.get("retention"):
+                extra["known"] = _known(mine)
         uow.commit()
     if job is None or p is None:
         return None
-    return _work_item(ctx, job, p)
+    return _work_item(ctx, job, p, extra)
 
 
-def _work_item(ctx: ServiceContext, job: JobRecord, p: PartitionRecord) -> WorkItem:
+def _known(backups: list[BackupRecord]) -> list[dict[str, Any]]:
+    """The partition's catalogued backups, as ``KnownBackup`` (retention on the agent)."""
+    snapshot_of = {b.backup_id: b.snapshot_id for b in backups}
+    return [
+        KnownBackup(
+            SnapshotId=b.snapshot_id,
+            Time=format_time(b.created_at),
+            Full=b.backup_type == "Full",
+            ParentSnapshotId=snapshot_of.get(b.parent_id) if b.parent_id else None,
+        ).model_dump()
+        for b in backups
+    ]
+
+
+def wait_for(request: ClaimRequest) -> float:
+    """How long a claim may wait for work: what the agent asked, at most ``MAX_WAIT``."""
+    return min(max(request.WaitSeconds or 0.0, 0.0), MAX_WAIT)
+
+
+def claim_waiting(ctx: ServiceContext, agent_id: str, request: ClaimRequest) -> WorkItem | None:
+    """
+    ``claim``, waiting in this thread up to ``wait_for(request)`` seconds for work.
+
+    Wakes when a job is accepted or ends (``ctx.work``), and looks again every
+    ``RECHECK`` seconds whatever happens; returns at once when the controller
+    stops. The API's claim route does the same with ``await``.
+    """
+    deadline = time.monotonic() + wait_for(request)
+    while True:
+        ticket = ctx.work.ticket()
+        item = None
+        try:
+            item = claim(ctx, agent_id, request)
+            left = deadline - time.monotonic()
+            if item is not None or left <= 0 or ctx.work.closed:
+                return item
+            ticket.wait_blocking(min(left, RECHECK))
+        finally:
+            ticket.release(item is not None)
+
+
+def _work_item(
+    ctx: ServiceContext, job: JobRecord, p: PartitionRecord, extra: dict[str, Any]
+) -> WorkItem:
     storage = job.params.get("storage")
+    params = {k: v for k, v in job.params.items() if k != "storage"} | extra
     return WorkItem(
         JobId=job.id,
         Kind=job.kind,
@@ -107,7 +180,7 @@ def _work_item(ctx: ServiceContext, job: JobRecord, p: PartitionRecord) -> WorkI
             Name=p.key.name,
         ),
         Storage=None if storage is None else ctx.secrets.open_storage(storage),
-        Params={k: v for k, v in job.params.items() if k != "storage"},
+        Params=params,
     )
 
 
@@ -154,8 +227,7 @@ def complete(ctx: ServiceContext, agent_id: str, job_id: str, outcome: Outcome) 
             )
         if job.kind == "backup" and outcome.State == "Success" and outcome.Snapshot is None:
             raise PolicyError("a successful backup must report its Snapshot")
-        uow.lock_partition(job.partition_id)
-        p = uow.partitions.get(job.partition_id)
+        p = uow.lock_partition(job.partition_id)
         if job.state not in RUNNING_STATES:
             _late(uow, job, p, outcome)
             uow.commit()
@@ -179,6 +251,7 @@ def _late(uow: UnitOfWork, job: JobRecord, p: PartitionRecord | None, outcome: O
     ):
         params = {**job.params, **(_reported(p, outcome) or {})}
         _record_backup(uow, JobRecord(**{**job.__dict__, "params": params}), p, outcome)
+        uow.partitions.save(p)
         log.warning("job %s had ended as %s; its late backup is recorded", job.id, job.state)
 
 
@@ -186,6 +259,7 @@ def _apply(
     uow: UnitOfWork, job: JobRecord, p: PartitionRecord | None, outcome: Outcome, now: datetime
 ) -> None:
     job.finished_at = now
+    recorded = False  # the backup's outcome went with the partition's row
     if outcome.State == "Success" and p is not None:
         job.state = "Success"
         reported = _reported(p, outcome)
@@ -203,7 +277,10 @@ def _apply(
             uow.backups.delete(b.backup_id for b in uow.backups.list(partition_id=p.partition_id))
         if reported is not None:
             p.epoch, p.lsn = Epoch(*reported["epoch"]), reported["lsn"]
-        uow.partitions.save(p)
+        good_at = parse_time(outcome.Snapshot.Time) if outcome.Snapshot else None
+        done = BackupOutcome("Success", None, good_at) if job.kind == "backup" else None
+        uow.partitions.save(p, done)
+        recorded = done is not None
     else:
         err = outcome.Error
         job.state = "Failure"
@@ -211,13 +288,14 @@ def _apply(
         job.failure_message = (err.Message if err else "") or "the agent reported a failure"
     if job.kind == "drill":  # what the drill measured goes on its run (service.drills)
         drills.record_outcome(uow, job, outcome, now)
-    if job.kind == "backup":
-        good = job.state == "Success"
+    elif job.kind == "dataloss":  # SF's fire drill, in the drill history too
+        drills.record_data_loss(uow, job, outcome, now)
+    if job.kind == "backup" and not recorded:
         uow.partitions.record_backup_outcome(
             job.partition_id,
             state=job.state,
-            failure=None if good else f"{job.failure_code}: {job.failure_message}",
-            good_at=parse_time(outcome.Snapshot.Time) if good and outcome.Snapshot else None,
+            failure=f"{job.failure_code}: {job.failure_message}",
+            good_at=None,
         )
 
 
@@ -276,8 +354,7 @@ def _record_backup(
         storage=params["storage"],
         key=p.key,
     )
-    if uow.backups.get(backup_id) is None:
-        uow.backups.add(rec)
+    uow.backups.add(rec)  # a no-op if a repeated report recorded it already
     removed = set(outcome.Removed)
     if removed:
         uow.backups.delete(
@@ -285,8 +362,7 @@ def _record_backup(
             for b in uow.backups.list(partition_id=p.partition_id)
             if b.snapshot_id in removed
         )
-    p.lsn = max(p.lsn, params["lsn"])
-    uow.partitions.save(p)
+    p.lsn = max(p.lsn, params["lsn"])  # the caller saves p
     return {"BackupId": backup_id, "BackupLocation": location, "Size": rec.size_bytes}
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from safehold.core.policy import EntityRef, PolicyError, StorageSpec, parse_storage
 from safehold.core.snapshot import Epoch, format_time
 from safehold.service.context import ServiceContext
+from safehold.service.entities import chain_of, get_partition
 from safehold.service.model import (
     BackupRecord,
     JobRecord,
@@ -20,7 +21,6 @@ from safehold.service.model import (
     backup_id_for,
     backup_location,
 )
-from safehold.service.protection import chain_of, get_partition
 from safehold.service.storages import foreign_repository_is_bad_input
 
 __all__ = [

@@ -23,6 +23,7 @@ from safehold.core.policy import (
 )
 from safehold.core.snapshot import format_time
 from safehold.service.context import ServiceContext
+from safehold.service.entities import effective_for, get_partition
 from safehold.service.errors import (
     BackupInProgress,
     BackupNotEnabled,
@@ -32,12 +33,12 @@ from safehold.service.errors import (
 )
 from safehold.service.jobs.listing import backups_in_storage
 from safehold.service.model import BackupRecord, JobRecord, PartitionRecord
-from safehold.service.protection import effective_for, get_partition, load_policy
+from safehold.service.policies import load_policy
 from safehold.service.storages import ensure_repository, storage_key
 from safehold.service.uow import UnitOfWork
 
 #: Sources whose agents restore to an exact instant between backups.
-EXACT_PITR_SOURCES = ("state:", "postgres:")
+EXACT_PITR_SOURCES = ("state:", "postgres:", "mariadb:")
 
 __all__ = [
     "disable_backup_and_clean",

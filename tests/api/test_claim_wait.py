@@ -1,0 +1,71 @@
+"""The claim route long-polls: held open without a thread until work arrives."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import httpx
+
+from safehold.bootstrap import Controller
+from safehold.core.policy import EntityRef
+from safehold.service import jobs, policies, protection
+from safehold.service.work_signal import RECHECK
+from tests.api.conftest import AGENT, auth
+from tests.service.helpers import P1, add_partition, policy_doc
+
+WAIT = 3.0
+assert WAIT < RECHECK  # a job handed over within the wait came from a wake-up
+
+
+def _until_waiting(controller: Controller, n: int) -> None:
+    for _ in range(1000):
+        if controller.ctx.work.waiting >= n:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"{n} claims never started waiting")
+
+
+def test_waiting_claims_get_the_jobs_accepted_while_they_wait(
+    controller: Controller, client: httpx.Client, tmp_path: Path
+) -> None:
+    """Three agents' claims wait over HTTP; two backups are requested; two claims get them."""
+    ctx = controller.ctx
+    add_partition(ctx, P1, tmp_path / "a", svc="A")
+    p2 = "44444444-4444-4444-4444-444444444444"
+    add_partition(ctx, p2, tmp_path / "b", svc="B")
+    policies.create_policy(ctx, policy_doc("p", tmp_path / "store"))
+    protection.enable_backup(ctx, EntityRef("Application", "fabric:/Shop"), "p")
+    answers: dict[str, httpx.Response] = {}
+
+    def claim(agent: str) -> None:
+        answers[agent] = client.post(
+            f"/safehold/agents/{agent}/$/Claim",
+            headers=auth(AGENT),
+            json={"WaitSeconds": WAIT},
+            timeout=30,
+        )
+
+    threads = [threading.Thread(target=claim, args=(f"agent-{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    _until_waiting(controller, 3)
+    wanted = {jobs.request_backup(ctx, P1).id, jobs.request_backup(ctx, p2).id}
+    for t in threads:
+        t.join(30)
+    got = {r.json()["JobId"] for r in answers.values() if r.status_code == 200}
+    assert got == wanted
+    assert sorted(r.status_code for r in answers.values()) == [200, 200, 204]
+
+
+def test_a_claim_without_a_wait_answers_at_once(client: httpx.Client) -> None:
+    r = client.post("/safehold/agents/a/$/Claim", headers=auth(AGENT), json={}, timeout=30)
+    assert r.status_code == 204
+
+
+def test_a_negative_wait_is_refused(client: httpx.Client) -> None:
+    r = client.post(
+        "/safehold/agents/a/$/Claim", headers=auth(AGENT), json={"WaitSeconds": -1}, timeout=30
+    )
+    assert r.status_code == 400
+    assert "WaitSeconds" in r.json()["Error"]["Message"]
