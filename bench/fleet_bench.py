@@ -113,6 +113,8 @@ class Fleet:
 
     def start(self) -> None:
         extra = ["--no-embedded-agent", "--tick-seconds", "1", "--agent-timeout", "60"]
+        # serve's default spread, over the test harness's 0 (SF's first backup at once).
+        extra += ["--schedule-spread", "1"]
         for i in range(2):
             proc, url = start_replica(self.work / f"ctl{i}", self.catalog, self.key, extra=extra)
             self.controllers.append(proc)

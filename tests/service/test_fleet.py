@@ -257,3 +257,32 @@ def test_a_configuration_operation_fails_only_when_its_controller_stops(
     dead = config_backup.operation_status(ctx, "dead")
     assert dead["Status"] == "Failed"
     assert "stopped" in dead["Error"]["Message"]
+
+
+def test_a_backlog_keeps_the_spread_busy_partitions_take_their_next_slot(
+    ctx: ServiceContext, store_dir: Path, tmp_path: Path, clock: FakeClock
+) -> None:
+    """
+    While the agents lag (every due partition still has its job queued), the busy
+    partitions are not all retried at one instant: each keeps its own slot.
+    """
+    pids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(40)]
+    for pid in pids:
+        add_partition(ctx, pid, tmp_path / pid)
+    doc = policy_doc("p", store_dir)
+    doc["Schedule"] = {"ScheduleKind": "FrequencyBased", "Interval": "PT1M"}
+    policies.create_policy(ctx, doc)
+    protection.enable_backup(ctx, EntityRef("Application", "fabric:/Shop"), "p")
+    for _ in range(70):  # one interval and a bit, no agent: every job stays queued
+        scheduler.tick(ctx)
+        clock.advance(seconds=1)
+    report = scheduler.TickReport()
+    for _ in range(3):  # a slow leader: many partitions come due, busy, in each tick
+        clock.advance(seconds=30)
+        scheduler.tick(ctx, report)
+    assert report.busy >= len(pids) // 2
+    with ctx.uow() as uow:
+        due = [p.next_due_at for p in uow.partitions.list()]
+    assert all(d is not None for d in due)
+    # Spread over the minute as the slots are, not bunched on one retry time.
+    assert len({d.replace(microsecond=0) for d in due if d is not None}) >= len(pids) // 2

@@ -95,6 +95,20 @@ def test_list_is_sorted_and_filtered_by_prefix(storage: Storage) -> None:
     assert list(storage.list("nothing/")) == []
 
 
+def test_objects_deleted_during_a_listing_are_left_out_not_an_error(storage: Storage) -> None:
+    """Another process deletes what a listing has yet to reach (a lock file, say)."""
+    names = [f"d/x{i:02d}" for i in range(20)]
+    for n in names:
+        storage.put(n, b"lock")
+    listing = storage.list("d/")
+    first = next(listing)
+    for n in names:
+        if n != first.name:
+            storage.delete(n)
+    rest = [i.name for i in listing]  # no ObjectNotFound for the ones that went
+    assert set(rest) <= set(names)
+
+
 def test_invalid_names_are_refused(storage: Storage) -> None:
     """Names that could escape the store or clash on case-insensitive stores are refused."""
     for bad in ["", "/abs", "a/../b", "..", "A", "a//b", "a/", "sp ace"]:

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 
 from safehold.core.policy import FrequencySchedule, Schedule, next_due
 
-__all__ = ["period", "schedule_key", "slot_after", "slot_at_or_after"]
+__all__ = ["jitter", "period", "schedule_key", "slot_after", "slot_at_or_after"]
 
 
 def _offset(partition_id: str, width: float) -> float:
@@ -33,6 +33,11 @@ def _offset(partition_id: str, width: float) -> float:
     digest = hashlib.blake2b(partition_id.encode(), digest_size=8).digest()
     # Whole seconds keep slots on the second, as SF's schedules are.
     return float(int.from_bytes(digest, "big") % int(width))
+
+
+def jitter(partition_id: str, width: timedelta) -> timedelta:
+    """A delay in ``[0, width)`` of the partition's own (the same offset as its slots)."""
+    return timedelta(seconds=_offset(partition_id, width.total_seconds()))
 
 
 def _base(schedule: FrequencySchedule, anchor: datetime, pid: str, spread: float) -> datetime:

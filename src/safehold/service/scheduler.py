@@ -22,7 +22,8 @@ However many slots were missed while no controller ran, one backup is taken and
 the next slot is counted from now; a partition overdue by a whole period or more
 (a long outage, a resumed suspension) takes that one backup at its own next slot,
 so the catch-up of a fleet is spread over one period too. A partition busy with
-another job is tried again after ``BUSY_RETRY``; one whose storage is unreachable
+another job (one still queued, say) takes its next slot, or is tried again
+within a minute if that slot is far; one whose storage is unreachable
 after ``STORAGE_RETRY``, with the reason kept for its health.
 """
 
@@ -41,7 +42,7 @@ from safehold.core.policy import (
     FrequencySchedule,
     effective_config,
 )
-from safehold.core.slots import period, schedule_key, slot_after, slot_at_or_after
+from safehold.core.slots import jitter, period, schedule_key, slot_after, slot_at_or_after
 from safehold.service.context import ServiceContext
 from safehold.service.jobs import new_backup_job
 from safehold.service.model import JobRecord, PartitionRecord
@@ -59,6 +60,8 @@ BUDGET = 0.25
 #: (partition id, the slot read, the next slot or None, schedule key or None).
 Slot = tuple[str, datetime, datetime | None, str | None]
 BUSY_RETRY = timedelta(seconds=30)
+#: A busy partition waits for its next slot if it is at most this far away.
+BUSY_SLOT_MAX = timedelta(minutes=5)
 STORAGE_RETRY = timedelta(minutes=1)
 SCHEDULED_TIMEOUT = timedelta(minutes=10)
 
@@ -246,7 +249,7 @@ def _schedule_due(
         report.busy += len(busy)
         uow.partitions.reschedule_many(
             [
-                (pl.p.partition_id, now + BUSY_RETRY, pl.key)
+                (pl.p.partition_id, _busy_retry(ctx, pl, now), pl.key)
                 for pl in taken
                 if pl.p.partition_id in busy
             ]
@@ -271,6 +274,21 @@ def _schedule_due(
         uow.commit()
     report.created += len(new)
     return new, len(due) == BATCH
+
+
+def _busy_retry(ctx: ServiceContext, plan: _Plan, now: datetime) -> datetime:
+    """
+    When a partition busy with another job (one already queued, say) is tried again.
+
+    Its next slot when that is near: a backlog then keeps the fleet's spread
+    (all busy partitions retried at one instant would come due together, tick
+    after tick). A far slot (a daily schedule) is not waited for: the partition
+    is tried again within ``BUSY_RETRY``, at an offset of its own.
+    """
+    nxt = plan.after(ctx, now)
+    if nxt - now <= BUSY_SLOT_MAX:
+        return nxt
+    return now + BUSY_RETRY + jitter(plan.p.partition_id, BUSY_RETRY)
 
 
 def _due(plan: _Plan) -> datetime:

@@ -266,31 +266,50 @@ def _hour_key(column: Any, dialect: str) -> Any:
     return sa.func.strftime("%Y-%m-%d %H", column)
 
 
-def activity(ctx: ServiceContext, hours: int = 24) -> Activity:
+def activity(
+    ctx: ServiceContext, hours: int = 24, past: dict[datetime, tuple[int, int]] | None = None
+) -> Activity:
     """
     Count the jobs that finished in each of the last *hours* hours (one grouped query).
 
     Succeeded means ``Success``; failed means ``Failure`` or ``Timeout``. On a
     catalog other than SQL (the in-memory one) every count is 0.
+
+    *past*, kept by the caller between calls, holds the counts of hours that
+    are over: those never change, so a later call reads only the jobs of the
+    hours it does not hold (at a steady fleet, the current hour's), not a
+    whole day of jobs again.
     """
     now = ctx.clock().replace(minute=0, second=0, microsecond=0)
     starts = [now - timedelta(hours=hours - 1 - i) for i in range(hours)]
     index = {h.strftime("%Y-%m-%d %H"): i for i, h in enumerate(starts)}
     ok, bad = [0] * hours, [0] * hours
+    known = past if past is not None else {}
+    first = next((i for i, h in enumerate(starts) if h not in known), hours)
+    for i, h in enumerate(starts[:first]):
+        ok[i], bad[i] = known[h]
     with ctx.uow() as uow:
         conn = _conn(uow)
-        if conn is not None:
+        if conn is not None and first < hours:
             j = t.jobs.c
             key = _hour_key(j.finished_at, conn.dialect.name).label("hour")
             rows = conn.execute(
                 sa.select(key, j.state, sa.func.count())
-                .where(j.finished_at >= starts[0], j.state.in_(("Success", "Failure", "Timeout")))
+                .where(
+                    j.finished_at >= starts[first],
+                    j.state.in_(("Success", "Failure", "Timeout")),
+                )
                 .group_by(key, j.state)
             ).all()
             for hour, state, count in rows:
-                i = index.get(hour)
-                if i is not None:
-                    (ok if state == "Success" else bad)[i] += int(count)
+                k = index.get(hour)
+                if k is not None and k >= first:
+                    (ok if state == "Success" else bad)[k] += int(count)
+    if past is not None and conn is not None:
+        for i, h in enumerate(starts[:-1]):  # every hour but the current one is over
+            past[h] = (ok[i], bad[i])
+        for h in [h for h in past if h < starts[0]]:
+            del past[h]
     return Activity(starts, ok, bad)
 
 

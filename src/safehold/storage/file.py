@@ -138,8 +138,11 @@ class FileStorage:
                 if (rel + "/").startswith(prefix) or prefix.startswith(rel + "/"):
                     yield from self._walk(Path(entry.path), prefix)
             elif rel.startswith(prefix):
-                with self._translate(rel):
-                    size = entry.stat(follow_symlinks=False).st_size
+                try:
+                    with self._translate(rel):
+                        size = entry.stat(follow_symlinks=False).st_size
+                except ObjectNotFound:
+                    continue  # deleted since the directory was read: not there any more
                 yield ObjectInfo(rel, size)
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:

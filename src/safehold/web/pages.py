@@ -44,7 +44,10 @@ def _activity(request: Request) -> views.Activity:
     cached: tuple[float, views.Activity] | None = getattr(state, "console_activity", None)
     if cached is not None and time.monotonic() - cached[0] < ttl:
         return cached[1]
-    act = views.activity(request.app.state.ctx)
+    past = getattr(state, "console_activity_hours", None)
+    if past is None:
+        past = state.console_activity_hours = {}
+    act = views.activity(request.app.state.ctx, past=past)
     request.app.state.console_activity = (time.monotonic(), act)
     return act
 
