@@ -87,6 +87,8 @@ async def _claim_waiting(
                 return item
             await ticket.wait(min(left, RECHECK))
             if await http.is_disconnected():  # nobody to hand a job to
+                if ticket.woken:
+                    ctx.work.notify(1)  # the wake-up goes to a claim that can use it
                 return None
         finally:
             ticket.release(item is not None)
