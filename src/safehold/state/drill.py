@@ -113,6 +113,11 @@ def consistency_check(path: Path, partition: str, lsn: int | None) -> dict[str, 
             detail = f"intact: partition {meta.partition}, epoch {meta.epoch}, LSN {meta.lsn}"
     except (SafeholdError, InvalidBackup) as exc:
         problems.append(exc.message)
+    return _state_check(problems, detail)
+
+
+def _state_check(problems: list[str], detail: str) -> dict[str, Any]:
+    """The result of the store's consistency check, in a validator result's shape."""
     return {
         "Kind": "StateCheck",
         "Name": "the store's consistency check",
@@ -189,13 +194,7 @@ async def _live_check(store: StateStore) -> dict[str, Any]:
         detail = f"intact: partition {meta.partition}, epoch {meta.epoch}, LSN {meta.lsn}"
     except (SafeholdError, InvalidBackup) as exc:
         problems.append(exc.message)
-    return {
-        "Kind": "StateCheck",
-        "Name": "the store's consistency check",
-        "Passed": not problems,
-        "Detail": "; ".join(problems) if problems else detail,
-        "Output": "",
-    }
+    return _state_check(problems, detail)
 
 
 async def run_store_drill(
