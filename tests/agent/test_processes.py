@@ -102,8 +102,11 @@ def test_two_agents_pull_their_partitions_and_a_lost_agent_fails_its_job(tmp_pat
         cli("policy", "create", "--url", url, str(policy_file(tmp_path, tmp_path / "store")))
         cli("policy", "enable", "proc", "--url", url, "--application", "fabric:/Multi")
         for pid in (P1, P2):
-            [b] = wait_backups(url, pid)  # the scheduler's first backup, on the partition's agent
-            assert b["PartitionInformation"]["Id"] == pid
+            # The scheduler's first backup, on the partition's agent. (Under heavy load a
+            # heartbeat can miss the 2 s agent timeout: the job is retried, and the late
+            # backup is recorded too; so at least one, and all of this partition.)
+            backups = wait_backups(url, pid)
+            assert {b["PartitionInformation"]["Id"] for b in backups} == {pid}
         assert {"east", "west"} <= {a["AgentId"] for a in api(url, "GET", "/safehold/agents")}
         # A partition registered now inherits the policy: its first backup starts at once.
         marker = tmp_path / "started"

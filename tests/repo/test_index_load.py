@@ -12,7 +12,7 @@ from safehold.repo import Repository, backup_paths, restore
 from safehold.repo.cache import OpenRepositories
 from safehold.repo.errors import IntegrityError
 from safehold.repo.index import write_index_file
-from safehold.repo.index_load import TABLE_NAME, IndexSource, load_index, refresh
+from safehold.repo.index_load import MANIFEST_NAME, IndexSource, load_index, refresh
 from safehold.storage.file import FileStorage
 from tests.conftest import FAST_KDF, PASSWORD, reopen
 from tests.repo.test_index_table import synthetic_packs
@@ -39,15 +39,15 @@ def test_a_large_index_goes_to_a_table_and_a_warm_open_reads_no_index_file(
     names = _write(repo, 100_000, 10, seed=3)
     packs = synthetic_packs(100_000, seed=3)
     cold = load_index(_source(repo, cache))
-    assert cold.table is not None
+    assert 1 == len(cold.tables)
     assert 0 == cold.memory_blobs
-    assert (cache / repo.config["id"] / TABLE_NAME).is_file()
+    assert (cache / repo.config["id"] / MANIFEST_NAME).is_file()
     assert 100_000 == len(cold)
     # Scramble every index file's content: a warm open must not need them.
     for name in names:
         (repo_path / name).write_bytes(b"not an index file")
     warm = load_index(_source(repo, cache), strict=True)
-    assert warm.table is not None
+    assert [t.header_mac for t in warm.tables] == [t.header_mac for t in cold.tables]
     assert not warm.damaged
     for p in packs[::5]:
         for e in p.blobs:
@@ -57,28 +57,42 @@ def test_a_large_index_goes_to_a_table_and_a_warm_open_reads_no_index_file(
             assert loc.entry == e
 
 
-def test_refresh_reads_only_new_files_and_merges_when_memory_grows(
+def test_refresh_adds_new_files_as_a_small_table_and_leaves_the_base_alone(
     repo: Repository, tmp_path: Path
 ) -> None:
-    """New index files are read into memory; past the limit they are merged into the table."""
+    """New index files go into a table of their own; the base is merged once they outgrow it."""
     cache = tmp_path / "cache"
     _write(repo, 20_000, 4, seed=4)
     index = load_index(_source(repo, cache))
-    table = index.table
-    assert table is not None
+    base = index.tables[0]
+    base_stat = base.path.stat()
     _write(repo, 500, 1, seed=5)
     index = refresh(_source(repo, cache), index)
-    assert index.table is table
-    assert 500 == index.memory_blobs
+    assert 2 == len(index.tables)
+    assert index.tables[0].path == base.path
+    assert index.tables[0].header_mac == base.header_mac
+    assert 0 == index.memory_blobs
     assert all(index.has(e.id) for p in synthetic_packs(500, seed=5) for e in p.blobs)
+    warm = load_index(_source(repo, cache), strict=True)  # another process: reads no file
+    assert [t.path for t in warm.tables] == [t.path for t in index.tables]
     _write(repo, 2_000, 2, seed=6)
     index = refresh(_source(repo, cache), index)
-    assert index.table is not table, "merged into a new table"
-    assert 0 == index.memory_blobs
+    assert 2 == len(index.tables), "the two new tables were merged; 2,500 < 20,000 / 4"
+    assert index.tables[0].path.stat().st_ino == base_stat.st_ino, "the base was not rewritten"
     assert 22_500 == len(index)
-    assert all(
-        index.has(e.id) for s in (4, 5, 6) for p in synthetic_packs(500, seed=s) for e in p.blobs
-    )
+    for s in (4, 5, 6):
+        for p in synthetic_packs(496, seed=s):  # whole packs: a prefix of each set
+            for e in p.blobs:
+                loc = index.lookup(e.id)
+                assert loc is not None
+                assert loc.pack.id == p.id
+                assert loc.entry == e
+    _write(repo, 6_000, 2, seed=11)
+    index = refresh(_source(repo, cache), index)
+    assert 1 == len(index.tables), "8,500 new blobs passed a quarter of the base"
+    assert 28_500 == len(index)
+    index.tables[0].verify_all()
+    assert all(index.has(e.id) for p in synthetic_packs(6_000, seed=11) for e in p.blobs)
 
 
 def test_when_files_go_the_table_is_rebuilt(repo: Repository, tmp_path: Path) -> None:
@@ -86,11 +100,11 @@ def test_when_files_go_the_table_is_rebuilt(repo: Repository, tmp_path: Path) ->
     cache = tmp_path / "cache"
     old = _write(repo, 5_000, 2, seed=7)
     first = load_index(_source(repo, cache))
-    assert first.table is not None
+    assert first.tables
     repo.storage.delete(old[0])
     again = refresh(_source(repo, cache), first)
     assert again is not first
-    assert again.table is not None
+    assert again.tables
     gone = synthetic_packs(5_000, seed=7)[0].blobs[0].id
     assert not again.has(gone)
     assert len(again) < 5_000
@@ -101,15 +115,15 @@ def test_a_damaged_table_is_rebuilt(repo: Repository, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     _write(repo, 5_000, 2, seed=8)
     first = load_index(_source(repo, cache))
-    assert first.table is not None
-    path = first.table.path
+    assert first.tables
+    path = first.tables[0].path
     data = bytearray(path.read_bytes())
     data[100] ^= 1
     path.write_bytes(bytes(data))
     rebuilt = load_index(_source(repo, cache))
-    assert rebuilt.table is not None
+    assert 1 == len(rebuilt.tables)
     assert 5_000 == len(rebuilt)
-    rebuilt.table.verify_all()
+    rebuilt.tables[0].verify_all()
 
 
 def test_packs_no_index_file_names_never_reach_the_table(repo: Repository, tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ def synthetic_packs(blobs: int, per_pack: int = 16, seed: int = 1) -> list[PackI
 
 
 def build(tmp_path: Path, packs: list[PackInfo], **kw: int) -> IndexTable:
-    path = tmp_path / REPO_ID / "index-v1.shx"
+    path = tmp_path / REPO_ID / "index-v2-test.shx"
     with TableBuilder(path.parent, **kw) as b:
         for p in packs:
             b.add_pack(p)
@@ -48,7 +48,7 @@ def test_every_blob_is_found_with_its_pack(tmp_path: Path, blobs: int, sort_max:
     """Each blob is found where it was put; ids not stored are not found (sort_max 50: split)."""
     packs = synthetic_packs(blobs)
     table = build(tmp_path, packs, sort_max=sort_max)
-    index = Index(table)
+    index = Index([table])
     assert blobs == len(index) == table.blobs
     for p in packs[::7]:
         for e in p.blobs:
@@ -76,7 +76,7 @@ def test_records_are_sorted_unique_and_grouped_by_pack(tmp_path: Path) -> None:
     ids = [rec[0] for chunk in table.blob_chunks(1000) for rec in BLOB.iter_unpack(chunk)]
     assert ids == sorted(set(ids))
     assert len(ids) == 5_000
-    index = Index(table)
+    index = Index([table])
     grouped = index.blobs_by_pack()
     assert len(index.packs()) == len(packs) + 1
     assert sum(len(v) for v in grouped.values()) == 5_000
@@ -111,7 +111,7 @@ def test_a_damaged_block_fails_the_read_and_the_table_is_dropped(tmp_path: Path)
     packs = synthetic_packs(20_000)
     table = build(tmp_path, packs)
     _flip(table.path, 4096 + 30_000)
-    index = Index(IndexTable(table.path, KEY, REPO_ID))
+    index = Index([IndexTable(table.path, KEY, REPO_ID)])
     ids = [e.id for p in packs for e in p.blobs]
     with pytest.raises(TableDamaged, match="does not verify"):
         list(map(index.lookup, ids))

@@ -13,13 +13,18 @@ instance in the sandbox (``agent.sandbox_pg``): SQL validators query it, command
 validators reach it through ``PGHOST``/``PGPORT``, file validators see its data
 directory; it is stopped before the sandbox is removed, and a leftover sandbox's
 instance is stopped before that sandbox goes. SQL validators are skipped (and
-say so) on other sources. ``state:`` partitions are drilled by their store's own
+say so) on other sources. A ``mariadb:`` partition's physical backup is
+restored, prepared and started the same way (``agent.sandbox_mariadb``: a private
+``mariadbd`` on a free ``127.0.0.1`` port, its socket in the sandbox; command
+validators reach it through ``MYSQL_UNIX_PORT``/``SAFEHOLD_MARIADB_SOCKET``).
+``state:`` partitions are drilled by their store's own
 agent (``state.drill``).
 
 Measured RTO is the agent's monotonic time from the start of the restore until
 the last validator passed. Achieved RPO is the restored backup's age when the
 drill started; for a database, the result also names the end of the recoverable
-window (``RecoverableEndLsn``). Each validator's output is kept bounded (its last
+window (``RecoverableEndLsn``; MariaDB: ``RecoverableEndTime``, the last archived
+binlog event). Each validator's output is kept bounded (its last
 ``core.drill.MAX_OUTPUT`` bytes).
 """
 
@@ -44,6 +49,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from safehold.agent import sandbox_mariadb
+from safehold.agent.sandbox_mariadb import ScratchMariaDb
 from safehold.agent.sandbox_pg import (
     ScratchPostgres,
     restore_scratch,
@@ -79,6 +86,8 @@ _STALE_CREATING = 3600.0  # a half-made sandbox this old belongs to no live dril
 # Drills running in this process (two slots of one agent share a root).
 _running: set[str] = set()
 _running_lock = threading.Lock()
+
+_Scratch = ScratchPostgres | ScratchMariaDb
 
 
 class DrillError(SafeholdError):
@@ -145,6 +154,7 @@ def clean_leftovers(root: Path) -> list[str]:
             continue
         try:
             stop_leftover(d)  # a scratch database the killed drill left running
+            sandbox_mariadb.stop_leftover(d)
             _remove(d)
             removed.append(str(d))
             log.warning("removed the sandbox %s left by a drill that did not finish", d)
@@ -162,6 +172,7 @@ def open_sandbox(root: Path, drill_id: str) -> Path:
     final = root / f"{_PREFIX}{drill_id}"
     if final.exists():
         stop_leftover(final)
+        sandbox_mariadb.stop_leftover(final)
         _remove(final)  # an earlier attempt of this same drill (a re-claim)
     tmp.rename(final)
     return final
@@ -275,13 +286,19 @@ def _skipped_sql(v: SqlValidator) -> dict[str, Any]:
             "Detail": detail, "Output": ""}  # fmt: skip
 
 
+def _sql(scratch: _Scratch, v: SqlValidator, cap: float) -> dict[str, Any]:
+    if isinstance(scratch, ScratchMariaDb):
+        return sandbox_mariadb.run_sql(scratch, v, cap)
+    return run_sql(scratch, v, cap)
+
+
 def _validate(
     validators: tuple[Validator, ...],
     root: Path,
     restored: Path,
     sandbox: Path,
     deadline: float,
-    scratch: ScratchPostgres | None = None,
+    scratch: _Scratch | None = None,
 ) -> list[dict[str, Any]]:
     env = {**os.environ, "SAFEHOLD_RESTORED": str(restored), "SAFEHOLD_SANDBOX": str(sandbox)}
     env.pop("SAFEHOLD_PASSWORD", None)  # validators never see the repository password
@@ -296,7 +313,7 @@ def _validate(
         elif isinstance(v, FilesValidator):
             r = _files(v, root)
         else:
-            r = run_sql(scratch, v, cap) if scratch is not None else _skipped_sql(v)
+            r = _sql(scratch, v, cap) if scratch is not None else _skipped_sql(v)
         r["Seconds"] = round(time.monotonic() - started, 3)
         results.append(r)
     return results
@@ -324,6 +341,19 @@ def _recoverable_end(repo: Any, stanza: str) -> dict[str, Any]:
         return {}
     return {"RecoverableEndLsn": format_lsn(window.end_lsn),
             "RecoverableEndSegment": window.end_segment}  # fmt: skip
+
+
+def _db_end(repo: Any, scratch: _Scratch) -> dict[str, Any]:
+    if isinstance(scratch, ScratchMariaDb):
+        return sandbox_mariadb.recoverable_end(repo, scratch)
+    return _recoverable_end(repo, scratch.backup.stanza)
+
+
+def _stop(scratch: _Scratch) -> None:
+    if isinstance(scratch, ScratchMariaDb):
+        sandbox_mariadb.stop_scratch(scratch)
+    else:
+        stop_scratch(scratch)
 
 
 def _restore(
@@ -355,8 +385,18 @@ def _restore_into(
     deadline: float,
     progress: ProgressSink,
     stack: contextlib.ExitStack,
-) -> tuple[Path, Path, ScratchPostgres | None, Any]:
+) -> tuple[Path, Path, _Scratch | None, Any]:
     """Restore into *sandbox*: (validation root, restored path, scratch database, repository)."""
+    if item.Partition.Source.startswith("mariadb:"):
+        repo = stack.enter_context(_open_repo(engine, storage))
+        url = item.Partition.Source.split(":", 1)[1].partition("#")[0]
+        from safehold.db.mysqld import ClientOptions
+
+        mdb = sandbox_mariadb.restore_scratch(
+            repo, item.drill().snapshot_id, sandbox, deadline=deadline, progress=progress,
+            user=ClientOptions.from_url(url).user,
+        )  # fmt: skip
+        return mdb.server.datadir, mdb.server.datadir, mdb, repo
     if not item.Partition.Source.startswith("postgres:"):
         data = sandbox / "data"
         data.mkdir()
@@ -423,7 +463,7 @@ def run_drill(
     }
     error: ErrorInfo | None = None
     sandbox: Path | None = None
-    scratch: ScratchPostgres | None = None
+    scratch: _Scratch | None = None
     stack = contextlib.ExitStack()  # the repository of a database drill
     try:
         sandbox = open_sandbox(root, params.drill_id)
@@ -441,7 +481,7 @@ def run_drill(
         checks = _validate(validators, vroot, restored, sandbox, deadline, scratch)
         elapsed = time.monotonic() - t0
         if scratch is not None:
-            result.update(_recoverable_end(repo, scratch.backup.stanza))
+            result.update(_db_end(repo, scratch))
         result["Validators"] = checks
         error = _first_failure(checks)
         if error is None:
@@ -452,7 +492,7 @@ def run_drill(
         error = ErrorInfo(Code="SAFEHOLD_E_DRILL", Message=f"{exc.strerror}: {exc.filename}")
     finally:
         if scratch is not None:
-            stop_scratch(scratch)
+            _stop(scratch)
         stack.close()
         if sandbox is not None:
             result["SandboxRemoved"] = _discard(sandbox)

@@ -49,6 +49,7 @@ from safehold.storage.base import Storage
 __all__ = [
     "DB_SOURCES",
     "DbSourceError",
+    "after_backup",
     "backup_db",
     "expire_db",
     "is_db_source",
@@ -113,6 +114,13 @@ def _open(engine: object, storage: Storage, *, create: bool) -> Repository:
     return opener.open_repository(storage, create=create)
 
 
+def after_backup(engine: object, repo: Repository) -> None:
+    """Let the engine tidy *repo* after a backup into it (index compaction), if it can."""
+    hook = getattr(engine, "after_backup", None)
+    if hook is not None:
+        hook(repo)
+
+
 def _source(spec: str) -> Any:
     """The ``safehold.db`` source object of a partition source."""
     kind = spec.split(":", 1)[0]
@@ -155,8 +163,17 @@ def backup_db(
 ) -> Snapshot:
     """Back up the partition's database source into *storage*; return the snapshot."""
     source = _source(item.Partition.Source)
+    from safehold.db import PostgresSource
+
     with _open(engine, storage, create=True) as repo:
-        snap: Snapshot = source.backup(repo, meta=meta, progress=progress).snapshot
+        if isinstance(source, PostgresSource):
+            # The catalog's previous backup: no listing of a shared repository's snapshots.
+            parent = item.backup().previous_snapshot
+            result = source.backup(repo, meta=meta, progress=progress, parent=parent)
+        else:
+            result = source.backup(repo, meta=meta, progress=progress)
+        after_backup(engine, repo)
+        snap: Snapshot = result.snapshot
         return snap
 
 

@@ -33,6 +33,7 @@ from typing import Any, BinaryIO, cast
 from pydantic import ValidationError
 
 from safehold.agent.drill import run_drill
+from safehold.agent.group import GROUP_KINDS, run_group
 from safehold.agent.hooks import around_backup
 from safehold.agent.sources import backup_db, expire_db, is_db_source, restore_db, swap_in
 from safehold.core.errors import SafeholdError
@@ -53,7 +54,7 @@ from safehold.service.engine import BackupEngine, StorageOpener
 __all__ = ["KINDS", "execute"]
 
 #: The job kinds this agent runs.
-KINDS = ("backup", "restore", "clean", "drill")
+KINDS = ("backup", "restore", "clean", "drill", *GROUP_KINDS)
 
 log = logging.getLogger("safehold.agent")
 
@@ -272,6 +273,8 @@ def _run(
             return Outcome(State="Success", Removed=_clean(item, engine, storage))
         if item.Kind == "drill":  # restore into a sandbox and validate (agent.drill)
             return run_drill(item, engine, storage, progress, clock)
+        if item.Kind in GROUP_KINDS:  # a consistency group, every member at once (agent.group)
+            return run_group(item, engine, storage, progress, clock)
         return Outcome.refused(item.Kind)  # pragma: no cover - KINDS is checked first
     finally:
         storage.close()

@@ -33,6 +33,7 @@ from safehold.api.routes import (
     drills,
     entities,
     faults,
+    groups,
     keys,
     partition_jobs,
     partitions,
@@ -128,6 +129,7 @@ def create_app(ctx: ServiceContext, tokens: TokenStore) -> FastAPI:
         app.include_router(module.router)
     app.include_router(drills.router)  # restore drills and alerts (service.drills)
     app.include_router(keys.router)  # repository key rotation (service.repo_keys)
+    app.include_router(groups.router)  # consistency groups (service.groups)
     sf_schemas.install(app)
     web.install(app)  # the operator console at /console/, and /docs, /redoc
 

@@ -98,6 +98,10 @@ def _print_run(run: dict[str, Any]) -> None:
         f"  RTO {_seconds(run['RtoSeconds'])} (objective {_seconds(goals['RtoSeconds'])}), "
         f"RPO {_seconds(run['RpoSeconds'])} (objective {_seconds(goals['RpoSeconds'])})",
     ]
+    end = run.get("RecoverableEnd") or {}
+    if end:  # a database source: the last instant its archive reaches (or why not known)
+        items = sorted(end.items(), key=lambda kv: kv[0] != "Time")  # the time first
+        lines.append("  recoverable up to: " + ", ".join(f"{k} {v}" for k, v in items))
     for v in run["Validators"]:
         mark = "skip" if v.get("Skipped") else "pass" if v["Passed"] else "FAIL"
         lines.append(f"  [{mark}] {v['Kind']} {v['Name'][:60]}: {v['Detail']}")

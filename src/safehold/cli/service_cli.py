@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from safehold.cli.drill import drill_app, report
+from safehold.cli.group import group_app
 from safehold.cli.service_admin import agents, config_app
 from safehold.cli.service_client import partition_app, policy_app
 from safehold.cli.service_server import agent, serve
@@ -21,4 +22,5 @@ def register(app: typer.Typer) -> None:
     app.add_typer(partition_app, name="partition")
     app.add_typer(config_app, name="config")
     app.add_typer(drill_app, name="drill")
+    app.add_typer(group_app, name="group")
     app.command("report")(report)

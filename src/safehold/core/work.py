@@ -27,6 +27,11 @@ __all__ = [
     "DataLossParams",
     "DrillParams",
     "ErrorInfo",
+    "GroupBackupParams",
+    "GroupMember",
+    "GroupPointRef",
+    "GroupRestoreParams",
+    "GroupValidator",
     "Heartbeat",
     "KnownBackup",
     "Outcome",
@@ -37,9 +42,19 @@ __all__ = [
     "WorkItem",
 ]
 
-JobKind = Literal["backup", "restore", "clean", "dataloss", "drill"]
+JobKind = Literal[
+    "backup", "restore", "clean", "dataloss", "drill", "group-backup", "group-restore"
+]
 #: The job kinds this version of the protocol defines.
-JOB_KINDS: tuple[str, ...] = ("backup", "restore", "clean", "dataloss", "drill")
+JOB_KINDS: tuple[str, ...] = (
+    "backup",
+    "restore",
+    "clean",
+    "dataloss",
+    "drill",
+    "group-backup",  # a consistency group backed up at one point (GroupBackupParams)
+    "group-restore",  # a consistency group restored to one point (GroupRestoreParams)
+)
 
 
 class _Message(BaseModel):
@@ -133,6 +148,69 @@ class DrillParams(_Message):
     sandbox_dir: str | None = None
 
 
+class GroupMember(_Message):
+    """A partition of a consistency group, as the agent that runs the group needs it."""
+
+    PartitionId: str
+    Source: str
+    RestoreTo: str | None = None
+
+
+class GroupValidator(_Message):
+    """
+    A cross-reference check run on a group's restored copies.
+
+    ``BlobPathsExist``: every path that ``Query`` returns from the restored
+    ``postgres:`` member ``Database`` exists in the restored ``dir:`` member
+    ``Directory`` (paths relative to it).
+    """
+
+    Kind: Literal["BlobPathsExist"] = "BlobPathsExist"
+    Database: str
+    Query: str
+    Directory: str
+
+
+class GroupPointRef(_Message):
+    """
+    One point of a consistency group: the extension of ``Outcome`` a group backup
+    reports, and what a group restore is sent.
+
+    ``Members`` maps each member's partition id to its snapshot of the point (a
+    base backup, for PostgreSQL members, which reach the point by WAL replay).
+    """
+
+    Group: str
+    Time: str
+    RestorePoint: str
+    SnapshotId: str
+    Members: dict[str, SnapshotRef]
+
+
+class GroupBackupParams(_Message):
+    """A group backup: every member backed up at one point (``db.groups.backup_group``)."""
+
+    group: str
+    members: list[GroupMember]
+
+
+class GroupRestoreParams(_Message):
+    """
+    A group restore to one point, with the group's validators.
+
+    A ``drill`` restores the members into a sandbox (under ``sandbox_dir``, or
+    the agent's temporary directory), validates them and removes them: nothing
+    is swapped in for the members' data.
+    """
+
+    group: str
+    members: list[GroupMember]
+    point: GroupPointRef
+    validators: list[GroupValidator] = Field(default_factory=list)
+    drill: bool = False
+    sandbox_dir: str | None = None
+
+
 class WorkItem(_Message):
     """
     One job handed to an agent.
@@ -165,6 +243,14 @@ class WorkItem(_Message):
     def drill(self) -> DrillParams:
         """The parameters of a restore drill."""
         return DrillParams.model_validate(self.Params)
+
+    def group_backup(self) -> GroupBackupParams:
+        """The parameters of a group backup."""
+        return GroupBackupParams.model_validate(self.Params)
+
+    def group_restore(self) -> GroupRestoreParams:
+        """The parameters of a group restore."""
+        return GroupRestoreParams.model_validate(self.Params)
 
 
 class ClaimRequest(_Message):
@@ -212,7 +298,8 @@ class Outcome(_Message):
     A successful backup carries ``Snapshot`` and the snapshot ids retention
     ``Removed``. A ``state:`` partition's agent also reports its ``Epoch`` and
     ``Lsn`` (and for backups ``BackupType`` and ``ParentSnapshot``), which the
-    controller keeps as the truth. A data loss carries its ``Result``.
+    controller keeps as the truth. A data loss carries its ``Result``. A group
+    backup carries its point and each member's snapshot in ``Group``.
     """
 
     State: Literal["Success", "Failure"]
@@ -226,6 +313,7 @@ class Outcome(_Message):
     ParentSnapshot: str | None = None
     RestoredLsn: int | None = None
     Result: dict[str, Any] | None = None
+    Group: GroupPointRef | None = None
 
     @classmethod
     def failure(cls, code: str, message: str, *, attempt: int | None = None) -> Outcome:

@@ -4,10 +4,19 @@ Store a tar stream (``pg_basebackup -Ft -D -``) as a snapshot, one blob per page
 The stream is parsed as it arrives: nothing is staged on disk, and memory holds
 one read window plus the tree being built. Each member's content is cut at
 fixed offsets *within the file* (``chunk_size``: two of PostgreSQL's 8 KiB
-pages by default), not within the stream: tar headers shift members by multiples of 512
-bytes, which would misalign content-defined or stream-aligned cuts. So a page
-that did not change between two backups is the same blob, and a backup after
-a few updates stores only the pages they touched (block-level deduplication).
+pages by default, one for index files), not within the stream: tar headers
+shift members by multiples of 512 bytes, which would misalign content-defined
+or stream-aligned cuts. So a page that did not change between two backups is
+the same blob, and a backup after a few updates stores only the pages they
+touched (block-level deduplication).
+
+A file of ``LIST_MIN`` chunks or more keeps its chunk ids as a *delta chunk
+list* (``docs/format.md`` § Delta chunk lists): a patch over the list blob of
+the same file in the parent snapshot (the newest snapshot of the same cluster,
+found by the ``pg-sysid`` tag and ``global/pg_control``), or a new list blob
+when the patch would hold more than ``REBASE_SHARE`` of the ids or there is no
+parent (a write-only key cannot read one). So a backup after a few updates
+writes a few KB of list, not a 32-byte id per chunk of every changed file.
 
 Fixed page cuts reveal nothing the sizes of the packs do not: PostgreSQL's page
 size is public, unlike the content-defined boundaries of file backups, which
@@ -28,21 +37,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import BinaryIO
 
+from safehold.core.errors import SafeholdError
 from safehold.core.progress import NullProgress, ProgressSink
 from safehold.core.snapshot import Snapshot, SnapshotMeta, SnapshotSizes
 from safehold.db.errors import DbError
 from safehold.repo.pack import DATA, TREE
 from safehold.repo.repository import Repository
-from safehold.repo.tree import Node, Tree, validate_name
+from safehold.repo.tree import LIST_MIN, Node, Tree, chunk_list_for, decode_list, validate_name
 from safehold.repo.writer import BlobWriter
 
 __all__ = ["DEFAULT_PAGE", "ReadAhead", "TarIngest", "TarResult", "make_snapshot"]
 
-# Two pages: measured on pgbench -s 70 (docs/benchmark.md), 1,000 random updates
-# stored 7.3 MB at 8 KiB, 6.4 MB at 16 KiB and 8.7 MB at 32 KiB (each chunk costs
-# 32 bytes in its file's chunk list, rewritten whole), and the full backup is
-# faster and smaller at 16 KiB than at 8 KiB.
+# Two pages for tables: per-chunk zstd compresses heap pages better in pairs, so
+# the full backup of pgbench -s 70 is 81 MB at 16 KiB and 111 MB at 8 KiB, and
+# faster; but index pages, which an update touches one at a time and which
+# compress little, cost twice as much in pairs (docs/databases.md, § Block-level
+# deduplication). So files whose first page is an index page are cut at 8 KiB.
 DEFAULT_PAGE = 16384
+_PG_PAGE = 8192
+_PG_LAYOUT = _PG_PAGE | 4  # pd_pagesize_version: 8 KiB pages, layout version 4
 _BLOCK = 512
 _WINDOW = 1024 * 1024
 _MAX_CAPTURE = 16 * 1024 * 1024
@@ -148,6 +161,12 @@ class TarIngest:
     ``capture`` names members whose bytes the caller needs back (``backup_label``,
     ``backup_manifest``, ``global/pg_control``): they are stored like the others
     and also returned in ``TarResult.captured``.
+
+    ``parent_tree`` is the root tree of the snapshot whose list blobs large
+    files are patched over; None with ``auto_parent`` chooses the newest
+    snapshot of the same cluster (same root name, and ``pg-sysid`` tag when
+    ``global/pg_control`` is captured). Any parent is correct; a related one
+    makes patches small.
     """
 
     def __init__(
@@ -159,6 +178,8 @@ class TarIngest:
         chunk_size: int = DEFAULT_PAGE,
         capture: tuple[str, ...] = (),
         progress: ProgressSink | None = None,
+        parent_tree: bytes | None = None,
+        auto_parent: bool = True,
     ) -> None:
         if chunk_size < 512 or _WINDOW % chunk_size:
             raise DbError(f"chunk size {chunk_size} must divide 1 MiB and be at least 512")
@@ -173,6 +194,9 @@ class TarIngest:
         self.files = 0
         self.captured: dict[str, bytes] = {}
         self._buf = memoryview(bytearray(_WINDOW))
+        self._parent = parent_tree
+        self._find_parent = parent_tree is None and auto_parent
+        self._parent_dirs: dict[tuple[str, ...], dict[str, Node] | None] = {}
 
     # -- the tree ---------------------------------------------------------------
 
@@ -201,16 +225,77 @@ class TarIngest:
         else:
             parent.children[node.name] = node
 
-    def _store_tree(self, d: _Dir) -> bytes:
+    def _store_tree(self, d: _Dir, path: tuple[str, ...] = ()) -> bytes:
         nodes = []
-        for child in d.children.values():
+        for name, child in d.children.items():
             if isinstance(child, _Dir):
-                child.node.subtree = self._store_tree(child)
+                child.node.subtree = self._store_tree(child, (*path, name))
                 nodes.append(child.node)
             else:
+                if child.type == "file" and len(child.content) >= LIST_MIN:
+                    base = self._base((*path, name))
+                    child.set_chunk_list(chunk_list_for(child.content, self._save_list, base))
                 nodes.append(child)
         tree_id, _ = self.writer.save(TREE, Tree(nodes).serialize())
         return tree_id
+
+    def _save_list(self, data: bytes) -> bytes:
+        blob_id, _ = self.writer.save(TREE, data)
+        return blob_id
+
+    # -- the parent's list blobs ------------------------------------------------
+
+    def _base(self, path: tuple[str, ...]) -> tuple[bytes, list[bytes]] | None:
+        """The list blob (id and ids) of the file at *path* in the parent, if it has one."""
+        entries = self._parent_entries(path[:-1])
+        prev = entries.get(path[-1]) if entries else None
+        if prev is None or prev.type != "file" or prev.chunk_list is None:
+            return None
+        list_id = prev.chunk_list.list_id
+        if not self.repo.index.has(list_id):
+            return None  # referred to only if indexed, as the writer's deduplication does
+        try:
+            return list_id, decode_list(self.repo.read_blob(list_id))
+        except (SafeholdError, ValueError):
+            return None  # a new list blob is written instead
+
+    def _parent_entries(self, path: tuple[str, ...]) -> dict[str, Node] | None:
+        if path in self._parent_dirs:
+            return self._parent_dirs[path]
+        tree_id: bytes | None
+        if path:
+            up = self._parent_entries(path[:-1])
+            node = up.get(path[-1]) if up else None
+            tree_id = node.subtree if node is not None and node.type == "dir" else None
+        else:
+            tree_id = self._parent_root()
+        entries = None
+        if tree_id is not None:
+            try:
+                entries = {n.name: n for n in Tree.parse(self.repo.read_blob(tree_id)).nodes}
+            except (SafeholdError, ValueError):
+                entries = None  # the parent is damaged: new list blobs below it
+        self._parent_dirs[path] = entries
+        return entries
+
+    def _parent_root(self) -> bytes | None:
+        if not self._find_parent:
+            return self._parent
+        self._find_parent = False
+        if not self.repo.keys.can_read:
+            return None
+        root = self.root.node.name
+        try:
+            snaps = [s for s in self.repo.snapshots() if s.paths == (root,)]
+        except (SafeholdError, OSError):
+            return None
+        control = self.captured.get("global/pg_control", b"")
+        if len(control) >= 8:
+            tag = f"pg-sysid={int.from_bytes(control[:8], 'little')}"
+            snaps = [s for s in snaps if tag in s.tags]
+        if snaps:
+            self._parent = bytes.fromhex(max(snaps, key=lambda s: s.time).tree)
+        return self._parent
 
     # -- the stream -------------------------------------------------------------
 
@@ -227,6 +312,8 @@ class TarIngest:
             if got < want:
                 raise DbError(f"the tar stream ended inside {path}")
             view = self._buf[:got]
+            if left == size:
+                page = self._cut(view, size)
             for off in range(0, got, page):
                 blob_id, new = save(DATA, view[off : off + page])
                 content.append(blob_id)
@@ -242,6 +329,23 @@ class TarIngest:
         if pad and _read_exact(stream, self._buf[:pad]) < pad:
             raise DbError(f"the tar stream ended after {path}")
         return content
+
+    def _cut(self, first: memoryview, size: int) -> int:
+        """
+        The chunk size for a file that starts with *first*: one PostgreSQL page
+        for an index (its first page has a special space, as every index access
+        method's does, and a heap's does not), ``chunk_size`` otherwise. The
+        first page of a relation keeps its kind, so a file is always cut alike.
+        """
+        if self.page <= _PG_PAGE or size < _PG_PAGE or size % _PG_PAGE:
+            return self.page
+        h = bytes(first[12:20])  # pd_lower, pd_upper, pd_special, pd_pagesize_version
+        lower, upper, special, layout = (
+            int.from_bytes(h[i : i + 2], "little") for i in (0, 2, 4, 6)
+        )
+        if layout == _PG_LAYOUT and 24 <= lower <= upper <= special < _PG_PAGE:
+            return _PG_PAGE
+        return self.page
 
     def run(self, stream: BinaryIO) -> TarResult:
         """Read the whole stream, store every member, and store the trees."""

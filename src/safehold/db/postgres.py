@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from safehold.core.errors import SafeholdError
 from safehold.core.progress import NullProgress, ProgressSink
 from safehold.core.snapshot import Snapshot, SnapshotMeta, SnapshotSizes
 from safehold.db.catalog import BackupPosition, PgBackup, pg_backups
@@ -120,9 +121,15 @@ class PostgresSource:
         meta: SnapshotMeta | None = None,
         tags: Sequence[str] = (),
         progress: ProgressSink | None = None,
+        parent: str | None = None,
     ) -> BackupResult:
         """
         Take a base backup into *repo*; return the stored snapshot.
+
+        *parent* names the snapshot whose chunk lists large files are patched
+        over (the partition's previous backup, which the controller knows); without
+        one, the newest snapshot of the same cluster is looked for among all of the
+        repository's snapshots, which costs a read of each in a shared repository.
 
         The snapshot is a directory snapshot (root ``pgdata``) tagged as in
         ``safehold.db.catalog``; ``PgBackup.from_snapshot`` reads it back.
@@ -168,6 +175,7 @@ class PostgresSource:
                     chunk_size=self.chunk_size,
                     capture=_CAPTURE,
                     progress=progress,
+                    parent_tree=_tree_of(repo, parent),
                 )
                 ahead = ReadAhead(cast(BinaryIO, proc.stdout))
                 try:
@@ -393,3 +401,14 @@ def recoverable_window(
     return Window(
         newest.stanza, oldest.stop_time, oldest.stop_lsn, seg.start_lsn + seg.size, seg.name
     )
+
+
+def _tree_of(repo: Repository, snapshot_id: str | None) -> bytes | None:
+    """The root tree of snapshot *snapshot_id* if it is a base backup here, else None."""
+    if snapshot_id is None or not repo.keys.can_read:
+        return None
+    try:
+        snap = repo.find_snapshot(snapshot_id)
+    except SafeholdError:
+        return None  # forgotten meanwhile: the newest of the cluster is looked for
+    return bytes.fromhex(snap.tree) if snap.paths == (ROOT_NAME,) else None

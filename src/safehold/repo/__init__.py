@@ -44,3 +44,7 @@ __all__ += ["CheckReport", "PruneResult", "check", "forget", "prune", "rebuild_i
 from safehold.repo.copy import CopyResult, copy_snapshots  # noqa: E402
 
 __all__ += ["CopyResult", "copy_snapshots"]
+
+from safehold.repo.index_compact import CompactionTrigger, CompactResult, compact_index  # noqa: E402
+
+__all__ += ["CompactResult", "CompactionTrigger", "compact_index"]

@@ -402,6 +402,7 @@ class _Backup:
             and prev.type == "file"
             and (prev.size, prev.mtime_ns, prev.ctime_ns, prev.inode)
             == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            and prev.chunk_list is None  # a delta chunk list (a database's): read it again
             and all(self.repo.index.has(c) for c in prev.content)
         ):
             node.content = list(prev.content)

@@ -34,6 +34,7 @@ from safehold.repo.pack import (
 )
 from safehold.repo.repository import Repository
 from safehold.repo.restore import walk
+from safehold.repo.tree import ListCache, content_ids
 from safehold.storage import ObjectNotFound, StorageError
 
 __all__ = ["CheckReport", "check", "load_index_tolerant", "rebuild_index"]
@@ -200,6 +201,7 @@ def _check_snapshots(repo: Repository, index: Index, c: _Checker, report: CheckR
     snaps = repo.snapshots()
     report.errors.extend(repo.damaged_snapshots)
     report.snapshots = len(snaps)
+    load = ListCache(repo.read_blob)
     for snap in snaps:
         damaged: list[str] = []
         root = bytes.fromhex(snap.tree)
@@ -209,8 +211,17 @@ def _check_snapshots(repo: Repository, index: Index, c: _Checker, report: CheckR
             for path, node in walk(repo, root):
                 if node.subtree is not None and node.subtree in c.bad_blobs:
                     damaged.append(f"{path}/ (its tree: {c.bad_blobs[node.subtree]})")
-                missing = [b for b in node.content if not index.has(b)]
-                bad = [c.bad_blobs[b] for b in node.content if b in c.bad_blobs]
+                listed = node.chunk_list.list_id if node.chunk_list is not None else None
+                if listed is not None and listed in c.bad_blobs:
+                    damaged.append(f"{path} (its chunk list: {c.bad_blobs[listed]})")
+                    continue
+                try:
+                    ids = content_ids(node, load)  # reads and verifies a delta's list blob
+                except IntegrityError as exc:
+                    damaged.append(f"{path} (its chunk list: {exc})")
+                    continue
+                missing = [b for b in ids if not index.has(b)]
+                bad = [c.bad_blobs[b] for b in ids if b in c.bad_blobs]
                 if missing:
                     damaged.append(f"{path} ({len(missing)} blob(s) missing)")
                 elif bad:

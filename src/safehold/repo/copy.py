@@ -20,7 +20,7 @@ from safehold.repo.errors import IntegrityError
 from safehold.repo.locks import RepoLock
 from safehold.repo.pack import DATA, TREE
 from safehold.repo.repository import Repository
-from safehold.repo.tree import Tree
+from safehold.repo.tree import ChunkList, ListCache, Tree, chunk_list_for, content_ids
 from safehold.repo.writer import BlobWriter
 
 __all__ = ["CopyResult", "copy_snapshots"]
@@ -41,6 +41,9 @@ class _Copier:
     ) -> None:
         self.src, self.dst, self.w, self.progress = src, dst, writer, progress
         self.blobs: dict[bytes, bytes] = {}  # source id -> destination id
+        self.load = ListCache(src.read_blob)  # the source's list blobs
+        # source list blob -> (its stand-in in the destination, that one's ids)
+        self.lists: dict[bytes, tuple[bytes, list[bytes]]] = {}
         self.lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max(2, src.storage.properties.connections))
 
@@ -66,11 +69,15 @@ class _Copier:
         except ValueError as exc:
             raise IntegrityError(f"tree {tree_id.hex()[:16]} is invalid: {exc}") from exc
         files = [n for n in tree.nodes if n.type == "file"]
+        ids = [content_ids(n, self.load) for n in files]  # follows delta chunk lists
         # Files of a directory are copied in parallel; reading and uploading overlap.
         for node, content in zip(
-            files, self.pool.map(lambda n: [self.blob(b) for b in n.content], files), strict=True
+            files, self.pool.map(lambda c: [self.blob(b) for b in c], ids), strict=True
         ):
-            node.content = content
+            if node.chunk_list is None:
+                node.content = content
+            else:
+                node.set_chunk_list(self.chunk_list(node.chunk_list.list_id, content))
         for node in tree.nodes:
             if node.subtree is not None:
                 node.subtree = self.tree(node.subtree)
@@ -79,6 +86,21 @@ class _Copier:
         with self.lock:
             self.blobs[tree_id] = new_id
         return new_id
+
+    def chunk_list(self, src_list: bytes, ids: list[bytes]) -> ChunkList:
+        """
+        A delta chunk list of destination *ids* for a node over the source list *src_list*.
+
+        The ids a list blob holds differ between repositories, and a source list
+        blob may name chunks that prune has removed (those its patches replace),
+        so it is not translated: the first node over it stores its own ids as
+        the destination's list blob, and later ones are patches over that.
+        """
+        base = self.lists.get(src_list)
+        cl = chunk_list_for(ids, lambda data: self.w.save(TREE, data)[0], base)
+        if base is None or cl.list_id != base[0]:
+            self.lists[src_list] = (cl.list_id, ids)
+        return cl
 
 
 def copy_snapshots(

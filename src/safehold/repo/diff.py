@@ -15,7 +15,7 @@ from typing import Literal
 from safehold.core.snapshot import Snapshot
 from safehold.repo.errors import IntegrityError
 from safehold.repo.repository import Repository
-from safehold.repo.tree import Node, Tree
+from safehold.repo.tree import ListCache, Node, Tree, same_content
 
 __all__ = ["Change", "DiffResult", "diff_snapshots"]
 
@@ -73,6 +73,7 @@ class _Differ:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self.result = DiffResult()
+        self.load = ListCache(repo.read_blob)  # delta chunk lists' list blobs
 
     def gone(self, kind: ChangeKind, path: str, node: Node) -> None:
         for p, n in _all(self.repo, node, path):
@@ -119,7 +120,7 @@ class _Differ:
                 r.changes.append(Change("U", path, "dir", 0, 0))
             self.tree(x.subtree, y.subtree, path)
             return
-        if x.content != y.content or x.size != y.size:
+        if x.size != y.size or not same_content(x, y, self.load):
             r.changes.append(Change("M", path, y.type, x.size, y.size))
             r.changed_files += 1
             r.bytes_added += max(0, y.size - x.size)

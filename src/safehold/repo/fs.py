@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from safehold.core.snapshot import Snapshot
 from safehold.repo.errors import IntegrityError
 from safehold.repo.repository import Repository
-from safehold.repo.tree import Node, Tree
+from safehold.repo.tree import ListCache, Node, Tree, content_ids
 
 __all__ = ["Entry", "SnapshotFS"]
 
@@ -112,6 +112,8 @@ class SnapshotFS:
         self._trees = _LRU(1024)
         self._blobs = _LRU(16)
         self._offsets = _LRU(4096)
+        self._lists = ListCache(repo.read_blob, 16 * 1024 * 1024)
+        self._resolved = _LRU(16)  # delta chunk lists, resolved
         newest = max((s.time for s in snapshots), default=None)
         self._root_mtime = int(newest.timestamp() * 1e9) if newest else 0
 
@@ -189,14 +191,26 @@ class SnapshotFS:
         self._trees.put(tree_id, tree)
         return tree
 
+    def _ids(self, node: Node) -> list[bytes]:
+        """A file node's chunk ids; a delta chunk list is resolved once and cached."""
+        if node.chunk_list is None:
+            return node.content
+        key = hashlib.blake2b(repr(node.chunk_list).encode(), digest_size=16).digest()
+        cached = self._resolved.get(key)
+        if isinstance(cached, list):
+            return cached
+        ids = content_ids(node, self._lists)
+        self._resolved.put(key, ids)
+        return ids
+
     def _starts(self, node: Node) -> list[int]:
         """Offsets in the file where each of its chunks starts, and its end."""
-        key = hashlib.blake2b(b"".join(node.content), digest_size=16).digest()
+        key = hashlib.blake2b(b"".join(self._ids(node)), digest_size=16).digest()
         cached = self._offsets.get(key)
         if isinstance(cached, list):
             return cached
         starts = [0]
-        for blob in node.content:
+        for blob in self._ids(node):
             starts.append(starts[-1] + self.repo.locate(blob).entry.raw_length)
         self._offsets.put(key, starts)
         return starts
@@ -216,14 +230,17 @@ class SnapshotFS:
         Raises:
             IntegrityError: a chunk is damaged or missing.
         """
-        if node.type != "file" or size <= 0 or not node.content:
+        if node.type != "file" or size <= 0:
+            return b""
+        ids = self._ids(node)
+        if not ids:
             return b""
         starts = self._starts(node)
         end = min(offset + size, starts[-1])
         out = bytearray()
         i = bisect.bisect_right(starts, offset) - 1
-        while 0 <= i < len(node.content) and starts[i] < end:
-            data = self._blob(node.content[i])
+        while 0 <= i < len(ids) and starts[i] < end:
+            data = self._blob(ids[i])
             lo = max(offset - starts[i], 0)
             hi = min(end - starts[i], len(data))
             out += data[lo:hi]

@@ -2,9 +2,9 @@
 The index: blob id → pack and position (``docs/format.md`` § Index files, § Local
 index cache).
 
-An ``Index`` is an optional on-disk ``IndexTable`` (large repositories) plus what
-is held in memory: index files not in the table yet, and packs this process
-stored. In memory, entries are packed into 18-byte structs so that a blob costs
+An ``Index`` is a stack of on-disk ``IndexTable``s (large repositories; none for
+small ones) plus what is held in memory: index files of a small repository, and
+packs this process stored. In memory, entries are packed into 18-byte structs so that a blob costs
 about 150 bytes (id key, value, dict slot), not the ~300 of a tuple of ints.
 Loading and refreshing are in ``index_load``.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from safehold.repo.crypto import DecryptError, content_hash, open_envelope, seal_envelope
@@ -56,12 +56,13 @@ class Index:
     Maps blob ids to their pack; safe for concurrent readers and one adder at a time.
 
     Attributes:
-        files: the index files held in memory (the table holds the others).
+        files: the index files held in memory (the tables hold the others).
         damaged: one message per index file that could not be read and was skipped.
-        table: the on-disk table, or None while everything is in memory.
+        tables: the on-disk tables, oldest (largest) first; empty while everything
+            is in memory. A blob may be in several; lookups take the first.
     """
 
-    def __init__(self, table: IndexTable | None = None) -> None:
+    def __init__(self, tables: Sequence[IndexTable] = ()) -> None:
         self._blobs: dict[bytes, bytes] = {}
         self._packs: list[PackRef] = []
         self._pack_no: dict[str, int] = {}
@@ -71,10 +72,11 @@ class Index:
         self._by_id: dict[str, PackRef] | None = None
         self.files: list[str] = []
         self.damaged: list[str] = []
-        self.table = table
+        self.tables = list(tables)
 
     def __len__(self) -> int:
-        return len(self._blobs) + (self.table.blobs if self.table is not None else 0)
+        """Blob records held (a blob in several tables counts in each)."""
+        return len(self._blobs) + sum(t.blobs for t in self.tables)
 
     @property
     def memory_blobs(self) -> int:
@@ -90,7 +92,7 @@ class Index:
         """Whether the blob is stored in an indexed pack."""
         if blob_id in self._blobs:
             return True
-        return self.table is not None and self.table.find(blob_id) is not None
+        return any(t.find(blob_id) is not None for t in self.tables)
 
     def lookup(self, blob_id: bytes) -> BlobLocation | None:
         """Return where the blob is, or None."""
@@ -100,21 +102,20 @@ class Index:
             return BlobLocation(
                 self._packs[pack_no], BlobEntry(blob_id, typ, off, length, raw_len, comp)
             )
-        if self.table is None:
-            return None
-        rec = self.table.find(blob_id)
-        if rec is None:
-            return None
-        _, no, typ, off, length, raw_len, comp = BLOB.unpack(rec)
-        return BlobLocation(
-            self._table_pack(no), BlobEntry(blob_id, typ, off, length, raw_len, comp)
-        )
+        for table in self.tables:
+            rec = table.find(blob_id)
+            if rec is not None:
+                _, no, typ, off, length, raw_len, comp = BLOB.unpack(rec)
+                return BlobLocation(
+                    self._table_pack(table, no), BlobEntry(blob_id, typ, off, length, raw_len, comp)
+                )
+        return None
 
-    def _table_pack(self, no: int) -> PackRef:
+    def _table_pack(self, table: IndexTable, no: int) -> PackRef:
+        # Pack numbers run on across the stack's tables: one number, one pack.
         ref = self._table_packs.get(no)
         if ref is None:
-            assert self.table is not None
-            pid, gen, eph, size = PACK.unpack(self.table.pack_record(no))
+            pid, gen, eph, size = PACK.unpack(table.pack_record(no))
             ref = PackRef(pid.hex(), gen, eph, size)
             if len(self._table_packs) > 65536:  # bounded: restore reads pack by pack
                 self._table_packs.clear()
@@ -168,10 +169,10 @@ class Index:
                 yield PackInfo(p.id, p.gen, p.eph, p.size, tuple(entries))
 
     def file_names(self) -> set[str]:
-        """Every index file this index holds, in memory or in its table."""
+        """Every index file this index holds, in memory or in its tables."""
         names = set(self.files)
-        if self.table is not None:
-            names.update(f"index/{h.hex()}" for h in self.table.file_hashes())
+        for t in self.tables:
+            names.update(f"index/{h.hex()}" for h in t.file_hashes())
         return names
 
     def pack(self, pack_id: str) -> PackRef | None:
@@ -179,22 +180,18 @@ class Index:
         no = self._pack_no.get(pack_id)
         if no is not None:
             return self._packs[no]
-        if self.table is None:
+        if not self.tables:
             return None
         if self._by_id is None:  # prune and check only: they hold every pack anyway
             self._by_id = {p.id: p for p in self.packs()}
         return self._by_id.get(pack_id)
 
-    def _table_pack_ids(self) -> list[str]:
-        assert self.table is not None
-        return [rec[:32].hex() for rec in self.table.pack_records()]
-
     def packs(self) -> list[PackRef]:
         """Every known pack."""
         out = list(self._packs)
-        if self.table is not None:
-            seen = set(self._pack_no)
-            for rec in self.table.pack_records():
+        seen = set(self._pack_no)
+        for t in self.tables:
+            for rec in t.pack_records():
                 pid = rec[:32].hex()
                 if pid not in seen:
                     seen.add(pid)
@@ -208,31 +205,35 @@ class Index:
         for blob_id, raw in list(self._blobs.items()):
             no, typ, off, length, raw_len, comp = _ENTRY.unpack(raw)
             out[self._packs[no].id].append(BlobEntry(blob_id, typ, off, length, raw_len, comp))
-        if self.table is not None:
-            ids = self._table_pack_ids()
-            for chunk in self.table.blob_chunks():
-                for rec in BLOB.iter_unpack(chunk):
-                    blob_id, no, typ, off, length, raw_len, comp = rec
-                    if blob_id not in self._blobs:
-                        out[ids[no]].append(BlobEntry(blob_id, typ, off, length, raw_len, comp))
+        for j, t in enumerate(self.tables):
+            ids = [rec[:32].hex() for rec in t.pack_records()]
+            for rec in self._table_records(j):
+                blob_id, no, typ, off, length, raw_len, comp = rec
+                entry = BlobEntry(blob_id, typ, off, length, raw_len, comp)
+                out[ids[no - t.first_pack]].append(entry)
         return out
 
+    def _table_records(self, j: int) -> Iterator[tuple[bytes, int, int, int, int, int, int]]:
+        """The records of table *j* that a lookup finds there (not in memory or before it)."""
+        before = self.tables[:j]
+        for chunk in self.tables[j].blob_chunks():
+            for rec in BLOB.iter_unpack(chunk):
+                blob_id = rec[0]
+                if blob_id in self._blobs or any(t.find(blob_id) is not None for t in before):
+                    continue
+                yield rec
+
     def ids(self) -> Iterator[bytes]:
-        """Every indexed blob id."""
-        mem = list(self._blobs)
-        yield from mem
-        if self.table is not None:
-            held = set(mem)
-            for chunk in self.table.blob_chunks():
-                for i in range(0, len(chunk), BLOB.size):
-                    blob_id = chunk[i : i + 32]
-                    if blob_id not in held:
-                        yield blob_id
+        """Every indexed blob id, once."""
+        yield from list(self._blobs)
+        for j in range(len(self.tables)):
+            for rec in self._table_records(j):
+                yield rec[0]
 
     def close(self) -> None:
-        """Release the table's file (the index must not be used afterwards)."""
-        if self.table is not None:
-            self.table.close()
+        """Release the tables' files (the index must not be used afterwards)."""
+        for t in self.tables:
+            t.close()
 
 
 def read_index_file(storage: Storage, name: str, index_key: bytes) -> list[PackInfo]:

@@ -1,19 +1,28 @@
 """
 Loading and refreshing an index (``docs/format.md`` § Local index cache, "Opening
-an index"): which index files to read, and whether into memory or into a table.
+an index"): which index files to read, and whether into memory or into a table;
+the stack of cached tables, its manifest, and when its tables are merged.
 
 A damaged index file is skipped and named in ``Index.damaged`` (``strict``
 raises instead: prune must see everything). Packs a writer added that no index
 file names yet never go into a table, so the cache holds only what the
 repository's own index files say.
+
+The cache directory of a repository is changed only under its lock file
+(``flock``), so two processes never interleave their updates; readers take no
+lock: a table a reader has open stays readable after it is replaced.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import heapq
 import logging
 import os
 import re
+import secrets
+import shutil
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,14 +30,22 @@ from pathlib import Path
 
 from safehold.repo.errors import IntegrityError
 from safehold.repo.index import Index, read_index_file
-from safehold.repo.index_build import TableBuilder
-from safehold.repo.index_table import IndexTable, TableDamaged, cache_key
+from safehold.repo.index_build import TableBuilder, merge_tables
+from safehold.repo.index_table import (
+    IndexTable,
+    TableDamaged,
+    cache_key,
+    read_manifest,
+    table_file,
+    write_manifest,
+)
 from safehold.repo.pack import PackInfo
-from safehold.storage import Storage
+from safehold.storage import ObjectNotFound, Storage
 
 __all__ = [
+    "MANIFEST_NAME",
     "MEMORY_BLOBS",
-    "TABLE_NAME",
+    "MERGE_FACTOR",
     "IndexSource",
     "default_cache_dir",
     "load_index",
@@ -39,7 +56,14 @@ __all__ = [
 log = logging.getLogger("safehold.repo")
 
 MEMORY_BLOBS = 100_000
-TABLE_NAME = "index-v1.shx"
+MANIFEST_NAME = "index-v2.shx"
+# A table is merged with the newer ones after it when it is less than this many
+# times their size: at most about log4(blobs / blobs added at a time) tables,
+# each record rewritten about 16 to 20 times over its life, the base only once
+# the rest is a quarter of it.
+MERGE_FACTOR = 4
+_LOCK_NAME = "index.lock"
+_RELISTS = 3
 _BATCH_BYTES = 2 << 20
 _REPO_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -63,11 +87,11 @@ class IndexSource:
     memory_blobs: int = MEMORY_BLOBS
 
     @property
-    def table_path(self) -> Path | None:
-        """The table's path, or None if this repository cannot have one."""
+    def directory(self) -> Path | None:
+        """The repository's cache directory, or None if it cannot have one."""
         if self.cache_dir is None or not self.repo_id or not _REPO_ID.match(self.repo_id):
             return None
-        return self.cache_dir / self.repo_id / TABLE_NAME
+        return self.cache_dir / self.repo_id
 
     @property
     def key(self) -> bytes:
@@ -131,20 +155,94 @@ def read_files(
             yield from zip(batch, pool.map(one, batch), strict=True)
 
 
-def open_table(src: IndexSource) -> IndexTable | None:
-    """The cached table if it verifies; a damaged one is deleted."""
-    path = src.table_path
-    if path is None or not path.is_file():
-        return None
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[bool]:
+    """Hold the cache directory's lock; yields False if there can be no cache."""
     try:
-        return IndexTable(path, src.key, src.repo_id or "")
-    except TableDamaged as exc:
-        log.warning("%s", exc)
-        with contextlib.suppress(OSError):
-            path.unlink()
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        log.warning("cannot read the local index cache %s: %s", path, exc)
-    return None
+        log.warning("no local index cache (%s): the index stays in memory", exc)
+        yield False
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield True
+    finally:
+        os.close(fd)  # and with it the lock
+
+
+def open_stack(src: IndexSource) -> list[IndexTable] | None:
+    """
+    The cached tables, oldest first, if the manifest and every table it names
+    verify; else None, and a damaged cache is deleted. Call with the lock held.
+    """
+    directory = src.directory
+    if directory is None:
+        return None
+    rid = src.repo_id or ""
+    try:
+        entries = read_manifest(directory / MANIFEST_NAME, src.key, rid)
+    except FileNotFoundError:
+        return None
+    except (TableDamaged, OSError) as exc:
+        log.warning("%s", exc)
+        _clear(directory)
+        return None
+    tables: list[IndexTable] = []
+    try:
+        for name, mac in entries:
+            t = IndexTable(directory / table_file(name), src.key, rid)
+            tables.append(t)
+            nxt = tables[-2].first_pack + tables[-2].packs if len(tables) > 1 else 0
+            if not secrets.compare_digest(t.header_mac, mac) or t.first_pack != nxt:
+                raise TableDamaged(
+                    f"local index cache {t.path} is not the table its manifest names"
+                )
+        if not tables:
+            raise TableDamaged(f"local index cache {directory} names no table")
+    except (TableDamaged, OSError) as exc:
+        log.warning("%s", exc)
+        _close(tables)
+        _clear(directory)
+        return None
+    return tables
+
+
+def _close(tables: Sequence[IndexTable]) -> None:
+    for t in tables:
+        t.close()
+
+
+def _clear(directory: Path, keep: frozenset[str] = frozenset()) -> None:
+    """
+    Delete the cache files in *directory* but *keep* and the lock: tables no manifest
+    names (a crash between writing one and the manifest), leftovers of crashed
+    writers, caches of older formats. Only under the lock: no one else writes then.
+    """
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            if entry.name in keep or entry.name == _LOCK_NAME:
+                continue
+            if entry.name.startswith("build-") and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            elif entry.name.startswith("index-") and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _commit(src: IndexSource, tables: list[IndexTable]) -> None:
+    """Make *tables* the cached index (the manifest is replaced atomically), drop the rest."""
+    directory = src.directory
+    assert directory is not None
+    entries = [(bytes.fromhex(t.path.name[9:-4]), t.header_mac) for t in tables]
+    write_manifest(directory / MANIFEST_NAME, src.key, src.repo_id or "", entries)
+    _clear(directory, frozenset([MANIFEST_NAME, *(t.path.name for t in tables)]))
+
+
+def _new_path(src: IndexSource) -> Path:
+    assert src.directory is not None
+    return src.directory / table_file(secrets.token_bytes(16))
 
 
 def _listing(storage: Storage) -> tuple[list[str], dict[str, int]]:
@@ -152,9 +250,17 @@ def _listing(storage: Storage) -> tuple[list[str], dict[str, int]]:
     return sorted(infos), infos
 
 
-def _diff(table: IndexTable, names: list[str]) -> tuple[bool, list[str]]:
-    """``(a file the table holds is gone, the listed files it does not hold)``."""
-    held = table.file_hashes()
+def _held(tables: Sequence[IndexTable]) -> Iterator[bytes]:
+    last = None
+    for h in heapq.merge(*(t.file_hashes() for t in tables)):
+        if h != last:
+            last = h
+            yield h
+
+
+def _diff(tables: Sequence[IndexTable], names: list[str]) -> tuple[bool, list[str]]:
+    """``(a file the tables hold is gone, the listed files they do not hold)``."""
+    held = _held(tables)
     cur = next(held, None)
     new: list[str] = []
     for name in names:
@@ -174,50 +280,167 @@ def _diff(table: IndexTable, names: list[str]) -> tuple[bool, list[str]]:
 
 def load_index(src: IndexSource, *, strict: bool = False) -> Index:
     """
-    Load the index: the cached table and the files it lacks, or every file.
+    Load the index: the cached tables, plus a new table for the files they lack;
+    or every file, into memory or (past ``memory_blobs``) into a new table.
+
+    A listed file that is gone when read (an index compaction or prune deleted
+    it since the listing) makes the load start again from a new listing, up to
+    ``_RELISTS`` times.
 
     Raises:
         IntegrityError: with *strict*, an index file is damaged (named).
+        ObjectNotFound: listed files kept vanishing.
     """
+    for attempt in range(_RELISTS):
+        try:
+            return _load(src, strict)
+        except ObjectNotFound as exc:
+            if attempt == _RELISTS - 1:
+                raise
+            log.info("an index file went while the index was read (%s): listing again", exc)
+    raise AssertionError("unreachable")
+
+
+def _load(src: IndexSource, strict: bool) -> Index:
     names, sizes = _listing(src.storage)
-    table = open_table(src)
-    if table is not None:
-        gone, new = _diff(table, names)
-        if gone:
-            table.close()
-            table = None
-        else:
-            names = new
-    return _read_into(src, Index(table), names, sizes, strict)
+    directory = src.directory
+    if directory is None:
+        return _read_into(src, Index(), names, sizes, strict, build=False)
+    with _locked(directory) as locked:
+        if not locked:
+            return _read_into(src, Index(), names, sizes, strict, build=False)
+        tables = open_stack(src)
+        kept = _without_gone(tables, names) if tables is not None else []
+        if kept:
+            gone, new = _diff(kept, names)
+            assert not gone
+            if not new and tables is not None and len(kept) < len(tables):
+                _commit(src, kept)  # the tables dropped held only files that are gone
+            return _add_table(src, kept, new, sizes, strict)
+        _clear(directory)
+        return _read_into(src, Index(), names, sizes, strict, build=True)
+
+
+def _without_gone(tables: list[IndexTable], names: list[str]) -> list[IndexTable]:
+    """
+    *tables* up to the oldest one holding an index file that is gone (closing the
+    rest): their entries must go, and the listed files they held are read again
+    into a new table. When the base holds one (prune and ``repair index`` replace
+    every index file), nothing is left and the whole cache is rebuilt.
+    """
+    listed = set()
+    for name in names:
+        with contextlib.suppress(ValueError):
+            listed.add(bytes.fromhex(name.removeprefix("index/")))
+    for i, t in enumerate(tables):
+        if any(h not in listed for h in t.file_hashes()):
+            _close(tables[i:])
+            return tables[:i]
+    return tables
 
 
 def refresh(src: IndexSource, index: Index) -> Index:
     """
     Bring *index* up to date, reading only index files it does not hold.
 
-    Returns *index* (updated in place) or, if files it holds are gone or its
-    in-memory part outgrew ``memory_blobs``, a new index.
+    Returns *index* (unchanged, or updated in place while it is all in memory) or
+    a new index: with tables, new files go into a new table; if files it holds
+    are gone, everything is loaded again (the tables that still hold only listed
+    files are kept).
     """
     if index.unfiled:  # a failed writer left packs no index file names
         return load_index(src)
     names, sizes = _listing(src.storage)
     mem = set(index.files)
-    new = names
-    if index.table is not None:
-        gone, new = _diff(index.table, names)
-        if gone:
-            return load_index(src)
-    if not mem <= set(names):
-        return load_index(src)
-    index.damaged = []
-    return _read_into(src, index, [n for n in new if n not in mem], sizes, strict=False)
+    reload = not mem <= set(names)
+    new = [n for n in names if n not in mem]
+    if index.tables and not reload:
+        gone, new = _diff(index.tables, names)
+        new = [n for n in new if n not in mem]
+        # The new files (and this process's own) go into a table.
+        reload = gone or bool(new)
+        new = []
+    if not reload and new:
+        index.damaged = []
+        try:
+            index = _read_into(src, index, new, sizes, False, build=False)
+        except ObjectNotFound:  # a listed file went since (a compaction): start again
+            reload = True
+        reload = reload or (src.directory is not None and index.memory_blobs > src.memory_blobs)
+    return load_index(src) if reload else index
+
+
+def _add_table(
+    src: IndexSource,
+    tables: list[IndexTable],
+    names: list[str],
+    sizes: dict[str, int],
+    strict: bool,
+) -> Index:
+    """Put the index files *names* into a new table on top of *tables*, merge, commit."""
+    damaged: list[str] = []
+    try:
+        if names:
+            top = tables[-1]
+            assert src.directory is not None
+            with TableBuilder(src.directory, first_pack=top.first_pack + top.packs) as builder:
+                for name, packs in read_files(
+                    src.storage, src.index_key, names, src.workers, sizes
+                ):
+                    if isinstance(packs, IntegrityError):
+                        if strict:
+                            raise packs
+                        damaged.append(str(packs))
+                        continue
+                    for p in packs:
+                        builder.add_pack(p)
+                    builder.add_file(name)
+                if builder.files:
+                    path = _new_path(src)
+                    builder.write(path, src.key, src.repo_id or "")
+                    tables = _merged(src, [*tables, IndexTable(path, src.key, src.repo_id or "")])
+                    _commit(src, tables)
+    except BaseException:
+        _close(tables)
+        raise
+    index = Index(tables)
+    index.damaged = damaged
+    return index
+
+
+def _merged(src: IndexSource, tables: list[IndexTable]) -> list[IndexTable]:
+    """
+    *tables*, the newest merged into one for as long as the table before them is
+    less than ``MERGE_FACTOR`` times their size (records of all kinds).
+    """
+    weight = [t.blobs + t.packs + t.files for t in tables]
+    i, tail = len(tables) - 1, weight[-1]
+    while i > 0 and weight[i - 1] < MERGE_FACTOR * tail:
+        i -= 1
+        tail += weight[i]
+    if i == len(tables) - 1:
+        return tables
+    path = _new_path(src)
+    merge_tables(tables[i:], path, src.key, src.repo_id or "")
+    merged = IndexTable(path, src.key, src.repo_id or "")
+    _close(tables[i:])
+    return [*tables[:i], merged]
 
 
 def _read_into(
-    src: IndexSource, index: Index, names: list[str], sizes: dict[str, int], strict: bool
+    src: IndexSource,
+    index: Index,
+    names: list[str],
+    sizes: dict[str, int],
+    strict: bool,
+    *,
+    build: bool,
 ) -> Index:
+    """
+    Read *names* into the all-in-memory *index*; with *build* (the lock held), past
+    ``memory_blobs`` everything goes into a new base table instead.
+    """
     builder: TableBuilder | None = None
-    can_build = src.table_path is not None
     try:
         for name, packs in read_files(src.storage, src.index_key, names, src.workers, sizes):
             if isinstance(packs, IntegrityError):
@@ -233,19 +456,18 @@ def _read_into(
             for p in packs:
                 index.add_pack(p, filed=True)
             index.files.append(name)
-            if can_build and index.memory_blobs > src.memory_blobs:
+            if build and index.memory_blobs > src.memory_blobs:
                 builder = _start_builder(src, index)
-                can_build = builder is not None
+                build = builder is not None
                 if builder is not None:  # the builder has it all now: free the memory
                     index = _emptied(index)
-        if builder is None and can_build and index.memory_blobs > src.memory_blobs:
-            builder = _start_builder(src, index)
         if builder is None:
             return index
-        path = src.table_path
-        assert path is not None
+        path = _new_path(src)
         builder.write(path, src.key, src.repo_id or "")
-        fresh = Index(IndexTable(path, src.key, src.repo_id or ""))
+        base = IndexTable(path, src.key, src.repo_id or "")
+        _commit(src, [base])
+        fresh = Index([base])
         fresh.damaged = index.damaged
         return fresh
     finally:
@@ -254,27 +476,19 @@ def _read_into(
 
 
 def _emptied(index: Index) -> Index:
-    out = Index(index.table)
+    out = Index()
     out.damaged = index.damaged
     return out
 
 
 def _start_builder(src: IndexSource, index: Index) -> TableBuilder | None:
-    """A builder seeded with *index*'s table and in-memory files, or None if no cache."""
-    path = src.table_path
-    assert path is not None
+    """A builder seeded with the in-memory *index*, or None if there can be no cache."""
+    assert src.directory is not None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        builder = TableBuilder(path.parent)
+        builder = TableBuilder(src.directory)
     except OSError as exc:
         log.warning("no local index cache (%s): the index stays in memory", exc)
         return None
-    if index.table is not None:
-        for chunk in index.table.pack_chunks():
-            builder.add_pack_records(chunk)
-        for chunk in index.table.blob_chunks():
-            builder.add_blob_records(chunk)
-        builder.files.extend(index.table.file_hashes())
     for info in index.memory_packs():
         builder.add_pack(info)
     for name in index.files:

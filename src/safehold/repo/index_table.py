@@ -1,19 +1,24 @@
 """
-The local index table: a sorted, keyed-MAC'd file of blob records (``docs/format.md``
+The local index tables: sorted, keyed-MAC'd files of blob records, and the
+manifest that says which tables make up a repository's index (``docs/format.md``
 § Local index cache).
 
 ``TableWriter`` writes one from records that arrive sorted; ``IndexTable`` reads
 it with ``pread`` (no map), so looking blobs up costs the process no memory that
 grows with the table. Every 4 KiB block is checked against its MAC the first
-time this process reads it.
+time this process reads it. Tables form a stack whose pack numbers run on from
+one table to the next, so that merging neighbours never renumbers a record.
 """
 
 from __future__ import annotations
 
+import array
+import bisect
 import contextlib
 import os
 import secrets
 import struct
+import sys
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,10 +36,14 @@ __all__ = [
     "TableWriter",
     "cache_key",
     "fanout_bits",
+    "read_manifest",
+    "table_file",
+    "write_manifest",
 ]
 
 MAGIC = b"SHIXTBL\x00"
-VERSION = 1
+VERSION = 2
+MANIFEST_MAGIC = b"SHIXLST\x00"
 BLOCK = 4096
 DATA_START = 4096
 MAC_LEN = 16
@@ -44,7 +53,10 @@ BLOB = struct.Struct("<32sIBIIIB")
 # id | generation | ephemeral public key | size
 PACK = struct.Struct("<32sI32sQ")
 _U64 = struct.Struct("<Q")
-_HEADER = struct.Struct("<8sII16sII4Q5Q")
+_HEADER = struct.Struct("<8sII16sII4Q5QQ")
+# magic | version | tables | repository id; then per table: name | header MAC
+_MANIFEST_HEAD = struct.Struct("<8sII16s")
+_MANIFEST_ENTRY = struct.Struct("<16s32s")
 _FANOUT_PAIR = struct.Struct("<QQ")
 
 
@@ -86,8 +98,11 @@ class TableWriter:
     ``finish``, so a reader sees a whole table or none.
     """
 
-    def __init__(self, path: Path, key: bytes, repo_id: str, expected_blobs: int) -> None:
+    def __init__(
+        self, path: Path, key: bytes, repo_id: str, expected_blobs: int, first_pack: int = 0
+    ) -> None:
         self._path = path
+        self._first_pack = first_pack
         self._tmp = path.with_name(f"{path.name}.tmp-{secrets.token_hex(6)}")
         self._key = key
         self._repo_id = bytes.fromhex(repo_id)
@@ -108,28 +123,43 @@ class TableWriter:
 
     def add_blobs(self, records: bytes | bytearray | memoryview) -> None:
         """Append blob records (50 bytes each), sorted by id and after every earlier one."""
-        view = memoryview(records)
+        data = records if isinstance(records, bytes) else bytes(records)
         size = BLOB.size
-        fan = bytearray()
-        shift = self._shift
-        nxt = self._next_prefix
+        if not data:
+            return
+        if data[:32] <= self._last:
+            raise ValueError("blob records must arrive sorted and unique")
+        self._last = data[len(data) - size : len(data) - size + 32]
+        # The fanout is found by bisecting columns of the ids' first three bytes
+        # once per entry (about one entry per 8 blobs), without a step per
+        # record: merges copy whole tables through here.
+        count = len(data) // size
+        c0, c1, c2 = (data[b::size] for b in range(3))
+        drop = 24 - self._bits
+        last = ((c0[-1] << 16) | (c1[-1] << 8) | c2[-1]) >> drop
         n = self._blobs
-        for i in range(0, len(view), size):
-            blob_id = view[i : i + 32].tobytes()
-            p = int.from_bytes(blob_id, "big") >> shift
-            if p >= nxt:
-                fan += _U64.pack(n) * (p + 1 - nxt)
-                nxt = p + 1
-            n += 1
-        if len(view) > 0:
-            first = view[:32].tobytes()
-            if first <= self._last:
-                raise ValueError("blob records must arrive sorted and unique")
-            self._last = view[len(view) - size : len(view) - size + 32].tobytes()
-        self._fanout.write(fan)
-        self._next_prefix = nxt
-        self._blobs = n
-        self._write(view)
+        fan = array.array("Q", [0]) * max(0, last + 1 - self._next_prefix)
+        cur0 = cur1 = -1
+        lo0 = hi0 = lo1 = hi1 = 0
+        for j, p in enumerate(range(self._next_prefix, last + 1)):
+            v = p << drop
+            x, y = v >> 16, (v >> 8) & 255
+            if x != cur0:
+                cur0, cur1 = x, -1
+                lo0 = bisect.bisect_left(c0, x)
+                hi0 = bisect.bisect_right(c0, x, lo0)
+                lo1 = lo0
+            if drop < 16 and y != cur1:
+                cur1 = y
+                lo1 = bisect.bisect_left(c1, y, lo0, hi0)
+                hi1 = bisect.bisect_right(c1, y, lo1, hi0)
+            fan[j] = n + (bisect.bisect_left(c2, v & 255, lo1, hi1) if drop < 8 else lo1)
+        if sys.byteorder != "little":
+            fan.byteswap()
+        self._fanout.write(fan.tobytes())
+        self._next_prefix = max(self._next_prefix, last + 1)
+        self._blobs = n + count
+        self._write(data)
 
     def add_packs(self, records: bytes | bytearray | memoryview) -> None:
         """Append pack records (76 bytes each) in pack-number order."""
@@ -196,6 +226,7 @@ class TableWriter:
             self._packs_off,
             files_off,
             macs_off,
+            self._first_pack,
         )
         self._f.seek(0)
         self._f.write(fields + _header_mac(self._key, fields, self._macs))
@@ -219,6 +250,14 @@ class IndexTable:
     Raises ``TableDamaged`` on open if the header or MAC array does not verify,
     and from any read whose block does not.
     """
+
+    blobs: int
+    packs: int
+    files: int
+    blocks: int
+    bits: int
+    first_pack: int
+    header_mac: bytes
 
     def __init__(self, path: Path, key: bytes, repo_id: str) -> None:
         self.path = path
@@ -246,7 +285,8 @@ class IndexTable:
         if rid != bytes.fromhex(repo_id):
             raise self._damaged("the table belongs to another repository")
         self.blobs, self.packs, self.files, self.blocks = counts[:4]
-        self._blobs_off, self._fanout_off, self._packs_off, self._files_off, macs_off = counts[4:]
+        self._blobs_off, self._fanout_off, self._packs_off, self._files_off, macs_off = counts[4:9]
+        self.first_pack = counts[9]
         self.bits = bits
         self._shift = 256 - bits
         self._macs = os.pread(self._fd, self.blocks * MAC_LEN, macs_off)
@@ -254,6 +294,7 @@ class IndexTable:
             _header_mac(self._key, fields, self._macs), head[_HEADER.size :]
         ):
             raise self._damaged("its header does not verify")
+        self.header_mac = head[_HEADER.size :]
         self._end = macs_off
         sections = [
             (self._blobs_off, self.blobs * BLOB.size, self._fanout_off),
@@ -332,10 +373,11 @@ class IndexTable:
         return None
 
     def pack_record(self, no: int) -> bytes:
-        """The 76-byte record of pack number *no*."""
-        if not 0 <= no < self.packs:
-            raise self._damaged(f"it names pack number {no} of {self.packs}")
-        return self._read(self._packs_off + no * PACK.size, PACK.size)
+        """The 76-byte record of pack number *no* (numbered from ``first_pack``)."""
+        i = no - self.first_pack
+        if not 0 <= i < self.packs:
+            raise self._damaged(f"it names pack number {no}, not one of its {self.packs}")
+        return self._read(self._packs_off + i * PACK.size, PACK.size)
 
     def blob_chunks(self, records: int = 65536) -> Iterator[bytes]:
         """Every blob record in id order, in chunks of whole records."""
@@ -368,8 +410,72 @@ class IndexTable:
             for i in range(0, len(chunk), 32):
                 yield chunk[i : i + 32]
 
+    def fanout_bytes(self) -> bytes:
+        """The whole fanout, verified (tests)."""
+        return self._read(self._fanout_off, ((1 << self.bits) + 1) * 8)
+
     def verify_all(self) -> None:
         """Read and check every block (tests, and a damaged-table probe)."""
         for i in range(self.blocks):
             off = DATA_START + i * BLOCK
             self._read(off, min(BLOCK, self._end - off))
+
+
+def table_file(name: bytes) -> str:
+    """The file name of the table called *name* (16 random bytes) in a cache directory."""
+    return f"index-v{VERSION}-{name.hex()}.shx"
+
+
+def _manifest_mac(key: bytes, body: bytes) -> bytes:
+    return blake3.blake3(body, key=key, max_threads=1).digest()
+
+
+def write_manifest(path: Path, key: bytes, repo_id: str, tables: list[tuple[bytes, bytes]]) -> None:
+    """
+    Atomically replace the manifest at *path* with *tables*, ``(name, header MAC)``
+    pairs, oldest (the base) first.
+    """
+    body = _MANIFEST_HEAD.pack(MANIFEST_MAGIC, VERSION, len(tables), bytes.fromhex(repo_id))
+    body += b"".join(_MANIFEST_ENTRY.pack(n, m) for n, m in tables)
+    tmp = path.with_name(f"{path.name}.tmp-{secrets.token_hex(6)}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(body + _manifest_mac(key, body))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_manifest(path: Path, key: bytes, repo_id: str) -> list[tuple[bytes, bytes]]:
+    """
+    The ``(name, header MAC)`` pairs of the manifest at *path*, oldest first.
+
+    Raises:
+        TableDamaged: it does not verify (another key, another repository, a
+            flipped bit, a truncated or older-format file).
+        OSError: it cannot be read.
+    """
+    data = path.read_bytes()
+    why = ""
+    if len(data) < _MANIFEST_HEAD.size + 32 or data[:8] != MANIFEST_MAGIC:
+        why = "not an index manifest"
+    else:
+        _, version, count, rid = _MANIFEST_HEAD.unpack_from(data)
+        body = data[:-32]
+        if version != VERSION:
+            why = f"manifest version {version}"
+        elif len(body) != _MANIFEST_HEAD.size + count * _MANIFEST_ENTRY.size:
+            why = "its manifest has the wrong length"
+        elif not secrets.compare_digest(_manifest_mac(key, body), data[-32:]):
+            why = "its manifest does not verify"
+        elif rid != bytes.fromhex(repo_id):
+            why = "the manifest belongs to another repository"
+        else:
+            return [
+                (bytes(n), bytes(m))
+                for n, m in _MANIFEST_ENTRY.iter_unpack(body[_MANIFEST_HEAD.size :])
+            ]
+    raise TableDamaged(f"local index cache {path} is damaged ({why}); it is rebuilt")

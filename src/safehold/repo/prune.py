@@ -28,6 +28,7 @@ from safehold.repo.locks import RepoLock
 from safehold.repo.pack import PackInfo, pack_name
 from safehold.repo.repository import Repository
 from safehold.repo.restore import walk
+from safehold.repo.tree import ListCache, node_blobs
 from safehold.repo.writer import BlobWriter
 from safehold.storage import LOCK_POLICY_NAME, Hold, StorageError
 
@@ -88,7 +89,7 @@ def forget(repo: Repository, snapshot_ids: Iterable[str]) -> int:
 
 def used_blobs(repo: Repository) -> set[bytes]:
     """
-    Every blob id that a snapshot refers to: trees and file contents.
+    Every blob id that a snapshot refers to: trees, chunk list blobs and file contents.
 
     Raises:
         IntegrityError: a snapshot or tree cannot be read; pruning on a partial
@@ -100,13 +101,12 @@ def used_blobs(repo: Repository) -> set[bytes]:
         raise IntegrityError(
             "refusing to prune while snapshots are unreadable: " + "; ".join(repo.damaged_snapshots)
         )
+    load = ListCache(repo.read_blob)
     for snap in snaps:
         root = bytes.fromhex(snap.tree)
         used.add(root)
         for _, node in walk(repo, root):
-            if node.subtree is not None:
-                used.add(node.subtree)
-            used.update(node.content)
+            used.update(node_blobs(node, load))  # follows delta chunk lists
     return used
 
 

@@ -30,7 +30,7 @@ from safehold.repo.index import BlobLocation
 from safehold.repo.pack import pack_name
 from safehold.repo.repository import Repository
 from safehold.repo.restore_io import OpenFiles, RestoreFile, set_meta
-from safehold.repo.tree import Node, Tree
+from safehold.repo.tree import ListCache, Node, Tree, content_ids
 from safehold.storage import ObjectNotFound, StorageError
 
 __all__ = ["RestoreResult", "dump", "restore", "walk"]
@@ -203,6 +203,7 @@ class _Plan:
         self.later: list[tuple[str, Node]] = []
         self.files: dict[str, RestoreFile] = {}  # path -> file, for regular files with data
         self.batch_bytes = self.batch_files = 0
+        self.load = ListCache(repo.read_blob)  # delta chunk lists' list blobs
 
     def add(self, rel: str, node: Node, result: RestoreResult) -> None:
         p = self.t.path(rel)
@@ -221,7 +222,13 @@ class _Plan:
         f = RestoreFile(p, node, 0)
         slots: list[tuple[BlobLocation, bytes, int]] = []
         offset = 0
-        for blob_id in node.content:
+        try:
+            ids = content_ids(node, self.load)
+        except IntegrityError as exc:  # its chunk list is missing or damaged
+            with self.r.lock:
+                self.r.damaged[p] = str(exc)
+            ids, offset = [], node.size  # nothing to write; not "adds up to 0 bytes"
+        for blob_id in ids:
             try:
                 loc = self.repo.locate(blob_id)
             except IntegrityError as exc:
@@ -431,7 +438,7 @@ def dump(repo: Repository, snapshot: Snapshot, out: IO[bytes], path: str | None 
             raise UsageError(f"no file {want!r} in snapshot {snapshot.short_id}")
         node = match[0]
     written = 0
-    for blob_id in node.content:
+    for blob_id in content_ids(node, repo.read_blob):
         data = repo.read_blob(blob_id)
         out.write(data)
         written += len(data)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from safehold.core.snapshot import Snapshot
 from safehold.repo.errors import IntegrityError
 from safehold.repo.repository import Repository
-from safehold.repo.tree import Tree
+from safehold.repo.tree import ListCache, Tree, node_blobs
 
 __all__ = ["RepoStats", "stats"]
 
@@ -48,6 +48,7 @@ class _Counter:
         self.result = RepoStats()
         self.trees: dict[bytes, tuple[int, int, int]] = {}
         self.blobs: set[bytes] = set()
+        self.load = ListCache(repo.read_blob)  # delta chunk lists' list blobs
 
     def blob(self, blob_id: bytes) -> None:
         if blob_id in self.blobs:
@@ -79,7 +80,7 @@ class _Counter:
             files += 1
             if n.type == "file":
                 size += n.size
-                for c in n.content:
+                for c in node_blobs(n, self.load):  # its list blob too, if any
                     self.blob(c)
         self.trees[tree_id] = (files, dirs, size)
         return files, dirs, size

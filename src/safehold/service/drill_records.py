@@ -82,6 +82,15 @@ class DrillRun:
             "Sandbox": self.result.get("Sandbox"),
             "Host": self.result.get("Host"),
             "CleanedLeftovers": self.result.get("CleanedLeftovers", []),
+            # A database source's last recoverable instant (time, and LSN/segment or
+            # binlog) as the drill found it in the archive, and its scratch port.
+            "RecoverableEnd": {
+                k.removeprefix("RecoverableEnd"): v
+                for k, v in self.result.items()
+                if k.startswith("RecoverableEnd")
+            }
+            or None,
+            "Port": self.result.get("Port"),
         }
 
 

@@ -89,10 +89,11 @@ __all__ = [
 log = logging.getLogger("safehold.drills")
 
 MAX_HISTORY = 1000
-#: The sources a drill can restore into a sandbox: agents drill files, dumps and
-#: PostgreSQL base backups (``agent.drill``); a store drills its own partition
-#: (``state.drill``), and only a store takes a ``DataLoss`` drill.
-DRILLABLE = ("dir:", "command:", "postgres:", "state:")
+#: The sources a drill can restore into a sandbox: agents drill files, dumps,
+#: PostgreSQL base backups and MariaDB physical backups, the databases in a scratch
+#: instance (``agent.drill``); a store drills its own partition (``state.drill``),
+#: and only a store takes a ``DataLoss`` drill.
+DRILLABLE = ("dir:", "command:", "postgres:", "mariadb:", "state:")
 
 
 def _fits(p: PartitionView, policy: DrillPolicy) -> bool:

@@ -19,6 +19,7 @@ from safehold.core.policy import StorageSpec
 from safehold.core.progress import ProgressSink
 from safehold.core.snapshot import Snapshot, SnapshotMeta
 from safehold.repo import Repository
+from safehold.repo.index_compact import CompactionTrigger
 from safehold.repo.keys import KdfParams, Keyring
 from safehold.storage.base import Storage
 
@@ -108,6 +109,8 @@ class RepoEngine:
         self._keys_for = keys_for
         self._keys: dict[tuple[str, str], tuple[float, Keyring]] = {}
         self._lock = threading.Lock()
+        # Merges the small index files backups leave (docs/format.md § Index compaction).
+        self._compaction = CompactionTrigger()
 
     def __repr__(self) -> str:
         return "RepoEngine(password=<hidden>)"
@@ -139,6 +142,14 @@ class RepoEngine:
         """The repository in *storage*, with the kept keys (database sources); caller closes it."""
         return self._open(storage, create=create)
 
+    def after_backup(self, repo: Repository) -> None:
+        """
+        Compact *repo*'s index files if its last refresh counted too many (no
+        listing otherwise); never raises. Backups through this engine call it;
+        a caller that backs up into ``open_repository`` calls it when done.
+        """
+        self._compaction.after_backup(repo)
+
     def backup_dir(
         self,
         storage: Storage,
@@ -152,9 +163,11 @@ class RepoEngine:
         from safehold.repo import backup_paths
 
         with self._open(storage, create=True) as repo:
-            return backup_paths(
+            snap = backup_paths(
                 repo, [path], meta=meta, progress=progress, parent=parent, search_parent=False
             ).snapshot
+            self.after_backup(repo)
+            return snap
 
     def backup_stream(
         self,
@@ -169,7 +182,9 @@ class RepoEngine:
         from safehold.repo import backup_stream
 
         with self._open(storage, create=True) as repo:
-            return backup_stream(repo, stream, name=name, meta=meta, progress=progress).snapshot
+            snap = backup_stream(repo, stream, name=name, meta=meta, progress=progress).snapshot
+            self.after_backup(repo)
+            return snap
 
     def restore_dir(
         self, storage: Storage, snapshot_id: str, target: Path, *, progress: ProgressSink

@@ -30,7 +30,9 @@ __all__ = [
     "backup_location",
 ]
 
-JobKind = Literal["backup", "restore", "clean", "dataloss", "drill"]
+JobKind = Literal[
+    "backup", "restore", "clean", "dataloss", "drill", "group-backup", "group-restore"
+]
 ACTIVE_STATES = ("Accepted", "BackupInProgress", "RestoreInProgress", "InProgress")
 RUNNING_STATES = ("BackupInProgress", "RestoreInProgress", "InProgress")
 #: The state a job of each kind is in while an agent runs it.
@@ -40,6 +42,8 @@ RUNNING_STATE = {
     "clean": "InProgress",
     "dataloss": "InProgress",
     "drill": "InProgress",
+    "group-backup": "BackupInProgress",  # service.groups
+    "group-restore": "RestoreInProgress",
 }
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 ZERO_ID = "00000000-0000-0000-0000-000000000000"

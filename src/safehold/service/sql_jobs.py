@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from safehold.service import catalog as t
 from safehold.service.model import ACTIVE_STATES, RUNNING_STATE, RUNNING_STATES, JobRecord
-from safehold.service.sql_stores import Repo, id_batches, one_of
+from safehold.service.sql_stores import Repo, built, id_batches, one_of
 
 __all__ = ["JobRepo"]
 
@@ -60,7 +60,8 @@ class JobRepo(Repo):
 
     def get(self, job_id: str) -> JobRecord | None:
         """Return one job."""
-        row = self.conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).first()
+        q = built(self.conn, "jobs.get", _job_by_id)
+        row = self.conn.execute(q, {"_id": job_id}).first()
         return None if row is None else _job(row)
 
     def latest(
@@ -106,11 +107,12 @@ class JobRepo(Repo):
         This is the fence every state change goes through: a sweep, a stale agent
         or a second controller cannot overwrite an outcome recorded meanwhile.
         """
-        c = t.jobs.c
-        q = t.jobs.update().where(c.id == j.id, c.state.in_(list(states)))
-        if attempt is not None:
-            q = q.where(c.attempt == attempt)
-        done = bool(self.conn.execute(q.values(**_job_values(j))).rowcount)
+        values = {"_id": j.id, "_states": list(states), **_job_values(j)}
+        if attempt is None:
+            q = built(self.conn, "jobs.update_in", _update_in)
+        else:
+            q, values["_attempt"] = built(self.conn, "jobs.update_if", _update_if), attempt
+        done = bool(self.conn.execute(q, values).rowcount)
         if done and j.state not in ACTIVE_STATES:
             self._on_work(1)
         return done
@@ -127,40 +129,9 @@ class JobRepo(Repo):
         LOCKED``, so agents racing for work skip each other's rows instead of
         waiting; the update's own ``state = 'Accepted'`` is the final word.
         """
-        j, p, r = t.jobs.alias("j"), t.partitions, t.jobs.alias("r")
-        busy = (
-            sa.select(r.c.id)
-            .where(r.c.partition_id == j.c.partition_id, r.c.state.in_(RUNNING_STATES))
-            .exists()
-        )
-        pick = (
-            sa.select(j.c.id)
-            .join(p, p.c.partition_id == j.c.partition_id)
-            .where(
-                j.c.state == "Accepted",
-                j.c.kind.in_(list(kinds)),
-                sa.or_(p.c.agent.is_(None), p.c.agent == agent_id),
-                ~busy,
-            )
-            .order_by(j.c.created_at, j.c.id)
-            .limit(1)
-        )
-        if self.conn.dialect.name == "postgresql":
-            pick = pick.with_for_update(of=j, skip_locked=True)
-        c = t.jobs.c
-        taken = self.conn.execute(
-            t.jobs.update()
-            .where(c.id == pick.scalar_subquery(), c.state == "Accepted")
-            .values(
-                state=sa.case(RUNNING_STATE, value=c.kind),
-                agent_id=agent_id,
-                incarnation=incarnation,
-                attempt=c.attempt + 1,
-                started_at=now,
-                heartbeat_at=now,
-            )
-            .returning(*t.jobs.c)
-        ).first()
+        q = built(self.conn, "jobs.claim_next", _claim_next)
+        values = {"_agent": agent_id, "_inc": incarnation, "_now": now, "_kinds": list(kinds)}
+        taken = self.conn.execute(q, values).first()
         return None if taken is None else _job(taken)
 
     def heartbeat(
@@ -172,13 +143,17 @@ class JobRepo(Repo):
         progress: dict[str, Any],
     ) -> bool:
         """Record a running job's heartbeat, if it is still this agent's (and attempt's)."""
-        c = t.jobs.c
-        q = t.jobs.update().where(
-            c.id == job_id, c.agent_id == agent_id, c.state.in_(RUNNING_STATES)
-        )
-        if attempt is not None:
-            q = q.where(c.attempt == attempt)
-        done = self.conn.execute(q.values(heartbeat_at=now, progress=json.dumps(progress)))
+        values = {
+            "_id": job_id,
+            "_agent": agent_id,
+            "heartbeat_at": now,
+            "progress": json.dumps(progress),
+        }
+        if attempt is None:
+            q = built(self.conn, "jobs.beat", _heartbeat)
+        else:
+            q, values["_attempt"] = built(self.conn, "jobs.beat_if", _heartbeat_if), attempt
+        done = self.conn.execute(q, values)
         return bool(done.rowcount)
 
     def fail_incarnations(self, agent_id: str, keep: str, now: datetime) -> list[JobRecord]:
@@ -276,3 +251,71 @@ def _job_values(j: JobRecord) -> dict[str, Any]:
         "attempt": j.attempt,
         "incarnation": j.incarnation,
     }
+
+
+# The statements of the per-job paths, built once (``sql_stores.built``).
+
+
+def _job_by_id(_dialect: str) -> Any:
+    return sa.select(t.jobs).where(t.jobs.c.id == sa.bindparam("_id"))
+
+
+def _update_in(_dialect: str) -> Any:
+    c = t.jobs.c
+    states: Any = sa.bindparam("_states", expanding=True)
+    return t.jobs.update().where(c.id == sa.bindparam("_id"), c.state.in_(states))
+
+
+def _update_if(dialect: str) -> Any:
+    return _update_in(dialect).where(t.jobs.c.attempt == sa.bindparam("_attempt"))
+
+
+def _heartbeat(_dialect: str) -> Any:
+    c = t.jobs.c
+    return t.jobs.update().where(
+        c.id == sa.bindparam("_id"),
+        c.agent_id == sa.bindparam("_agent"),
+        c.state.in_(RUNNING_STATES),
+    )
+
+
+def _heartbeat_if(dialect: str) -> Any:
+    return _heartbeat(dialect).where(t.jobs.c.attempt == sa.bindparam("_attempt"))
+
+
+def _claim_next(dialect: str) -> Any:
+    j, p, r = t.jobs.alias("j"), t.partitions, t.jobs.alias("r")
+    agent: Any = sa.bindparam("_agent")
+    busy = (
+        sa.select(r.c.id)
+        .where(r.c.partition_id == j.c.partition_id, r.c.state.in_(RUNNING_STATES))
+        .exists()
+    )
+    pick = (
+        sa.select(j.c.id)
+        .join(p, p.c.partition_id == j.c.partition_id)
+        .where(
+            j.c.state == "Accepted",
+            j.c.kind.in_(sa.bindparam("_kinds", expanding=True)),
+            sa.or_(p.c.agent.is_(None), p.c.agent == agent),
+            ~busy,
+        )
+        .order_by(j.c.created_at, j.c.id)
+        .limit(1)
+    )
+    if dialect == "postgresql":
+        pick = pick.with_for_update(of=j, skip_locked=True)
+    c = t.jobs.c
+    return (
+        t.jobs.update()
+        .where(c.id == pick.scalar_subquery(), c.state == "Accepted")
+        .values(
+            state=sa.case(RUNNING_STATE, value=c.kind),
+            agent_id=agent,
+            incarnation=sa.bindparam("_inc"),
+            attempt=c.attempt + 1,
+            started_at=sa.bindparam("_now"),
+            heartbeat_at=sa.bindparam("_now"),
+        )
+        .returning(*t.jobs.c)
+    )

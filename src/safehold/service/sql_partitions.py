@@ -25,9 +25,9 @@ from safehold.service.model import (
     PartitionKey,
     PartitionRecord,
 )
-from safehold.service.sql_stores import UNSET, Repo, Unset, id_batches, one_of
+from safehold.service.sql_stores import UNSET, Repo, Unset, built, id_batches, one_of
 
-__all__ = ["PartitionRepo", "partition_from_row"]
+__all__ = ["PartitionRepo", "partition_by_id", "partition_from_row"]
 
 
 def partition_from_row(row: Any) -> PartitionRecord:
@@ -84,9 +84,8 @@ class PartitionRepo(Repo):
 
     def get(self, partition_id: str) -> PartitionRecord | None:
         """Return one partition."""
-        row = self.conn.execute(
-            sa.select(t.partitions).where(t.partitions.c.partition_id == partition_id)
-        ).first()
+        q = built(self.conn, "partitions.get", partition_by_id)
+        row = self.conn.execute(q, {"_pid": partition_id}).first()
         return None if row is None else partition_from_row(row)
 
     def first(
@@ -134,11 +133,8 @@ class PartitionRepo(Repo):
         }
         if outcome is not None:
             values |= _outcome_values(outcome)
-        done = self.conn.execute(
-            t.partitions.update()
-            .where(t.partitions.c.partition_id == p.partition_id)
-            .values(**values)
-        )
+        q = built(self.conn, "partitions.save", _partition_update)
+        done = self.conn.execute(q, {"_pid": p.partition_id, **values})
         if done.rowcount == 0:
             self.conn.execute(t.partitions.insert().values(partition_id=p.partition_id, **values))
 
@@ -308,6 +304,15 @@ class PartitionRepo(Repo):
             .where(t.partitions.c.partition_id == partition_id)
             .values(**_outcome_values(BackupOutcome(state, failure, good_at)))
         )
+
+
+def partition_by_id(_dialect: str) -> Any:
+    """``SELECT`` one partition; its id is the parameter ``_pid`` (for ``sql_stores.built``)."""
+    return sa.select(t.partitions).where(t.partitions.c.partition_id == sa.bindparam("_pid"))
+
+
+def _partition_update(_dialect: str) -> Any:
+    return t.partitions.update().where(t.partitions.c.partition_id == sa.bindparam("_pid"))
 
 
 def _outcome_values(o: BackupOutcome) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "PolicyRepo",
     "Repo",
     "Unset",
+    "built",
     "id_batches",
     "one_of",
 ]
@@ -50,7 +51,11 @@ UNSET = Unset()
 
 def _insert_for(conn: sa.Connection, table: sa.Table) -> Any:
     """The dialect's INSERT, which knows ON CONFLICT (PostgreSQL and SQLite both do)."""
-    if conn.dialect.name == "postgresql":
+    return _dialect_insert(conn.dialect.name, table)
+
+
+def _dialect_insert(dialect: str, table: sa.Table) -> Any:
+    if dialect == "postgresql":
         return sa.dialects.postgresql.insert(table)
     return sa.dialects.sqlite.insert(table)
 
@@ -78,6 +83,26 @@ def id_batches(conn: sa.Connection, ids: Sequence[str]) -> Iterator[Sequence[str
     step = len(ids) if conn.dialect.name == "postgresql" else CHUNK
     for i in range(0, len(ids), max(step, 1)):
         yield ids[i : i + step]
+
+
+_BUILT: dict[tuple[str, str], Any] = {}
+
+
+def built(conn: sa.Connection, name: str, build: Callable[[str], Any]) -> Any:
+    """
+    The statement *name* for *conn*'s dialect, made by ``build(dialect_name)`` once and kept.
+
+    The per-job paths (a claim, a completion) run statements built once, with
+    bind parameters whose values are given at execution (an ``UPDATE`` without
+    ``values()`` sets the columns the parameters name). Building a SQLAlchemy
+    statement and its cache key afresh cost more CPU than PostgreSQL took to run
+    it: about 40 % of the controller's CPU per job, profiled.
+    """
+    key = (name, conn.dialect.name)
+    stmt = _BUILT.get(key)
+    if stmt is None:  # two threads may both build it: the same statement, either kept
+        stmt = _BUILT[key] = build(conn.dialect.name)
+    return stmt
 
 
 class Repo:
@@ -225,9 +250,8 @@ class BackupRepo(Repo):
 
     def get(self, backup_id: str) -> BackupRecord | None:
         """Return one backup."""
-        row = self.conn.execute(
-            sa.select(t.backups).where(t.backups.c.backup_id == backup_id)
-        ).first()
+        q = built(self.conn, "backups.get", _backup_by_id)
+        row = self.conn.execute(q, {"_id": backup_id}).first()
         return None if row is None else _backup(row)
 
     def list(
@@ -240,6 +264,9 @@ class BackupRepo(Repo):
         end: datetime | None = None,
     ) -> list[BackupRecord]:
         """Return backups, oldest first, filtered by entity and creation time (inclusive)."""
+        if partition_id is not None and (application, service, start, end) == (None,) * 4:
+            mine = built(self.conn, "backups.of_partition", _backups_of_partition)
+            return [_backup(r) for r in self.conn.execute(mine, {"_pid": partition_id})]
         q = sa.select(t.backups).order_by(t.backups.c.created_at, t.backups.c.backup_id)
         if partition_id is not None:
             q = q.where(t.backups.c.partition_id == partition_id)
@@ -255,27 +282,27 @@ class BackupRepo(Repo):
 
     def add(self, b: BackupRecord) -> None:
         """Insert a backup, unless one with its id is catalogued (a repeated report)."""
+        q = built(self.conn, "backups.add", _backup_insert)
         self.conn.execute(
-            _insert_for(self.conn, t.backups)
-            .values(
-                backup_id=b.backup_id,
-                snapshot_id=b.snapshot_id,
-                partition_id=b.partition_id,
-                application=b.application,
-                service=b.service,
-                backup_type=b.backup_type,
-                chain_id=b.chain_id,
-                parent_id=b.parent_id,
-                location=b.location,
-                data_loss_number=b.epoch.data_loss_number,
-                configuration_number=b.epoch.configuration_number,
-                lsn=b.lsn,
-                created_at=b.created_at,
-                size_bytes=b.size_bytes,
-                storage=json.dumps(b.storage),
-                partition_info=json.dumps(b.key.stored()),
-            )
-            .on_conflict_do_nothing(index_elements=[t.backups.c.backup_id])
+            q,
+            {
+                "backup_id": b.backup_id,
+                "snapshot_id": b.snapshot_id,
+                "partition_id": b.partition_id,
+                "application": b.application,
+                "service": b.service,
+                "backup_type": b.backup_type,
+                "chain_id": b.chain_id,
+                "parent_id": b.parent_id,
+                "location": b.location,
+                "data_loss_number": b.epoch.data_loss_number,
+                "configuration_number": b.epoch.configuration_number,
+                "lsn": b.lsn,
+                "created_at": b.created_at,
+                "size_bytes": b.size_bytes,
+                "storage": json.dumps(b.storage),
+                "partition_info": json.dumps(b.key.stored()),
+            },
         )
 
     def of_partitions(self, partition_ids: Sequence[str]) -> dict[str, builtins.list[BackupRecord]]:
@@ -300,7 +327,27 @@ class BackupRepo(Repo):
         """Remove backups from the catalog."""
         ids = list(backup_ids)
         if ids:
-            self.conn.execute(t.backups.delete().where(t.backups.c.backup_id.in_(ids)))
+            q = built(self.conn, "backups.delete", _backups_delete)
+            self.conn.execute(q, {"_ids": ids})
+
+
+def _backup_by_id(_dialect: str) -> Any:
+    return sa.select(t.backups).where(t.backups.c.backup_id == sa.bindparam("_id"))
+
+
+def _backups_of_partition(_dialect: str) -> Any:
+    c = t.backups.c
+    q = sa.select(t.backups).where(c.partition_id == sa.bindparam("_pid"))
+    return q.order_by(c.created_at, c.backup_id)
+
+
+def _backup_insert(dialect: str) -> Any:
+    insert = _dialect_insert(dialect, t.backups)
+    return insert.on_conflict_do_nothing(index_elements=[t.backups.c.backup_id])
+
+
+def _backups_delete(_dialect: str) -> Any:
+    return t.backups.delete().where(t.backups.c.backup_id.in_(sa.bindparam("_ids", expanding=True)))
 
 
 class AgentRepo(Repo):

@@ -29,8 +29,9 @@ from safehold.service.model import (
     PartitionRecord,
 )
 from safehold.service.sql_drills import AlertRepo, DrillRepo
+from safehold.service.sql_groups import GroupRecord, GroupRepo, PointRecord
 from safehold.service.sql_jobs import JobRepo
-from safehold.service.sql_partitions import PartitionRepo, partition_from_row
+from safehold.service.sql_partitions import PartitionRepo, partition_by_id, partition_from_row
 from safehold.service.sql_stores import (
     UNSET,
     AgentRepo,
@@ -39,6 +40,7 @@ from safehold.service.sql_stores import (
     OperationRepo,
     PolicyRepo,
     Unset,
+    built,
 )
 from safehold.service.work_signal import CHANNEL, WorkSignal
 
@@ -65,7 +67,13 @@ class SqlUnitOfWork:
     def __enter__(self) -> SqlUnitOfWork:
         try:
             self._conn = self._engine.connect()
-            if self._read_only:  # on SQLite, a deferred BEGIN: no write lock held
+            if self._read_only and self._conn.dialect.name == "postgresql":
+                # Each statement its own snapshot, with no BEGIN and COMMIT: two
+                # round trips fewer, and under load each round trip is a wait for
+                # the GIL too. A read-only unit of work never needs a snapshot
+                # across statements (it answers a request that is stale at once).
+                self._conn.execution_options(isolation_level="AUTOCOMMIT")
+            elif self._read_only:  # on SQLite, a deferred BEGIN: no write lock held
                 self._conn.execution_options(**{t.READ_ONLY: True})
             self._tx = self._conn.begin()
         except sa.exc.OperationalError as exc:
@@ -79,6 +87,7 @@ class SqlUnitOfWork:
         self.operations = OperationRepo(self._conn)
         self.drills = DrillRepo(self._conn)
         self.alerts = AlertRepo(self._conn)
+        self.groups = GroupRepo(self._conn)
         return self
 
     def __exit__(
@@ -112,18 +121,21 @@ class SqlUnitOfWork:
 
         A row lock on PostgreSQL; SQLite locks the whole file.
         """
-        q = sa.select(t.partitions).where(t.partitions.c.partition_id == partition_id)
-        if self._conn.dialect.name == "postgresql":
-            q = q.with_for_update()
-        else:
+        q = built(self._conn, "partitions.lock", _partition_for_update)
+        if self._conn.dialect.name != "postgresql":
             # Take SQLite's write lock now, so two creators cannot both see "no active job".
             self._conn.execute(
                 t.partitions.update()
                 .where(t.partitions.c.partition_id == partition_id)
                 .values(lsn=t.partitions.c.lsn)
             )
-        row = self._conn.execute(q).first()
+        row = self._conn.execute(q, {"_pid": partition_id}).first()
         return None if row is None else partition_from_row(row)
+
+
+def _partition_for_update(dialect: str) -> Any:
+    q = partition_by_id(dialect)
+    return q.with_for_update() if dialect == "postgresql" else q
 
 
 # --- The contract ------------------------------------------------------------------
@@ -301,6 +313,18 @@ class AlertStore(Protocol):
     def save(self, alert: AlertRecord) -> None: ...
 
 
+class GroupStore(Protocol):
+    """**Protocol**: consistency groups, their members and points (``service.groups``)."""
+
+    def get(self, name: str) -> GroupRecord | None: ...
+    def list(self) -> builtins.list[GroupRecord]: ...
+    def group_of(self, partition_ids: builtins.list[str]) -> dict[str, str]: ...
+    def put(self, g: GroupRecord, now: datetime) -> None: ...
+    def delete(self, name: str) -> None: ...
+    def add_point(self, p: PointRecord) -> bool: ...
+    def points(self, name: str) -> builtins.list[PointRecord]: ...
+
+
 class UnitOfWork(Protocol):
     """
     **Protocol**: one transaction over the catalog.
@@ -328,6 +352,8 @@ class UnitOfWork(Protocol):
     def drills(self) -> DrillStore: ...
     @property
     def alerts(self) -> AlertStore: ...
+    @property
+    def groups(self) -> GroupStore: ...
     def __enter__(self) -> UnitOfWork: ...
     def __exit__(
         self, t_: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None

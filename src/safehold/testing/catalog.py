@@ -29,6 +29,7 @@ from safehold.service.model import (
 )
 from safehold.service.uow import UNSET, UnitOfWork, Unset
 from safehold.testing.drills import FakeAlerts, FakeDrills, FakeDrillTables
+from safehold.testing.groups import FakeGroups, FakeGroupTables
 
 __all__ = ["FakeCatalog", "FakeUnitOfWork"]
 
@@ -58,6 +59,7 @@ class FakeCatalog:
     incarnations: dict[str, str] = field(default_factory=dict)
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
     drill_tables: FakeDrillTables = field(default_factory=FakeDrillTables)
+    group_tables: FakeGroupTables = field(default_factory=FakeGroupTables)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
 
@@ -516,6 +518,7 @@ class FakeUnitOfWork:
             "incarnations",
             "operations",
             "drill_tables",
+            "group_tables",
         ):
             setattr(work, name, copy.deepcopy(getattr(self._shared, name)))
         self._work = work
@@ -528,6 +531,7 @@ class FakeUnitOfWork:
         self.operations = _FakeOperations(work)
         self.drills = FakeDrills(work.drill_tables)
         self.alerts = FakeAlerts(work.drill_tables)
+        self.groups = FakeGroups(work.group_tables)
         return self
 
     def __exit__(
@@ -548,6 +552,7 @@ class FakeUnitOfWork:
             "incarnations",
             "operations",
             "drill_tables",
+            "group_tables",
         ):
             setattr(self._shared, name, getattr(self._work, name))
         self.committed = True

@@ -36,7 +36,7 @@ from safehold.core.work import (
     PartitionInfo,
     WorkItem,
 )
-from safehold.service import drills
+from safehold.service import drills, group_points
 from safehold.service.context import ServiceContext
 from safehold.service.errors import JobNotRunning
 from safehold.service.model import (
@@ -229,7 +229,7 @@ def complete(ctx: ServiceContext, agent_id: str, job_id: str, outcome: Outcome) 
             raise PolicyError("a successful backup must report its Snapshot")
         p = uow.lock_partition(job.partition_id)
         if job.state not in RUNNING_STATES:
-            _late(uow, job, p, outcome)
+            _late(uow, job, p, outcome, ctx.clock())
             uow.commit()
             return job
         attempt, was = job.attempt, job.state
@@ -240,7 +240,9 @@ def complete(ctx: ServiceContext, agent_id: str, job_id: str, outcome: Outcome) 
         return job
 
 
-def _late(uow: UnitOfWork, job: JobRecord, p: PartitionRecord | None, outcome: Outcome) -> None:
+def _late(
+    uow: UnitOfWork, job: JobRecord, p: PartitionRecord | None, outcome: Outcome, now: datetime
+) -> None:
     """An outcome for a job that has ended already: a repeat, or a backup finishing late."""
     if (
         outcome.State == "Success"
@@ -253,6 +255,9 @@ def _late(uow: UnitOfWork, job: JobRecord, p: PartitionRecord | None, outcome: O
         _record_backup(uow, JobRecord(**{**job.__dict__, "params": params}), p, outcome)
         uow.partitions.save(p)
         log.warning("job %s had ended as %s; its late backup is recorded", job.id, job.state)
+    elif outcome.State == "Success" and job.kind == "group-backup":
+        # As above, for a group: its points are catalogued (a repeat records nothing new).
+        group_points.record_outcome(uow, job, outcome, now)
 
 
 def _apply(
@@ -286,10 +291,7 @@ def _apply(
         job.state = "Failure"
         job.failure_code = err.Code if err else "FABRIC_E_BACKUPCOPIER_UNEXPECTED_ERROR"
         job.failure_message = (err.Message if err else "") or "the agent reported a failure"
-    if job.kind == "drill":  # what the drill measured goes on its run (service.drills)
-        drills.record_outcome(uow, job, outcome, now)
-    elif job.kind == "dataloss":  # SF's fire drill, in the drill history too
-        drills.record_data_loss(uow, job, outcome, now)
+    _record_by_kind(uow, job, outcome, now)
     if job.kind == "backup" and not recorded:
         uow.partitions.record_backup_outcome(
             job.partition_id,
@@ -297,6 +299,18 @@ def _apply(
             failure=f"{job.failure_code}: {job.failure_message}",
             good_at=None,
         )
+
+
+def _record_by_kind(uow: UnitOfWork, job: JobRecord, outcome: Outcome, now: datetime) -> None:
+    """What a drill, a data loss or a group job adds to the catalog beside the job's state."""
+    if job.kind == "drill":  # what the drill measured goes on its run (service.drills)
+        drills.record_outcome(uow, job, outcome, now)
+    elif job.kind == "dataloss":  # SF's fire drill, in the drill history too
+        drills.record_data_loss(uow, job, outcome, now)
+    elif job.kind in ("group-backup", "group-restore"):  # members' backups, the point
+        group_points.record_outcome(uow, job, outcome, now)
+        if job.params.get("drill_id"):  # a group drill, in the anchor's drill history
+            drills.record_outcome(uow, job, outcome, now)
 
 
 def _reported(p: PartitionRecord, outcome: Outcome) -> dict[str, Any] | None:

@@ -46,7 +46,7 @@ def latest_job(
     Raises:
         EntityNotFound: no such partition.
     """
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         p = get_partition(uow, partition_id)
         return uow.jobs.latest(p.partition_id, kinds, scheduled=scheduled)
 
@@ -78,7 +78,7 @@ def list_backups(
     """Return an entity's backups from the catalog, oldest first."""
     if start and end and start > end:
         raise PolicyError("StartDateTimeFilter must not be later than EndDateTimeFilter")
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         chain = chain_of(uow, entity)
         items = uow.backups.list(start=start, end=end, **_entity_filter(chain[-1]))
     return latest_per_partition(items) if latest else items

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from safehold.core.policy import (
     BackupPolicy,
@@ -31,6 +31,7 @@ from safehold.service.errors import (
     PartitionMismatch,
     RestoreInProgress,
 )
+from safehold.service.group_model import GROUP_KINDS, active_jobs
 from safehold.service.jobs.listing import backups_in_storage
 from safehold.service.model import BackupRecord, JobRecord, PartitionRecord
 from safehold.service.policies import load_policy
@@ -72,7 +73,21 @@ def refuse_if_busy(uow: UnitOfWork, partition_id: str) -> None:
         if job.kind in ("restore", "dataloss"):
             what = "a restore" if job.kind == "restore" else "an induced data loss"
             raise RestoreInProgress(f"{what} of partition {partition_id} is already {job.state}")
+        if job.kind in GROUP_KINDS:
+            _group_busy(partition_id, job)
         raise BackupInProgress(f"a backup of partition {partition_id} is already {job.state}")
+    # A group's job sits on one member (its anchor) but reads or replaces them all.
+    group = uow.groups.get(uow.groups.group_of([partition_id]).get(partition_id, ""))
+    for job in active_jobs(uow, group) if group is not None else []:
+        _group_busy(partition_id, job)
+
+
+def _group_busy(partition_id: str, job: JobRecord) -> NoReturn:
+    group = job.params.get("group")
+    what = f"partition {partition_id}'s consistency group {group!r} has a"
+    if job.kind == "group-restore":
+        raise RestoreInProgress(f"{what} restore {job.state}")
+    raise BackupInProgress(f"{what} backup {job.state}")
 
 
 def next_in_chain(
