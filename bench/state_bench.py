@@ -12,8 +12,9 @@ Two parts:
    level (NORMAL, FULL) it runs, one after another on fresh files: plain
    SQLite; the store with ``--writers`` tasks; the store with one task; the
    store with ``--writers`` tasks while another takes backups back to back
-   (every fifth full). Reported: medians over the rounds, and the ratios
-   store/SQLite and with-backups/idle.
+   (every fifth full). Reported: medians over the rounds, the ratios
+   store/SQLite (and the range of each round's ratio to its own SQLite run) and
+   with-backups/idle.
 2. **Sizes** (``--keys``, 0 to skip): a store of that many keys gets a full
    backup; 1% of the keys then change in 100 transactions, and an incremental
    follows. Both backups' sizes are reported as produced and as stored.
@@ -204,6 +205,14 @@ async def _throughput(work: Path, seconds: float, rounds: int, writers: int) -> 
             "median_tx_per_s": {c: round(v, 1) for c, v in med.items()},
             "runs": {c: [round(x, 1) for x in v] for c, v in runs.items()},
             "ratio_to_sqlite": {c: round(v / base, 3) for c, v in med.items()},
+            # each round's ratio to that round's SQLite, lowest and highest: the spread
+            "round_ratio_range": {
+                c: [
+                    round(min(x / y for x, y in zip(v, runs["sqlite"], strict=True)), 3),
+                    round(max(x / y for x, y in zip(v, runs["sqlite"], strict=True)), 3),
+                ]
+                for c, v in runs.items()
+            },
             "median_cpu_us_per_tx": {c: round(v, 1) for c, v in cpu.items()},
             # tx per CPU-second against SQLite's: what the ratio is when CPU is not shared
             "cpu_ratio_to_sqlite": {c: round(cpu["sqlite"] / v, 3) for c, v in cpu.items()},
@@ -284,9 +293,10 @@ async def main() -> None:
         )
         for sync, r in results["throughput"].items():
             for c, v in r["median_tx_per_s"].items():
+                lo, hi = r["round_ratio_range"][c]
                 print(
-                    f"  {sync:6} {c:22} {v:>9.0f} tx/s  {r['ratio_to_sqlite'][c]:.2f}x   "
-                    f"{r['median_cpu_us_per_tx'][c]:>7.1f} CPU us/tx  "
+                    f"  {sync:6} {c:22} {v:>9.0f} tx/s  {r['ratio_to_sqlite'][c]:.2f}x "
+                    f"(rounds {lo:.2f}-{hi:.2f})  {r['median_cpu_us_per_tx'][c]:>7.1f} CPU us/tx  "
                     f"{r['cpu_ratio_to_sqlite'][c]:.2f}x"
                 )
             print(f"  {sync:6} back-to-back backups cost {r['backup_cost']:.0%} of throughput")

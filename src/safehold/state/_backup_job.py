@@ -22,6 +22,7 @@ from pathlib import Path
 
 from safehold.core.snapshot import PartitionRef, Snapshot, SnapshotMeta
 from safehold.state import _files
+from safehold.state._maintenance import accept
 from safehold.state._writer import Writer
 from safehold.state.backup import (
     BackupCallback,
@@ -68,6 +69,9 @@ async def take_backup(
             # Fix the view and stamp its time on the writer thread, between two
             # commits: the backup then holds exactly the transactions stamped before.
             time = await writer.call(partial(writer.between_commits, partial(_fix_view, view)))
+            # At FULL: no backup may hold an LSN that a power cut could still take
+            # back (and give to another transaction).
+            await writer.durable()
             if full:
                 meta = await asyncio.to_thread(write_full, view, tmp)
                 chain, parent, start = str(uuid.uuid4()), None, 0
@@ -112,7 +116,7 @@ async def take_backup(
             snapshot=snap,
         )
         await _run_callback(target, callback, info)
-        if not await writer.call(partial(writer.accept, gen, info)):
+        if not await writer.call(partial(accept, writer, gen, info)):
             log.warning(
                 "partition %s was restored or lost while backup %s ran: it is stored, "
                 "but incrementals will not follow it",

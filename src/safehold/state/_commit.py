@@ -41,11 +41,16 @@ Event = tuple[str, str, str, str | None]
 
 
 class Committed(NamedTuple):
-    """A committed transaction: its LSN, commit time, and its events for the watched."""
+    """
+    A committed transaction: its LSN, commit time, and its events for the watched.
+
+    ``seq`` numbers its SQLite commit for the WAL's syncs at FULL (``_durable``; 0 at NORMAL).
+    """
 
     lsn: int
     time: str
     events: Sequence[Event] = ()
+    seq: int = 0
 
 
 Item = tuple[Changes, list[tuple[str, list[str]]], frozenset[str]]
@@ -54,10 +59,10 @@ _INSERT_LOG = "INSERT INTO log (lsn, epoch_dl, epoch_cfg, time, ops) VALUES (?, 
 
 
 def commit_items(
-    conn: sqlite3.Connection, epoch: Epoch, lsn: int, items: Iterable[Item]
+    conn: sqlite3.Connection, epoch: Epoch, lsn: int, items: Iterable[Item], seq: int = 0
 ) -> list[Committed]:
     """
-    Commit transactions in one SQLite transaction (one fsync); return each.
+    Commit transactions in one SQLite transaction; return each, numbered *seq*.
 
     They are applied one after another in submission order, each with the next
     LSN and its own log record and time, so the log is what committing them one
@@ -80,7 +85,7 @@ def commit_items(
             events = _events(conn, ch, watch) if watch else ()
             apply_changes(conn, ch)
             execute(_INSERT_LOG, (lsn, dl, cfg, now, ch.ops_json()))
-            out.append(Committed(lsn, now, events))
+            out.append(Committed(lsn, now, events, seq))
         execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from safehold.core.snapshot import Epoch
 from safehold.state import _files
-from safehold.state._writer import remove_db_files
+from safehold.state._maintenance import remove_db_files, swap
 from safehold.state.restore import (
     RestorePolicy,
     RestoreResult,
@@ -91,7 +91,7 @@ async def run_restore(
             live = store._live_meta()
             if policy is RestorePolicy.SAFE:
                 check_safe(live, plan.epoch, built.lsn)
-            await w.call(partial(w.swap, gen, new_epoch))
+            await w.call(partial(swap, w, gen, new_epoch))
             w.prune_pool()
             store._hub.rebuild(built.lsn)
     except BaseException:

@@ -77,17 +77,15 @@ class TransactionScope:
         assert w is not None
         assert self._token is not None
         committed: asyncio.Future[Committed] | None = None
+        done: Committed | None = None
         try:
             if t is None:
                 changes, enqueues = tx._changes()
                 if changes or enqueues:
                     waiting = store._waiting > 0
-                    done = None
                     if w.reading or not waiting:
                         done = w.commit_now(changes, enqueues, store._hub.watched)
-                    if done is not None:
-                        tx.lsn = done.lsn
-                    else:
+                    if done is None:
                         committed = w.submit(
                             changes, enqueues, store._hub.watched, more_coming=waiting
                         )
@@ -98,14 +96,23 @@ class TransactionScope:
                 tx._close()
                 store._in_tx.reset(self._token)
                 store._write_lock.release()
-        if committed is not None and not committed.done():
-            # A cancelled caller cancels this future, not the commit, which goes on:
-            # the group is the flusher's, and it skips futures already done.
-            store._streak = 0
-            tx.lsn = (await committed).lsn
-            return
+        suspended = False
         if committed is not None:
-            tx.lsn = committed.result().lsn
+            if not committed.done():
+                # A cancelled caller cancels this future, not the commit, which goes on:
+                # the group is the flusher's, and it skips futures already done.
+                suspended = True
+                await committed
+            done = committed.result()
+        if done is not None:
+            if w.sync is not None and done.seq > w.sync.synced:
+                # FULL: the commit is in SQLite; return once a WAL fsync has it.
+                suspended = True
+                await w.sync.wait(done.seq)
+            tx.lsn = done.lsn
+        if suspended:
+            store._streak = 0
+            return
         # Committed at once, or nothing to commit: nothing suspended. Give the loop a
         # turn every few such transactions, so that a task running them back to back
         # cannot starve the others (a turn costs as much as a third of a commit).
@@ -131,6 +138,7 @@ class SnapshotScope:
         gen, conn = w.lease()
         try:
             lsn, epoch = await asyncio.to_thread(_begin, conn)
+            await w.durable()  # at FULL, a snapshot sees durable commits only
         except BaseException:
             conn.close()
             raise

@@ -1,50 +1,54 @@
 """
-The store's writer thread, its group commit, and the connections that read beside it.
+The store's writer: its commits, its thread, and the connections that read beside it.
 
-Every SQLite write of the live database runs holding ``conn_lock``: on the writer
-thread, or inline on the event loop at NORMAL. The live meta (``_head``) and
-``generation`` change only there. A commit writes its rows and its log record,
-not the ``meta`` row: the last LSN is the log's newest record (``_db.read_meta``);
-what may drop the log's tail (truncation, a backup's acceptance) writes the LSN
-into ``meta`` in the same SQLite transaction.
+Every SQLite write of the live database runs holding ``conn_lock``: inline on the
+event loop (commits), or on the writer thread (maintenance: a backup's view and
+acceptance, truncation, restores' swaps; and commits while that thread holds the
+connection). The live meta (``_head``) and ``generation`` change only there. A
+commit writes its rows and its log record, not the ``meta`` row: the last LSN is
+the log's newest record (``_db.read_meta``); what may drop the log's tail
+(truncation, a backup's acceptance) writes the LSN into ``meta`` in the same
+SQLite transaction.
 
-**Group commit.** A transaction that ends hands its changes to ``submit`` and
-releases the store's write lock at once. Everything submitted by the loop's next
-turn commits as one group, in one SQLite transaction (one fsync at FULL): each
-transaction still gets its own LSN, log record and time, and returns only once
-its group is durable. At FULL groups go to the writer thread (``_send``); at
-NORMAL they commit inline (``_flush_inline``). Between ``submit`` and its group's
-commit, a transaction's changes are visible to later ones through ``overlay``;
-reads it cannot answer exactly (enumerations, counts, queues) ``drain`` first. If
-a group fails, it and every transaction submitted after it fail, and ``failures``
-moves so that transactions running now fail at their commit.
+**Commits run inline, at both durabilities.** The writer connection runs with
+``synchronous=NORMAL``: a commit writes a few pages into the OS cache, which costs
+less than handing it to a thread. At FULL, the transaction then waits for an
+fsync of the WAL that one thread runs for every commit made before it
+(``_durable``: the durability promise, and why it holds).
 
-**The inline path at NORMAL.** With nothing queued, a transaction's first point
-read opens the SQLite write transaction on the writer connection (``read_point``),
-and its commit ends it (``commit_now``: no future, no overlay, no turn of the
-loop), as ``BEGIN IMMEDIATE; SELECT; UPDATE; COMMIT`` would; reads in autocommit
-mode take and drop a WAL read lock each. Work handed to the writer
-thread (``call``) ends that SQLite transaction first, so it never waits for a
-transaction that may be waiting for it. Otherwise point reads use the writer
-connection when it is free, else ``reader()``; snapshots lease connections of
-their own (``lease``).
+**The inline path.** With nothing queued, a transaction's first point read opens
+the SQLite write transaction on the writer connection (``read_point``), and its
+commit ends it (``commit_now``: no future, no overlay, no turn of the loop), as
+``BEGIN IMMEDIATE; SELECT; UPDATE; COMMIT`` would; reads in autocommit mode take
+and drop a WAL read lock each. Work handed to the writer thread (``call``) ends
+that SQLite transaction first, so it never waits for a transaction that may be
+waiting for it. Otherwise point reads use the writer connection when it is free,
+else ``reader()``; snapshots lease connections of their own (``lease``).
+
+**Groups.** A transaction that only wrote, ending while others wait for the write
+lock, hands its changes to ``submit`` and releases the lock at once; everything
+submitted by the loop's next turn commits as one group, in one SQLite transaction:
+each transaction still gets its own LSN, log record and time. Between ``submit``
+and its group's commit, a transaction's changes are visible to later ones through
+``overlay``; reads it cannot answer exactly (enumerations, counts, queues)
+``drain`` first. If a group fails, it and every transaction submitted after it
+fail, and ``failures`` moves so that transactions running now fail at their commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from safehold.core.snapshot import Epoch
-from safehold.state import _files
 from safehold.state._commit import (
     Checkpoints,
     Committed,
@@ -52,8 +56,6 @@ from safehold.state._commit import (
     Item,
     commit_items,
     translated,
-    write_tail,
-    write_transaction,
 )
 from safehold.state._db import (
     Changes,
@@ -63,10 +65,10 @@ from safehold.state._db import (
     connect_reader,
     read_meta,
 )
-from safehold.state.backup import BackupInfo
+from safehold.state._durable import WalSync
 from safehold.state.errors import StateError, StoreClosed
 
-__all__ = ["Committed", "Event", "Pending", "Writer", "remove_db_files"]
+__all__ = ["Committed", "Event", "Pending", "Writer"]
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -103,10 +105,11 @@ class Writer:
     Args:
         root: the store's directory.
         partition: the partition id, for messages and ``CURRENT``.
-        durability: the writer connection's synchronous level.
+        durability: at ``"full"``, commits wait for the WAL's fsync (``sync``).
         truncate_log: whether accepting a backup drops the log up to it.
         on_commit: called on the event loop with each group's results, in LSN order,
             when one of them has events.
+        contended: whether transactions wait for the store's write lock.
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class Writer:
         durability: Durability,
         truncate_log: bool,
         on_commit: Callable[[list[Committed]], None] | None = None,
+        contended: Callable[[], bool] = lambda: False,
     ) -> None:
         self.root = root
         self.partition = partition
@@ -133,16 +137,16 @@ class Writer:
         self._pool: list[tuple[int, sqlite3.Connection]] = []
         self._queue: list[Pending] = []
         self._tickets = 0
-        # The flusher task, or the future of a group ``_send`` handed over.
-        self._flusher: asyncio.Future[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None  # commits groups on the writer thread
         self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
             1, thread_name_prefix=f"state-{partition}"
         )
         # The writer connection is used by the writer thread and, for inline commits
         # at NORMAL, by the event loop: never by both at once.
         self.conn_lock = threading.RLock()
-        self._inline = durability == "normal"
         self._inline_scheduled = False
+        self._contended = contended
+        self.sync = WalSync(partition, self._flush_inline) if durability == "full" else None
         self._reading = False  # a write transaction's reads opened its SQLite transaction
         self._since_checkpoint = 0
         self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix=f"state-ckpt-{partition}")
@@ -186,6 +190,9 @@ class Writer:
         """Finish the submitted commits, close the connections and stop the thread."""
         if self._executor is not None:
             await self.drain()
+            if self.sync is not None:
+                with contextlib.suppress(StateError):  # a failed fsync: nothing to wait for
+                    await self.sync.all()
             await self.call(self.close_conn)
             for _, conn in self._pool:
                 conn.close()
@@ -193,6 +200,18 @@ class Writer:
             self._executor.shutdown()
             self._executor = None
             self._checkpointer.shutdown()
+            if self.sync is not None:
+                self.sync.shutdown()
+
+    async def durable(self) -> None:
+        """
+        Return once every commit made so far is durable (at NORMAL: at once).
+
+        Raises:
+            StateError: an fsync failed; the store must be reopened.
+        """
+        if self.sync is not None and self.sync.written > self.sync.synced:
+            await self.sync.all()
 
     # -- group commit (event loop side) ---------------------------------------------
 
@@ -209,13 +228,17 @@ class Writer:
 
         The caller holds the store's write lock, so submission order is the
         serial order. The changes are visible in ``overlay`` until they are in SQLite.
-        At NORMAL, with *more_coming* False (no other transaction waits for the
-        lock), the group is committed at once instead of at the loop's next turn.
-        At FULL, with nothing in flight, the group goes to the writer thread at
-        once (``_send``); what arrives meanwhile follows with the flusher task.
+        With *more_coming* False (no other transaction waits for the lock), the
+        group is committed at once instead of at the loop's next turn. The future
+        is done once the group is in SQLite; at FULL, its fsync is ``sync``'s.
+
+        Raises:
+            StateError: an fsync failed before; the store must be reopened.
         """
         if self._executor is None:
             raise StoreClosed(f"the state store of partition {self.partition} is closed")
+        if self.sync is not None and self.sync.error is not None:
+            raise self.sync.error
         self._tickets += 1
         fut: asyncio.Future[Committed] = asyncio.get_running_loop().create_future()
         p = Pending(changes, enqueues, watch, fut, self._tickets)
@@ -226,14 +249,13 @@ class Writer:
         self._queue.append(p)
         if self._flushing:
             return fut  # the running flusher takes it next
-        if self._inline:
-            if not more_coming and not self._inline_scheduled:
-                self._flush_inline()
-            elif not self._inline_scheduled:
-                self._inline_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush_inline)
-        else:
-            self._send()
+        if more_coming and self.sync is not None and self.sync.busy:
+            return fut  # its caller waits for the next sync: it commits when this one lands
+        if not more_coming and not self._inline_scheduled:
+            self._flush_inline()
+        elif not self._inline_scheduled:
+            self._inline_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_inline)
         return fut
 
     def commit_now(
@@ -243,13 +265,17 @@ class Writer:
         watch: frozenset[str],
     ) -> Committed | None:
         """
-        At NORMAL, with nothing queued: commit the transaction here; None: ``submit`` it.
+        With nothing queued: commit the transaction here; None: ``submit`` it.
 
         The caller holds the store's write lock, and either its reads opened the
         read transaction (``read_point``), or no other transaction waits for the
         lock. Nobody read these changes (they never were in the overlay), so a failure
         concerns this transaction alone: it raises ``StateError``, and nothing else fails.
+        At FULL the caller then waits for ``sync`` (the result's ``seq``).
         """
+        if self.sync is not None and self.sync.error is not None:
+            self.end_read()
+            raise self.sync.error
         if self._reading:
             try:
                 results = self._commit(((changes, enqueues, watch),))
@@ -259,7 +285,7 @@ class Writer:
                 self.end_read()
             self._after(results)
             return results[0]
-        if not self._inline or self._queue or self._executor is None:
+        if self._queue or self._executor is None:
             return None
         flusher = self._flusher
         if flusher is not None and not flusher.done():
@@ -281,62 +307,6 @@ class Writer:
         name = f"state-commit-{self.partition}"
         self._flusher = asyncio.create_task(self._flush(), name=name)
 
-    def _send(self) -> None:
-        """
-        At FULL: hand the queue to the writer thread at the loop's next turn.
-
-        From then until the queue is empty, ``_flushing`` is true and what is
-        submitted waits for the next group. No task and no executor future per
-        group: the thread hands each outcome back with one ``call_soon_threadsafe``
-        (``_landed``). Each hand-over waits for a turn of the loop, so that the
-        transactions ready to run (those a landing group woke) submit first and join
-        the group: fewer, larger groups, fewer fsyncs.
-        """
-        loop = asyncio.get_running_loop()
-        flight: asyncio.Future[None] = loop.create_future()
-        self._flusher = flight
-        loop.call_soon(self._hand_over, loop, flight)
-
-    def _hand_over(self, loop: asyncio.AbstractEventLoop, flight: asyncio.Future[None]) -> None:
-        batch, self._queue = self._queue, []
-        executor = self._executor
-        if executor is None:
-            closed = StoreClosed(f"the state store of partition {self.partition} is closed")
-            self._landed(batch, None, closed, loop, flight)
-        elif batch:
-            executor.submit(self._commit_there, loop, batch, flight)
-        elif not flight.done():
-            flight.set_result(None)
-
-    def _commit_there(
-        self, loop: asyncio.AbstractEventLoop, batch: list[Pending], flight: asyncio.Future[None]
-    ) -> None:
-        """On the writer thread: commit *batch*, then hand the outcome to the loop."""
-        try:
-            results = translated(partial(self.commit_batch, batch))
-        except BaseException as exc:  # the loop fails the group with it
-            loop.call_soon_threadsafe(self._landed, batch, None, exc, loop, flight)
-            return
-        loop.call_soon_threadsafe(self._landed, batch, results, None, loop, flight)
-
-    def _landed(
-        self,
-        batch: list[Pending],
-        results: list[Committed] | None,
-        exc: BaseException | None,
-        loop: asyncio.AbstractEventLoop,
-        flight: asyncio.Future[None],
-    ) -> None:
-        """On the loop: a group's outcome; then the next group, or the flight ends."""
-        if results is not None:
-            self._done(batch, results)
-        else:
-            self._fail(batch, exc or StateError("the commit failed"))
-        if self._queue:
-            loop.call_soon(self._hand_over, loop, flight)
-        elif not flight.done():
-            flight.set_result(None)
-
     @property
     def pending(self) -> bool:
         """Whether submitted transactions are not yet in SQLite."""
@@ -347,18 +317,21 @@ class Writer:
         while self.pending:
             if self._flusher is not None and not self._flusher.done():
                 await asyncio.wait({self._flusher})
+            elif self._queue and not self._inline_scheduled:
+                self._flush_inline()  # held back for a sync (``submit``): now
             else:
                 await asyncio.sleep(0)  # an inline group is scheduled on the loop
 
     def _flush_inline(self) -> None:
         """
-        At NORMAL: commit the queued group right here, on the event loop.
+        Commit the queued group right here, on the event loop.
 
-        A NORMAL commit writes a few pages into the OS cache without fsync, which
-        costs less than handing it to the writer thread (the hand-off and the GIL
-        going back and forth cost more than the commit). Checkpoints, which fsync,
-        run on their own thread. If the writer thread holds the connection (a
-        backup being accepted, a log truncation), the group goes there instead.
+        A commit writes a few pages into the OS cache without fsync, which costs
+        less than handing it to the writer thread (the hand-off and the GIL going
+        back and forth cost more than the commit). Checkpoints and, at FULL, the
+        WAL's syncs run on threads of their own. If the writer thread holds the
+        connection (a backup being accepted, a log truncation), the group goes
+        there instead.
         """
         self._inline_scheduled = False  # a scheduled call finding the queue empty does nothing
         if not self._queue or self._flushing or self._executor is None:
@@ -377,9 +350,7 @@ class Writer:
         self._done(batch, results)
 
     async def _flush(self) -> None:
-        # A task, not callbacks from the thread: the turns of the loop between one
-        # group landing and the next leaving let the woken transactions submit
-        # first, so groups are larger (fewer fsyncs) at FULL.
+        # Only while the writer thread holds the connection (see ``_flush_inline``).
         while self._queue:
             batch, self._queue = self._queue, []
             try:
@@ -448,7 +419,7 @@ class Writer:
 
         The writer connection's page cache stays warm; a second connection's cache
         is dropped at every commit of the first, so its lookups go to the OS again.
-        At NORMAL with nothing queued, the first read opens the transaction's read
+        With nothing queued, the first read opens the transaction's read
         transaction on it (see the module's doc); the transaction's end closes it
         (``commit_now`` or ``end_read``).
         """
@@ -456,7 +427,7 @@ class Writer:
         if self._reading:
             return fn(conn, *args)
         if conn is not None and self.conn_lock.acquire(blocking=False):
-            if self._inline and not self._queue and not self._inline_scheduled:
+            if not self._queue and not self._inline_scheduled and not self._deferring():
                 flusher = self._flusher
                 if (flusher is None or flusher.done()) and not conn.in_transaction:
                     try:
@@ -475,6 +446,16 @@ class Writer:
             finally:
                 self.conn_lock.release()
         return fn(self.reader(), *args)
+
+    def _deferring(self) -> bool:
+        """
+        Whether a transaction's reads should leave its commit to a group (see ``submit``).
+
+        At FULL, while a sync runs and others wait for the lock: its caller waits for
+        the next sync anyway, and one SQLite commit for the group costs less than one
+        each.
+        """
+        return self.sync is not None and self.sync.busy and self._contended()
 
     @property
     def reading(self) -> bool:
@@ -532,10 +513,13 @@ class Writer:
     @_holding_conn
     def open_conn(self, gen: int) -> None:
         """Open generation *gen* as the live database."""
-        conn = connect(self.db_path(gen), durability=self.durability)
+        # NORMAL at both durabilities: at FULL, ``sync`` fsyncs the WAL (``_durable``).
+        conn = connect(self.db_path(gen), durability="normal")
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # _checkpoint does it, off the commit path
         try:
             meta = read_meta(conn)
+            if self.sync is not None:
+                self.sync.open(Path(f"{self.db_path(gen)}-wal"))
         except BaseException:
             conn.close()
             raise
@@ -549,9 +533,18 @@ class Writer:
         # may be about to go.
         self._checkpointer.submit(self._checkpoints.close).result()
         self._close_reader()
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        try:
+            if self.sync is not None:
+                self.sync.close()  # one last fsync: other connections may keep the WAL
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    @property
+    def connected(self) -> bool:
+        """Whether the live connection is open."""
+        return self._conn is not None
 
     def conn(self) -> sqlite3.Connection:
         """The live connection."""
@@ -585,7 +578,8 @@ class Writer:
         """
         self.head()
 
-    def _set_meta(self, meta: Meta) -> None:
+    def set_meta(self, meta: Meta) -> None:
+        """Replace the live meta (maintenance wrote it; the caller holds ``conn_lock``)."""
         self._head = (meta, meta.lsn, meta.tail_time or "")
 
     @_holding_conn
@@ -597,86 +591,10 @@ class Writer:
         """Commit *items* (``commit_items``), advance the head; the caller holds ``conn_lock``."""
         head = self._head
         assert head is not None  # the connection is open
-        results = commit_items(self.conn(), head[0].epoch, head[1], items)
+        seq = self.sync.written + 1 if self.sync is not None else 0
+        results = commit_items(self.conn(), head[0].epoch, head[1], items, seq)
+        if self.sync is not None:
+            self.sync.committed()
         if results:
             self._head = (head[0], results[-1].lsn, results[-1].time)
         return results
-
-    @_holding_conn
-    def truncate_log(self, up_to: int | None) -> int:
-        """Drop the log up to *up_to* (default: the backup base); return how many went."""
-        conn, meta = self.conn(), self.live_meta()
-        if up_to is None:
-            up_to = meta.base_lsn if meta.base_lsn is not None else meta.lsn
-        up_to = min(up_to, meta.lsn)
-        if up_to <= meta.log_floor:
-            return 0
-        with write_transaction(conn):
-            n = conn.execute("DELETE FROM log WHERE lsn <= ?", (up_to,)).rowcount
-            conn.execute("UPDATE meta SET log_floor = ? WHERE id = 1", (up_to,))
-            write_tail(conn, meta)
-        self._set_meta(replace(meta, log_floor=up_to))
-        return int(n)
-
-    @_holding_conn
-    def accept(self, gen: int, info: BackupInfo) -> bool:
-        """
-        Make *info* the base of the next incremental; False if the store moved on.
-
-        The store moved on when a restore or a loss replaced the database (a new
-        generation) or the epoch changed while the backup ran.
-        """
-        meta = self.live_meta()
-        if gen != self.generation or meta.epoch != info.epoch or self._conn is None:
-            return False
-        floor = max(meta.log_floor, info.lsn) if self.truncate else meta.log_floor
-        conn = self._conn
-        e = info.epoch
-        with write_transaction(conn):
-            if floor > meta.log_floor:
-                conn.execute("DELETE FROM log WHERE lsn <= ?", (floor,))
-            conn.execute(
-                "UPDATE meta SET base_id = ?, base_lsn = ?, base_chain = ?, base_dl = ?, "
-                "base_cfg = ?, log_floor = ? WHERE id = 1",
-                (
-                    info.backup_id,
-                    info.lsn,
-                    info.chain_id,
-                    e.data_loss_number,
-                    e.configuration_number,
-                    floor,
-                ),
-            )
-            write_tail(conn, meta)
-        self._set_meta(
-            replace(
-                meta,
-                base_id=info.backup_id,
-                base_lsn=info.lsn,
-                base_chain=info.chain_id,
-                base_epoch=e,
-                log_floor=floor,
-            )
-        )
-        return True
-
-    @_holding_conn
-    def swap(self, gen: int, epoch: Epoch) -> None:
-        """Make the built database of generation *gen* the live one, atomically."""
-        self.close_conn()
-        try:
-            _files.failpoint("restore-before-swap")
-            _files.write_current(self.root, _files.Current(gen, self.partition, epoch))
-        except BaseException:
-            self.open_conn(self.generation)
-            raise
-        _files.failpoint("restore-after-swap")
-        old = self.generation
-        self.open_conn(gen)
-        remove_db_files(self.root, old)
-
-
-def remove_db_files(root: Path, gen: int) -> None:
-    """Delete generation *gen*'s database and its companions."""
-    for p in _files.database_files(root).get(gen, []):
-        p.unlink(missing_ok=True)

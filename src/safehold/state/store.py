@@ -1,14 +1,15 @@
 """
 ``StateStore``: one partition's durable, transactional state, with backups built in.
 
-Threads and locks. Every write runs on the store's one writer thread, which owns
-the writer connection and commits transactions in groups (``_writer``); point
-reads of a transaction run inline on a reader connection, enumerations and
-snapshots on worker threads with their own connections; backups and restores read
-and build on other threads too. Two asyncio locks order the rest:
+Threads and locks. Commits run inline on the event loop, on the writer
+connection; at FULL a thread of their own fsyncs the WAL, once for every commit
+before it (``_writer``, ``_durable``). The writer thread does maintenance on that
+connection; point reads of a transaction run inline, enumerations and snapshots
+on worker threads with their own connections; backups and restores read and build
+on other threads too. Two asyncio locks order the rest:
 
 - the *write lock*, held by a write transaction from its start until it is
-  submitted for commit (not until it is durable): one writer at a time;
+  committed or submitted for commit (not until it is durable): one writer at a time;
 - the *maintenance lock*, held by a backup or a restore: one at a time.
 
 Whoever needs both takes maintenance first. A data-loss hook runs holding both.
@@ -30,7 +31,7 @@ from typing import Any, TypeVar, overload
 
 from safehold.core.errors import UsageError
 from safehold.core.snapshot import Epoch, PartitionRef, Snapshot
-from safehold.state import _files
+from safehold.state import _files, _maintenance
 from safehold.state._backup_job import take_backup
 from safehold.state._db import Durability, Meta
 from safehold.state._recovery import attach, damage
@@ -184,7 +185,12 @@ class StateStore:
         await asyncio.to_thread(self.path.mkdir, parents=True, exist_ok=True)
         self._lock_fd = await asyncio.to_thread(_files.lock_directory, self.path)
         self._writer = Writer(
-            self.path, self.partition, self._durability, self._truncate, self._hub.deliver
+            self.path,
+            self.partition,
+            self._durability,
+            self._truncate,
+            self._hub.deliver,
+            contended=lambda: self._waiting > 0,
         )
         try:
             await self._attach(None)
@@ -324,7 +330,7 @@ class StateStore:
         """
         await self._ready()
         w = self._w()
-        return await w.call(partial(w.truncate_log, up_to))
+        return await w.call(partial(_maintenance.truncate_log, w, up_to))
 
     # -- backups ----------------------------------------------------------------------
 

@@ -5,9 +5,9 @@ A **write transaction** (``store.transaction()``) holds the store's write lock f
 its start until it ends, so transactions are serialisable: each sees the
 committed state, the changes of the transactions before it that are still being
 made durable (the writer's overlay, see ``_writer``), and its own writes. Its
-writes stay in memory until it ends; then it is submitted to the group commit, the
-lock goes to the next transaction, and ``async with`` returns once its group is
-durable. Point reads run inline (``Writer.read_point``); enumerations, counts and
+writes stay in memory until it ends; then it is committed (or submitted to a group
+commit), the lock goes to the next transaction, and ``async with`` returns once it
+is durable (``_durable``). Point reads run inline (``Writer.read_point``); enumerations, counts and
 queue reads first wait until the submitted transactions are in SQLite (``drain``).
 
 A **snapshot transaction** (``store.snapshot()``) takes no lock: it holds one
