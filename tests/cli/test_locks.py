@@ -56,7 +56,7 @@ def test_a_live_lock_is_named_and_unlock_remove_all_clears_it(run: Run, tmp_path
     data = tmp_path / "data"
     data.mkdir()
     (data / "f").write_text("hello")
-    proc = run("backup", str(data))
+    proc = run("backup", "--lock-wait", "1", str(data))
     assert 11 == proc.returncode
     assert f"locks/{LOCK}" in proc.stderr
     assert f"pid {os.getpid()}" in proc.stderr

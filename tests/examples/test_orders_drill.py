@@ -1,4 +1,10 @@
-"""The orders example's fire drill, end to end: a controller, the orders service, the drill."""
+"""
+The orders example's fire drill, end to end: a controller, the orders service, the drill.
+
+The first case also drills, on schedule, a ``dir:`` and a ``command:`` partition run by
+an agent process of their own beside the ``state:`` partition of the orders service:
+one run with real processes for the three kinds of partition (issue 12).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,23 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from safehold.testing import free_port
-from tests.agent.procs import ADMIN, AGENT, Proc, api, env, start_controller, wait_state
+from tests.agent.procs import (
+    ADMIN,
+    AGENT,
+    Proc,
+    api,
+    env,
+    start_agent,
+    start_controller,
+    wait_backups,
+    wait_state,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDERS = ROOT / "examples" / "orders"
@@ -184,3 +201,55 @@ def test_the_drill_brings_back_every_order_up_to_the_last_backup(
         after["epoch"],
     )
     assert not any((tmp_path / "sandboxes").iterdir())  # the sandbox is cleaned
+    # The same drill policy on a dir: and a command: partition, backed up and drilled
+    # by an agent process of their own (pinned to it): their first drills run on
+    # schedule and pass, and leave no sandbox.
+    procs.append(start_agent([url], "files", tmp_path / "files-agent.log"))
+    src = tmp_path / "files-src"
+    src.mkdir()
+    (src / "a.txt").write_text("kept by the files agent")
+    dump = f'command:{sys.executable} -c "print(42)"'
+    others = {str(uuid.uuid4()): f"dir:{src}", str(uuid.uuid4()): dump}
+    for other, source in others.items():
+        body = {
+            "ApplicationName": "fabric:/Files",
+            "ServiceName": "fabric:/Files/Svc",
+            "PartitionId": other,
+            "Source": source,
+            "Agent": "files",
+        }
+        api(url, "POST", "/safehold/partitions", json=body)
+    policy = {
+        "Name": "files",
+        "AutoRestoreOnDataLoss": False,
+        "MaxIncrementalBackups": 0,
+        "Schedule": {"ScheduleKind": "FrequencyBased", "Interval": "P1D"},
+        "Storage": {"StorageKind": "FileShare", "Path": str(tmp_path / "files-store")},
+    }
+    api(url, "POST", "/BackupRestore/BackupPolicies/$/Create", json=policy)
+    api(url, "POST", "/Applications/Files/$/EnableBackup", json={"BackupPolicyName": "files"})
+    for other in others:
+        wait_backups(url, other)
+    api(
+        url,
+        "POST",
+        "/safehold/drills/policies/orders-restore/$/Attach",
+        json={"ApplicationName": "fabric:/Files"},
+    )
+    for other in others:
+        run = _scheduled_drill(url, other)
+        assert (run["State"], run["Trigger"], run["Agent"]) == ("Success", "Schedule", "files")
+        assert run["RtoSeconds"] is not None
+    assert not any((tmp_path / "sandboxes").iterdir())
+
+
+def _scheduled_drill(url: str, pid: str) -> dict[str, Any]:
+    """The partition's first finished drill (waiting for the scheduler to run it)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        runs = api(url, "GET", f"/safehold/partitions/{pid}/drills")
+        done = [r for r in runs if r["State"] in ("Success", "Failure", "Timeout")]
+        if done:
+            return dict(done[-1])
+        time.sleep(0.2)
+    raise AssertionError(f"no drill of partition {pid} ended")

@@ -22,6 +22,7 @@ from safehold.cli.common import (
 from safehold.core.errors import ExitCode, UsageError
 from safehold.core.snapshot import SnapshotMeta
 from safehold.repo import BackupResult, backup_paths, backup_stream
+from safehold.repo.backup import LOCK_WAIT
 from safehold.repo.exclude import ExcludeOptions, read_pattern_file
 
 _Patterns = list[str] | None
@@ -85,6 +86,14 @@ def backup(
         bool,
         typer.Option("--no-ignore-files", help="Do not read .safeholdignore files."),
     ] = False,
+    lock_wait: Annotated[
+        float,
+        typer.Option(
+            "--lock-wait",
+            min=0,
+            help="Seconds to wait for an exclusive lock (a prune) before exit 11.",
+        ),
+    ] = LOCK_WAIT,
     json_output: JsonOpt = False,
 ) -> None:
     """
@@ -117,10 +126,23 @@ def backup(
     with open_repo(repo, password_file) as r:
         sink = progress_sink(json_output)
         if stdin:
-            result = backup_stream(r, sys.stdin.buffer, name=stdin_name, meta=meta, progress=sink)
+            result = backup_stream(
+                r,
+                sys.stdin.buffer,
+                name=stdin_name,
+                meta=meta,
+                progress=sink,
+                lock_wait=lock_wait,
+            )
         else:
             result = backup_paths(
-                r, paths or [], meta=meta, progress=sink, parent=parent, excludes=excludes
+                r,
+                paths or [],
+                meta=meta,
+                progress=sink,
+                parent=parent,
+                excludes=excludes,
+                lock_wait=lock_wait,
             )
     _report(result, json_output)
     if result.warnings:

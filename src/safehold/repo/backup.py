@@ -429,6 +429,10 @@ class _Backup:
             return None
 
 
+#: How long a backup waits for an exclusive lock (a prune) to go, by default.
+LOCK_WAIT = 30.0
+
+
 def backup_paths(
     repo: Repository,
     paths: Sequence[str | os.PathLike[str]],
@@ -439,6 +443,7 @@ def backup_paths(
     search_parent: bool = True,
     workers: int | None = None,
     excludes: ExcludeOptions | None = None,
+    lock_wait: float = LOCK_WAIT,
 ) -> BackupResult:
     """
     Back up files and directories into a new snapshot.
@@ -454,6 +459,7 @@ def backup_paths(
         workers: reader threads; by default one per core.
         excludes: what to leave out (see ``repo.exclude``); by default
             nothing (the CLI reads ``.safeholdignore`` files unless told not to).
+        lock_wait: how long to wait for an exclusive lock (a prune) to go.
 
     Returns:
         The stored snapshot, and the warnings (unreadable or changing files).
@@ -477,7 +483,7 @@ def backup_paths(
     # Library callers (the service, the state store) get everything unless they ask.
     excluder = Excluder.from_options(excludes or ExcludeOptions(ignore_files=False))
     host = meta.host or socket.gethostname()
-    with RepoLock(repo.storage, exclusive=False, wait=30.0):
+    with RepoLock(repo.storage, exclusive=False, wait=lock_wait):
         # A prune may have run since the index was loaded: dedup must not
         # trust blobs in packs it deleted.
         repo.refresh_index()
@@ -555,6 +561,7 @@ def backup_stream(
     meta: SnapshotMeta | None = None,
     finish: Callable[[], SnapshotMeta] | None = None,
     progress: ProgressSink | None = None,
+    lock_wait: float = LOCK_WAIT,
 ) -> BackupResult:
     """
     Back up a byte stream (a database dump) as a snapshot holding one file, *name*.
@@ -573,7 +580,7 @@ def backup_stream(
     meta = meta or SnapshotMeta()
     progress = progress or NullProgress()
     now = datetime.now(UTC)
-    with RepoLock(repo.storage, exclusive=False, wait=30.0):
+    with RepoLock(repo.storage, exclusive=False, wait=lock_wait):
         repo.refresh_index()
         writer = BlobWriter(repo, progress=progress)
         progress.begin("backup", total_bytes=None, total_items=1)
