@@ -50,7 +50,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from safehold.agent.sandbox_pg import diff_result
+from safehold.agent.sandbox_pg import diff_result, signal_then_kill
 from safehold.core.drill import MAX_OUTPUT, MAX_ROWS, MAX_SHOWN_ROWS, SqlValidator
 from safehold.core.errors import SafeholdError
 from safehold.core.progress import ProgressSink
@@ -273,24 +273,10 @@ def _mariadbd(datadir: Path) -> set[int]:
     return found
 
 
-def _wait_gone(pid: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _kill(datadir: Path) -> None:
     """Stop the server of *datadir*: SIGTERM (InnoDB shuts down), then SIGKILL."""
     for pid in _mariadbd(datadir):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-        if not _wait_gone(pid, 60.0):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-            _wait_gone(pid, 10.0)
+        signal_then_kill(pid, signal.SIGTERM, 60.0)
 
 
 def stop_scratch(scratch: ScratchMariaDb) -> None:

@@ -59,6 +59,7 @@ __all__ = [
     "ScratchPostgres",
     "restore_scratch",
     "run_sql",
+    "signal_then_kill",
     "stop_leftover",
     "stop_scratch",
 ]
@@ -269,27 +270,27 @@ def _postmaster(datadir: Path) -> int | None:
 def _wait_gone(pid: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not pid_alive(pid):
             return True
-        except PermissionError:
-            pass
         time.sleep(0.05)
     return False
+
+
+def signal_then_kill(pid: int, first: signal.Signals, grace: float) -> None:
+    """Send *first* to *pid*; if it is still there after *grace* seconds, SIGKILL it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, first)
+    if not _wait_gone(pid, grace):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid, 10.0)
 
 
 def _kill(datadir: Path) -> None:
     """Stop the postmaster of *datadir* by signals: immediate shutdown, then SIGKILL."""
     pid = _postmaster(datadir)
-    if pid is None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGQUIT)
-    if not _wait_gone(pid, 30.0):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-        _wait_gone(pid, 10.0)
+    if pid is not None:
+        signal_then_kill(pid, signal.SIGQUIT, 30.0)
 
 
 def stop_scratch(scratch: ScratchPostgres) -> None:
