@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
-import socket
 import tempfile
 import time
 import uuid
@@ -38,6 +36,7 @@ from safehold.db import free_port
 from safehold.db.mysqld import MariaDbServer
 from safehold.service import drills
 from safehold.testing import serve_in_thread
+from tests.drills.test_drills_mariadb import port_open, processes_in
 
 pytestmark = [
     pytest.mark.skipif(
@@ -69,27 +68,6 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0) -> Any:
 def ok(resp: httpx.Response) -> Any:
     assert resp.status_code < 300, resp.text
     return resp.json() if resp.content else None
-
-
-def processes_in(path: Path) -> list[int]:
-    """The processes whose command line names *path* (a scratch mariadbd names its datadir)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if str(path).encode() in cmdline:
-            found.append(int(pid))
-    return found
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @dataclass
