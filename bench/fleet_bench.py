@@ -364,6 +364,7 @@ def load(fleet: Fleet, window: float, *, with_reads: bool, profile: Path | None)
                     "--output",
                     str(profile),
                     "--nonblocking",
+                    "--gil",  # only the thread holding the GIL: where the CPU goes
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -24,7 +24,7 @@ import httpx
 import tenacity
 
 from safehold.core.errors import ExitCode, SafeholdError
-from safehold.core.work import ClaimRequest, Heartbeat, Outcome, WorkItem
+from safehold.core.work import ClaimRequest, CompleteAndClaim, Heartbeat, Outcome, WorkItem
 
 __all__ = ["AgentLink", "ControllerClient", "ControllerError", "ControllerUnreachable", "JobLost"]
 
@@ -266,6 +266,21 @@ class AgentLink:
             idempotent=True,
             retry_for=self._report_for,
         )
+
+    def complete_and_claim(
+        self, job_id: str, outcome: Outcome, request: ClaimRequest
+    ) -> WorkItem | None:
+        """POST …/jobs/{id}/$/CompleteAndClaim, sent once (see ``ControllerLink``)."""
+        body = CompleteAndClaim(
+            Outcome=outcome, Claim=request.model_copy(update={"WaitSeconds": None})
+        )
+        resp = self._client.request(
+            "POST",
+            self._path(f"/jobs/{job_id}/$/CompleteAndClaim"),
+            json=body.model_dump(exclude_none=True),
+            idempotent=False,
+        )
+        return None if resp.status_code == 204 else WorkItem.model_validate(resp.json())
 
     def close(self) -> None:
         """Close the underlying client."""

@@ -1,4 +1,7 @@
-"""The claim route long-polls: held open without a thread until work arrives."""
+"""
+The claim route long-polls: held open without a thread until work arrives; a
+busy agent reports and claims in one request.
+"""
 
 from __future__ import annotations
 
@@ -69,3 +72,66 @@ def test_a_negative_wait_is_refused(client: httpx.Client) -> None:
     )
     assert r.status_code == 400
     assert "WaitSeconds" in r.json()["Error"]["Message"]
+
+
+def _success(item: dict[str, object], snapshot: str) -> dict[str, object]:
+    return {
+        "State": "Success",
+        "Attempt": item["Attempt"],
+        "Snapshot": {"Id": snapshot, "Time": "2026-12-02T00:00:00Z", "Size": 5},
+    }
+
+
+def test_a_report_with_a_claim_records_the_outcome_and_hands_the_next_job(
+    controller: Controller, client: httpx.Client, tmp_path: Path
+) -> None:
+    """Two queued backups: one claim, then each report hands on the next; both recorded."""
+    ctx = controller.ctx
+    add_partition(ctx, P1, tmp_path / "a", svc="A")
+    p2 = "44444444-4444-4444-4444-444444444444"
+    add_partition(ctx, p2, tmp_path / "b", svc="B")
+    policies.create_policy(ctx, policy_doc("p", tmp_path / "store"))
+    protection.enable_backup(ctx, EntityRef("Application", "fabric:/Shop"), "p")
+    wanted = {jobs.request_backup(ctx, P1).id, jobs.request_backup(ctx, p2).id}
+    first = client.post("/safehold/agents/a1/$/Claim", headers=auth(AGENT), json={}).json()
+    r = client.post(
+        f"/safehold/agents/a1/jobs/{first['JobId']}/$/CompleteAndClaim",
+        headers=auth(AGENT),
+        json={"Outcome": _success(first, "a" * 64), "Claim": {"WaitSeconds": 20}},
+    )
+    assert r.status_code == 200
+    second = r.json()
+    assert {first["JobId"], second["JobId"]} == wanted
+    # The last report: recorded, and nothing more to do (no wait, even if asked).
+    r = client.post(
+        f"/safehold/agents/a1/jobs/{second['JobId']}/$/CompleteAndClaim",
+        headers=auth(AGENT),
+        json={"Outcome": _success(second, "b" * 64), "Claim": {"WaitSeconds": 20}},
+    )
+    assert r.status_code == 204
+    with ctx.uow() as uow:
+        assert {uow.jobs.get(j).state for j in wanted} == {"Success"}  # type: ignore[union-attr]
+        recorded = {b.snapshot_id for b in uow.backups.list()}
+    assert recorded == {"a" * 64, "b" * 64}
+
+
+def test_a_stale_report_with_a_claim_is_refused_and_claims_nothing(
+    controller: Controller, client: httpx.Client, tmp_path: Path
+) -> None:
+    """A report on a job that is not the agent's: 409, and the queued job stays queued."""
+    ctx = controller.ctx
+    add_partition(ctx, P1, tmp_path / "a", svc="A")
+    policies.create_policy(ctx, policy_doc("p", tmp_path / "store"))
+    protection.enable_backup(ctx, EntityRef("Application", "fabric:/Shop"), "p")
+    queued = jobs.request_backup(ctx, P1)
+    r = client.post(
+        f"/safehold/agents/a1/jobs/{queued.id}/$/CompleteAndClaim",
+        headers=auth(AGENT),
+        json={"Outcome": {"State": "Success", "Attempt": 1}},
+    )
+    assert r.status_code == 409
+    assert r.json()["Error"]["Code"] == "SAFEHOLD_E_JOB_NOT_RUNNING"
+    with ctx.uow() as uow:
+        job = uow.jobs.get(queued.id)
+    assert job is not None
+    assert job.state == "Accepted"

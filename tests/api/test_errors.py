@@ -189,6 +189,14 @@ def test_malformed_requests_are_400(client: httpx.Client, ready: Path) -> None:
     check(
         client.post("/safehold/agents/a/jobs/x/$/Complete", json={"State": "Maybe"}, headers=h), 400
     )
+    check(
+        client.post(
+            "/safehold/agents/a/jobs/x/$/CompleteAndClaim",
+            json={"Outcome": {"State": "Maybe"}},
+            headers=h,
+        ),
+        400,
+    )
 
 
 def test_api_version_is_required_and_checked(client: httpx.Client) -> None:

@@ -24,6 +24,7 @@ ROUTES = [
     "/safehold/partitions",
     "/safehold/config/$/Backup",
     "/safehold/agents/fz/jobs/x/$/Complete",
+    "/safehold/agents/fz/jobs/x/$/CompleteAndClaim",
 ]
 QUERY = [
     "BackupTimeout",

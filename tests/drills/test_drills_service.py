@@ -25,6 +25,7 @@ from safehold.service import (
 )
 from safehold.service.context import ServiceContext
 from safehold.service.errors import BackupInProgress, BackupNotFound
+from safehold.service.health import FleetView
 from safehold.storage.errors import StorageUnavailable
 from safehold.testing import FakeClock, FakeEngine
 from tests.drills.conftest import Received
@@ -158,6 +159,13 @@ def test_failed_drill_health_and_alerts(
     assert drill_health(ctx, P1)[0] == "Ok"
 
 
+def _conditions(ctx: ServiceContext) -> list[alerts.Condition]:
+    """The alert conditions, computed alone and from a shared fleet view: the same."""
+    alone = alerts.conditions(ctx)
+    assert alerts.conditions(ctx, FleetView()) == alone
+    return alone
+
+
 def test_overdue_timed_out_and_lost(
     ctx: ServiceContext, tmp_path: Path, clock: FakeClock, engine: FakeEngine
 ) -> None:
@@ -175,7 +183,7 @@ def test_overdue_timed_out_and_lost(
         pass
     clock.advance(hours=2, minutes=1)  # past the 2 h window with no new drill
     assert drill_health(ctx, P1)[0] == "Warning"
-    events = {(c.event, c.subject) for c in alerts.conditions(ctx)}
+    events = {(c.event, c.subject) for c in _conditions(ctx)}
     assert ("DrillOverdue", P1) in events
     assert ("AgentLost", "embedded") in events  # not heard from for 2 hours
     clock.advance(hours=2)
@@ -183,7 +191,7 @@ def test_overdue_timed_out_and_lost(
     engine.fail_next = StorageUnavailable("share offline")
     jobs.request_backup(ctx, P2)
     run_agent_once(ctx)
-    events = {(c.event, c.subject): c for c in alerts.conditions(ctx)}
+    events = {(c.event, c.subject): c for c in _conditions(ctx)}
     assert "share offline" in events["BackupFailed", P2].message
     assert events["BackupLate", P1].severity == "error"  # four hours, backups every 10 min
     # A drill whose job never reports: it times out, and the drill records why.

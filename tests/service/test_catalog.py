@@ -69,3 +69,49 @@ def test_unknown_databases_are_refused_not_reset(catalog_url: str) -> None:
     with pytest.raises(CatalogError, match="newer"):
         upgrade_catalog(raw)
     raw.dispose()
+
+
+def test_connections_the_server_dropped_cost_one_unit_of_work_then_the_pool_recovers(
+    pg_database: str,
+) -> None:
+    """
+    PostgreSQL restarted (every backend terminated): the catalog pings no
+    connection before use, so the first unit of work that meets a dead one fails
+    with CatalogUnavailable (503, which callers retry); the next ones work.
+    """
+    import psycopg
+
+    from safehold.service.catalog import CatalogUnavailable
+    from safehold.service.uow import SqlUnitOfWork
+    from tests.service.catalogs import PG_ADMIN, reset_pg
+
+    reset_pg(pg_database)
+    db = open_catalog(pg_database)
+    try:
+        # Several pooled connections, as a busy controller has.
+        units = [SqlUnitOfWork(db).__enter__() for _ in range(3)]
+        for u in units:
+            assert u.policies.list() == []
+        for u in units:
+            u.__exit__(None, None, None)
+        name = pg_database.rsplit("/", 1)[1]
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            ).fetchone()
+        assert killed is not None
+        assert killed[0] >= 1
+        failures = 0
+        for _ in range(4):
+            try:
+                with SqlUnitOfWork(db) as uow:
+                    assert uow.policies.list() == []
+            except CatalogUnavailable:
+                failures += 1
+        assert failures <= 1
+        with SqlUnitOfWork(db) as uow:  # and it works from then on
+            assert uow.policies.list() == []
+    finally:
+        db.dispose()

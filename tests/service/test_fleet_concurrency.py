@@ -105,6 +105,14 @@ class _CountingLink(LocalLink):
             self._claimed.append(item.JobId)
         return item
 
+    def complete_and_claim(
+        self, job_id: str, outcome: Outcome, request: ClaimRequest
+    ) -> WorkItem | None:
+        item = super().complete_and_claim(job_id, outcome, request)
+        if item is not None:
+            self._claimed.append(item.JobId)
+        return item
+
 
 def _race(targets: list[threading.Thread]) -> None:
     for t in targets:
@@ -143,7 +151,7 @@ def test_agents_of_two_controllers_claim_each_job_once_and_every_backup_is_recor
             clock=ctx.clock,
         )
         barrier.wait()
-        while runner.run_once():
+        while runner.run_while_busy():
             pass
 
     _race(

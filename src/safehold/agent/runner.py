@@ -101,19 +101,41 @@ class Agent:
 
     def run_once(self) -> bool:
         """Claim and run at most one job in this thread; return whether there was one."""
-        item = self._link.claim(ClaimRequest(Incarnation=self.incarnation, Kinds=list(KINDS)))
+        item = self._link.claim(self._claim_request())
         if item is None:
             return False
+        self._report(item.JobId, self._run_logged(item))
+        return True
+
+    def run_while_busy(self) -> bool:
+        """
+        Claim and run jobs in this thread while each report hands on another.
+
+        Each outcome is reported together with the claim of the next job (one
+        request a job while there is work), unless the agent is stopping.
+        Returns whether there was a job at all.
+        """
+        item = self._link.claim(self._claim_request())
+        if item is None:
+            return False
+        while item is not None:
+            outcome = self._run_logged(item)
+            item = self._report(item.JobId, outcome, claim_next=not self._stop.is_set())
+        return True
+
+    def _claim_request(self) -> ClaimRequest:
+        return ClaimRequest(Incarnation=self.incarnation, Kinds=list(KINDS))
+
+    def _run_logged(self, item: WorkItem) -> Outcome:
         # Every log line of the job carries its ids; its storage secrets are redacted.
         part = item.Partition.PartitionId
         with logctx.job_context(item.JobId, part, self.agent_id, item.Kind, item.Storage):
-            self._run(item)
-        return True
+            return self._run(item)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                if not self.run_once():
+                if not self.run_while_busy():
                     self._stop.wait(self._poll)
             except SafeholdError as exc:
                 log.warning("agent: %s", exc.message)
@@ -123,7 +145,7 @@ class Agent:
                 log.exception("agent round failed")
                 self._stop.wait(self._poll)
 
-    def _run(self, item: WorkItem) -> None:
+    def _run(self, item: WorkItem) -> Outcome:
         job_id = item.JobId
         progress = CountingProgress()
         done = threading.Event()
@@ -156,10 +178,25 @@ class Agent:
             done.set()
             beater.join()
         log.info("job %s (%s) ended: %s", job_id, item.Kind, outcome.State)
-        self._report(job_id, outcome)
+        return outcome
 
-    def _report(self, job_id: str, outcome: Outcome) -> None:
-        """Send the outcome until a controller takes it (or refuses it for good)."""
+    def _report(
+        self, job_id: str, outcome: Outcome, *, claim_next: bool = False
+    ) -> WorkItem | None:
+        """
+        Send the outcome until a controller takes it (or refuses it for good).
+
+        With *claim_next*, the first try also claims the next job, which is
+        returned; that request is sent once, and the retries only report.
+        """
+        if claim_next:
+            try:
+                return self._link.complete_and_claim(job_id, outcome, self._claim_request())
+            except SafeholdError as exc:
+                if not _worth_retrying(exc):
+                    log.error("the outcome of job %s was refused: %s", job_id, exc.message)
+                    return None
+                log.warning("reporting job %s failed (%s); retrying", job_id, exc.message)
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(_worth_retrying),
             wait=tenacity.wait_random_exponential(multiplier=self._report_backoff, max=15),
@@ -175,3 +212,4 @@ class Agent:
             retrying(self._link.complete, job_id, outcome)
         except SafeholdError as exc:
             log.error("the outcome of job %s could not be reported: %s", job_id, exc.message)
+        return None

@@ -23,6 +23,7 @@ __all__ = [
     "JOB_KINDS",
     "BackupParams",
     "ClaimRequest",
+    "CompleteAndClaim",
     "ControllerLink",
     "DataLossParams",
     "DrillParams",
@@ -334,6 +335,19 @@ class Outcome(_Message):
         return self.model_copy(update={"Attempt": attempt})
 
 
+class CompleteAndClaim(_Message):
+    """
+    An agent's report of a job together with its claim of the next one.
+
+    The controller records ``Outcome`` exactly as a plain completion, then claims
+    as ``Claim`` asks, without waiting: a slot that is busy all the time sends
+    one request a job instead of two.
+    """
+
+    Outcome: Outcome
+    Claim: ClaimRequest = Field(default_factory=ClaimRequest)
+
+
 class ControllerLink(Protocol):
     """
     **Protocol**: the calls an agent makes to its controller.
@@ -354,4 +368,16 @@ class ControllerLink(Protocol):
 
     def complete(self, job_id: str, outcome: Outcome) -> None:
         """Report a job's outcome."""
+        ...
+
+    def complete_and_claim(
+        self, job_id: str, outcome: Outcome, request: ClaimRequest
+    ) -> WorkItem | None:
+        """
+        Report a job's outcome and claim the next work item (``None``: nothing to do).
+
+        Sent once: were it repeated after a lost answer, the job it claimed would
+        be held by nobody until the sweep; the report is then sent with
+        ``complete``, which may be repeated.
+        """
         ...

@@ -30,17 +30,20 @@ closed without a message.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from safehold.core.drill import DrillVerdict
 from safehold.core.snapshot import format_time
 from safehold.service import drills
 from safehold.service.context import ServiceContext
 from safehold.service.drill_records import AlertRecord
-from safehold.service.health import FleetView, partition_health
+from safehold.service.health import FleetView, PartitionHealth, partition_health
+from safehold.service.model import PartitionView
 from safehold.service.notify import Channels, deliver
-from safehold.service.retention_alerts import retention_blocked
+from safehold.service.retention_alerts import Verdicts, retention_blocked
 
 __all__ = ["Condition", "alert_json", "conditions", "list_alerts", "tick"]
 
@@ -70,17 +73,13 @@ def conditions(ctx: ServiceContext, fleet: FleetView | None = None) -> list[Cond
     """
     The conditions that hold now (a constant number of catalog queries).
 
-    With *fleet* (the controller's shared view), health is not computed again.
+    With *fleet* (the controller's shared view), health, the partitions and their
+    drill verdicts are not read and computed again: they are the view's, at most
+    its age old.
     """
-    view = fleet.get(ctx).partitions if fleet is not None else partition_health(ctx)
+    now, view, parts, verdicts, agents, blocked = _inputs(ctx, fleet)
     health = {h.partition_id: h for h in view}
     out: list[Condition] = []
-    with ctx.uow() as uow:
-        now = ctx.clock()
-        parts = uow.partitions.brief()
-        agents = uow.agents.all()
-        verdicts, _ = drills.judge_partitions(uow, parts, now)
-        blocked = retention_blocked(ctx, uow, parts, now)
     for p in parts:
         pid = p.partition_id
         if p.last_backup_state in _FAILED:
@@ -121,6 +120,33 @@ def conditions(ctx: ServiceContext, fleet: FleetView | None = None) -> list[Cond
                 )
             )
     return out
+
+
+def _inputs(
+    ctx: ServiceContext, fleet: FleetView | None
+) -> tuple[
+    datetime,
+    list[PartitionHealth],
+    Sequence[PartitionView],
+    dict[str, DrillVerdict],
+    dict[str, datetime],
+    Verdicts,
+]:
+    """What ``conditions`` judges: from the shared view where there is one."""
+    parts: Sequence[PartitionView]
+    if fleet is not None:
+        shared = fleet.get(ctx)
+        view, parts, verdicts = shared.partitions, shared.briefs, shared.drill_verdicts
+    else:
+        view = partition_health(ctx)
+    with ctx.uow() as uow:
+        now = ctx.clock()
+        if fleet is None:
+            parts = uow.partitions.brief()
+            verdicts, _ = drills.judge_partitions(uow, parts, now)
+        agents = uow.agents.all()
+        blocked = retention_blocked(ctx, uow, parts, now)
+    return now, view, parts, verdicts, agents, blocked
 
 
 def _sync(ctx: ServiceContext, found: list[Condition]) -> None:

@@ -310,7 +310,11 @@ def open_catalog(url: str) -> sa.Engine:
             sa.event.listen(engine, "connect", _sqlite_pragmas)
             sa.event.listen(engine, "begin", _sqlite_begin_immediate)
         else:
-            engine = sa.create_engine(url, pool_pre_ping=True)
+            # No pre-ping: it is a round trip on every unit of work (two a job). A
+            # connection the server dropped fails the one unit of work that meets
+            # it (CatalogUnavailable: 503, which agents and clients retry), and
+            # SQLAlchemy then discards every pooled connection older than that.
+            engine = sa.create_engine(url, pool_recycle=1800)
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise UsageError(f"cannot use catalog URL: {exc}") from exc
     try:

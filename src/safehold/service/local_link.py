@@ -38,3 +38,9 @@ class LocalLink:
     def complete(self, job_id: str, outcome: Outcome) -> None:
         """Complete through the service."""
         jobs.complete(self._ctx, self.agent_id, job_id, outcome)
+
+    def complete_and_claim(
+        self, job_id: str, outcome: Outcome, request: ClaimRequest
+    ) -> WorkItem | None:
+        """Complete, then claim without waiting, through the service."""
+        return jobs.complete_and_claim(self._ctx, self.agent_id, job_id, outcome, request)

@@ -18,8 +18,10 @@ __all__ = [
     "ACTIVE_STATES",
     "RUNNING_STATE",
     "RUNNING_STATES",
+    "BackupBrief",
     "BackupOutcome",
     "BackupRecord",
+    "Claimed",
     "Hooks",
     "JobRecord",
     "PartitionBrief",
@@ -254,6 +256,31 @@ class BackupRecord:
     size_bytes: int
     storage: dict[str, Any]  # the storage JSON with secrets sealed
     key: PartitionKey = field(default_factory=PartitionKey)
+
+
+@dataclass(frozen=True)
+class BackupBrief:
+    """What an agent is told of one of its partition's backups (its parent, retention)."""
+
+    backup_id: str
+    snapshot_id: str
+    created_at: datetime
+    full: bool
+    parent_id: str | None
+
+    @classmethod
+    def of(cls, b: BackupRecord) -> BackupBrief:
+        """The brief of a catalogued backup."""
+        return cls(b.backup_id, b.snapshot_id, b.created_at, b.backup_type == "Full", b.parent_id)
+
+
+@dataclass
+class Claimed:
+    """A job an agent just claimed, with its partition and the partition's backups."""
+
+    job: JobRecord
+    partition: PartitionRecord
+    backups: list[BackupBrief]
 
 
 def backup_id_for(snapshot_id: str) -> str:

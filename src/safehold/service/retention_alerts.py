@@ -15,8 +15,9 @@ blocked, whatever blocks it, and on any controller:
   policy's ``MinimumNumberOfBackups`` (the partition has stopped getting new
   backups, so the minimum holds old ones past the window).
 
-Judged per partition from the catalog, in a constant number of queries. Those
-read every catalogued backup, so a controller reuses its verdicts for up to
+Judged per partition from the catalog, in a constant number of queries: each
+partition's oldest backup time (one grouped query), then the backups of only the
+partitions with one older than their window. A controller reuses its verdicts for up to
 ``REFRESH`` as long as no backup came or went meanwhile (the catalogued bytes,
 one aggregate query, and the partitions' newest backup time say so); a
 retention policy's change shows within that time.
@@ -39,7 +40,7 @@ from safehold.service.model import BackupRecord, PartitionView
 from safehold.service.policies import load_policy
 from safehold.service.uow import UnitOfWork
 
-__all__ = ["GRACE", "REFRESH", "retention_blocked"]
+__all__ = ["GRACE", "REFRESH", "Verdicts", "retention_blocked"]
 
 #: How long past its due sweep a backup may linger before retention counts as blocked.
 GRACE = timedelta(hours=1)
@@ -75,6 +76,13 @@ def _items(backups: list[BackupRecord]) -> list[BackupItem]:
 
 def _n(count: int) -> str:
     return f"{count} backup" if count == 1 else f"{count} backups"
+
+
+def _cutoff(policy: BackupPolicy, now: datetime) -> datetime:
+    """Backups newer than this cannot be held past *policy*'s window (see ``_judge``)."""
+    rule = policy.retention
+    assert rule is not None  # only members with a retention rule are judged
+    return now - sweep_interval(rule.duration) - GRACE - rule.duration
 
 
 def _judge(
@@ -148,6 +156,15 @@ def _verdicts(
             members[p.partition_id] = policy
     if not members:
         return {}
+    # Only a partition with a backup older than its window (as of GRACE past the
+    # due sweep) can get a verdict: read only those partitions' backups, not the
+    # whole catalog's.
+    oldest = uow.backups.oldest()
+    members = {
+        pid: policy
+        for pid, policy in members.items()
+        if (first := oldest.get(pid)) is not None and first < _cutoff(policy, now)
+    }
     backups = uow.backups.of_partitions(list(members))
     out: Verdicts = {}
     for pid, policy in members.items():

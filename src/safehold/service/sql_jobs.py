@@ -19,10 +19,11 @@ from safehold.service import catalog as t
 from safehold.service.model import ACTIVE_STATES, RUNNING_STATE, RUNNING_STATES, JobRecord
 from safehold.service.sql_stores import Repo, built, id_batches, one_of
 
-__all__ = ["JobRepo"]
+__all__ = ["JobRepo", "claim_update", "job_from_row"]
 
 
-def _job(row: Any) -> JobRecord:
+def job_from_row(row: Any) -> JobRecord:
+    """A jobs row as a ``JobRecord``."""
     return JobRecord(
         id=row.id,
         partition_id=row.partition_id,
@@ -62,7 +63,7 @@ class JobRepo(Repo):
         """Return one job."""
         q = built(self.conn, "jobs.get", _job_by_id)
         row = self.conn.execute(q, {"_id": job_id}).first()
-        return None if row is None else _job(row)
+        return None if row is None else job_from_row(row)
 
     def latest(
         self, partition_id: str, kinds: Iterable[str], *, scheduled: bool | None = None
@@ -76,14 +77,14 @@ class JobRepo(Repo):
         row = self.conn.execute(
             q.order_by(t.jobs.c.created_at.desc(), t.jobs.c.id.desc()).limit(1)
         ).first()
-        return None if row is None else _job(row)
+        return None if row is None else job_from_row(row)
 
     def active(self, partition_id: str | None = None) -> list[JobRecord]:
         """Return the jobs that are accepted or running, oldest first."""
         q = sa.select(t.jobs).where(t.jobs.c.state.in_(ACTIVE_STATES)).order_by(t.jobs.c.created_at)
         if partition_id is not None:
             q = q.where(t.jobs.c.partition_id == partition_id)
-        return [_job(r) for r in self.conn.execute(q)]
+        return [job_from_row(r) for r in self.conn.execute(q)]
 
     def save(self, j: JobRecord) -> None:
         """Insert or update a job."""
@@ -129,10 +130,10 @@ class JobRepo(Repo):
         LOCKED``, so agents racing for work skip each other's rows instead of
         waiting; the update's own ``state = 'Accepted'`` is the final word.
         """
-        q = built(self.conn, "jobs.claim_next", _claim_next)
+        q = built(self.conn, "jobs.claim_next", claim_update)
         values = {"_agent": agent_id, "_inc": incarnation, "_now": now, "_kinds": list(kinds)}
         taken = self.conn.execute(q, values).first()
-        return None if taken is None else _job(taken)
+        return None if taken is None else job_from_row(taken)
 
     def heartbeat(
         self,
@@ -164,7 +165,7 @@ class JobRepo(Repo):
             c.state.in_(RUNNING_STATES),
             sa.or_(c.incarnation.is_(None), c.incarnation != keep),
         )
-        rows = [_job(r) for r in self.conn.execute(sa.select(t.jobs).where(*where))]
+        rows = [job_from_row(r) for r in self.conn.execute(sa.select(t.jobs).where(*where))]
         self.conn.execute(
             t.jobs.update()
             .where(*where)
@@ -187,7 +188,7 @@ class JobRepo(Repo):
                 sa.and_(c.state.in_(RUNNING_STATES), c.heartbeat_at < silent_since),
             ),
         )
-        return [_job(r) for r in self.conn.execute(q)]
+        return [job_from_row(r) for r in self.conn.execute(q)]
 
     def running_count(self) -> int:
         """Return how many jobs run now."""
@@ -228,7 +229,7 @@ class JobRepo(Repo):
     def running_by_agent(self) -> list[JobRecord]:
         """Return the running jobs."""
         q = sa.select(t.jobs).where(t.jobs.c.state.in_(RUNNING_STATES))
-        return [_job(r) for r in self.conn.execute(q)]
+        return [job_from_row(r) for r in self.conn.execute(q)]
 
 
 def _job_values(j: JobRecord) -> dict[str, Any]:
@@ -283,7 +284,8 @@ def _heartbeat_if(dialect: str) -> Any:
     return _heartbeat(dialect).where(t.jobs.c.attempt == sa.bindparam("_attempt"))
 
 
-def _claim_next(dialect: str) -> Any:
+def claim_update(dialect: str) -> Any:
+    """The claim's ``UPDATE … RETURNING`` of the job it takes (for ``sql_stores.built``)."""
     j, p, r = t.jobs.alias("j"), t.partitions, t.jobs.alias("r")
     agent: Any = sa.bindparam("_agent")
     busy = (

@@ -318,6 +318,12 @@ class BackupRepo(Repo):
                 out[row.partition_id].append(_backup(row))
         return out
 
+    def oldest(self) -> dict[str, datetime]:
+        """Each partition's oldest catalogued backup time (one grouped query)."""
+        c = t.backups.c
+        q = sa.select(c.partition_id, sa.func.min(c.created_at)).group_by(c.partition_id)
+        return {row[0]: row[1] for row in self.conn.execute(q)}
+
     def total_bytes(self) -> int:
         """Return the logical bytes of every catalogued backup."""
         q = sa.select(sa.func.coalesce(sa.func.sum(t.backups.c.size_bytes), 0))

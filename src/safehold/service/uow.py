@@ -24,10 +24,12 @@ from safehold.service.drill_records import AlertRecord, DrillRun, DrillState
 from safehold.service.model import (
     BackupOutcome,
     BackupRecord,
+    Claimed,
     JobRecord,
     PartitionBrief,
     PartitionRecord,
 )
+from safehold.service.sql_claim import claim_job
 from safehold.service.sql_drills import AlertRepo, DrillRepo
 from safehold.service.sql_groups import GroupRecord, GroupRepo, PointRecord
 from safehold.service.sql_jobs import JobRepo
@@ -111,9 +113,15 @@ class SqlUnitOfWork:
     def _work_created(self, n: int) -> None:
         if self._conn.dialect.name == "postgresql":
             # Delivered to every replica's listener at commit, dropped on rollback.
-            self._conn.execute(sa.select(sa.func.pg_notify(CHANNEL, str(n))))
+            self._conn.execute(built(self._conn, "work.notify", _notify), {"_n": str(n)})
         else:
             self._new_work += n
+
+    def claim_job(
+        self, agent_id: str, incarnation: str | None, now: datetime, kinds: Sequence[str]
+    ) -> Claimed | None:
+        """Claim a job for *agent_id*, with its partition and backups (``sql_claim``)."""
+        return claim_job(self._conn, agent_id, incarnation, now, kinds)
 
     def lock_partition(self, partition_id: str) -> PartitionRecord | None:
         """
@@ -131,6 +139,10 @@ class SqlUnitOfWork:
             )
         row = self._conn.execute(q, {"_pid": partition_id}).first()
         return None if row is None else partition_from_row(row)
+
+
+def _notify(_dialect: str) -> Any:
+    return sa.select(sa.func.pg_notify(CHANNEL, sa.bindparam("_n", type_=sa.String)))
 
 
 def _partition_for_update(dialect: str) -> Any:
@@ -261,6 +273,7 @@ class BackupStore(Protocol):
     ) -> list[BackupRecord]: ...
     def add(self, b: BackupRecord) -> None: ...
     def delete(self, backup_ids: Iterable[str]) -> None: ...
+    def oldest(self) -> dict[str, datetime]: ...
     def of_partitions(
         self, partition_ids: Sequence[str]
     ) -> dict[str, builtins.list[BackupRecord]]: ...
@@ -354,6 +367,9 @@ class UnitOfWork(Protocol):
     def alerts(self) -> AlertStore: ...
     @property
     def groups(self) -> GroupStore: ...
+    def claim_job(
+        self, agent_id: str, incarnation: str | None, now: datetime, kinds: Sequence[str]
+    ) -> Claimed | None: ...
     def __enter__(self) -> UnitOfWork: ...
     def __exit__(
         self, t_: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None

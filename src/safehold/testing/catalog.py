@@ -21,8 +21,10 @@ from safehold.core.policy import EntityRef
 from safehold.service.model import (
     RUNNING_STATE,
     RUNNING_STATES,
+    BackupBrief,
     BackupOutcome,
     BackupRecord,
+    Claimed,
     JobRecord,
     PartitionBrief,
     PartitionRecord,
@@ -452,6 +454,12 @@ class _FakeBackups:
                 out[b.partition_id].append(copy.deepcopy(b))
         return out
 
+    def oldest(self) -> dict[str, datetime]:
+        out: dict[str, datetime] = {}
+        for b in self.c.backups.values():
+            out[b.partition_id] = min(out.get(b.partition_id, b.created_at), b.created_at)
+        return out
+
     def total_bytes(self) -> int:
         return sum(b.size_bytes for b in self.c.backups.values())
 
@@ -560,6 +568,17 @@ class FakeUnitOfWork:
     def lock_partition(self, partition_id: str) -> PartitionRecord | None:
         """Return the partition: fake transactions are serialised already."""
         return self.partitions.get(partition_id)
+
+    def claim_job(
+        self, agent_id: str, incarnation: str | None, now: datetime, kinds: Sequence[str]
+    ) -> Claimed | None:
+        """Claim as ``jobs.claim_next``, with the partition and its backups."""
+        job = self.jobs.claim_next(agent_id, incarnation, now, kinds)
+        p = self.partitions.get(job.partition_id) if job is not None else None
+        if job is None or p is None:
+            return None
+        mine = self.backups.list(partition_id=job.partition_id)
+        return Claimed(job, p, [BackupBrief.of(b) for b in mine])
 
 
 def _fake_uow_is_a_unit_of_work(catalog: FakeCatalog) -> UnitOfWork:

@@ -6,6 +6,7 @@ on their hosts. The bodies are the typed messages of ``core.work``, which the
 agents import too. A claim answers 204 when there is nothing to do; heartbeats
 and completions may be sent again safely (a repeat of a recorded outcome is
 acknowledged unchanged; a stale attempt gets 409 SAFEHOLD_E_JOB_NOT_RUNNING).
+A busy slot reports and claims in one request (``$/CompleteAndClaim``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 
 from safehold.api.deps import AgentDep, CtxDep, JsonBody, ReaderDep
 from safehold.core.policy import PolicyError
-from safehold.core.work import ClaimRequest, Heartbeat, Outcome, WorkItem
+from safehold.core.work import ClaimRequest, CompleteAndClaim, Heartbeat, Outcome, WorkItem
 from safehold.service import jobs
 from safehold.service.context import ServiceContext
 from safehold.service.work_signal import RECHECK
@@ -108,3 +109,27 @@ def complete(ctx: CtxDep, _p: AgentDep, agent_id: str, job_id: str, body: JsonBo
     outcome = _parse(Outcome, body, "the outcome")
     jobs.complete(ctx, _check_agent_id(agent_id), job_id, outcome)
     return Response(status_code=204)
+
+
+@router.post(
+    "/{agent_id}/jobs/{job_id}/$/CompleteAndClaim",
+    response_model=None,
+    responses={200: {"model": WorkItem}, 204: {"description": "Recorded; no work now."}},
+)
+def complete_and_claim(
+    ctx: CtxDep, _p: AgentDep, agent_id: str, job_id: str, body: JsonBody
+) -> Response:
+    """
+    Record the job's outcome, then hand the agent its next job (200) or nothing (204).
+
+    *body* is a ``CompleteAndClaim``. The claim does not wait; an agent that gets
+    204 long-polls with ``$/Claim``. Errors are those of ``$/Complete``, and then
+    nothing is claimed.
+    """
+    report = _parse(CompleteAndClaim, body, "the report")
+    item = jobs.complete_and_claim(
+        ctx, _check_agent_id(agent_id), job_id, report.Outcome, report.Claim
+    )
+    if item is None:
+        return Response(status_code=204)
+    return Response(item.model_dump_json(), media_type="application/json")

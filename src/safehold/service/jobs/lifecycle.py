@@ -41,6 +41,7 @@ from safehold.service.context import ServiceContext
 from safehold.service.errors import JobNotRunning
 from safehold.service.model import (
     RUNNING_STATES,
+    BackupBrief,
     BackupOutcome,
     BackupRecord,
     JobRecord,
@@ -51,7 +52,16 @@ from safehold.service.model import (
 from safehold.service.uow import UnitOfWork
 from safehold.service.work_signal import MAX_WAIT, RECHECK
 
-__all__ = ["claim", "claim_waiting", "complete", "heartbeat", "purge_finished", "sweep", "wait_for"]
+__all__ = [
+    "claim",
+    "claim_waiting",
+    "complete",
+    "complete_and_claim",
+    "heartbeat",
+    "purge_finished",
+    "sweep",
+    "wait_for",
+]
 
 log = logging.getLogger("safehold.jobs")
 
@@ -99,31 +109,30 @@ def claim(
         if ctx.max_running_jobs and uow.jobs.running_count() >= ctx.max_running_jobs:
             uow.commit()
             return None
-        job = uow.jobs.claim_next(agent_id, req.Incarnation, now, kinds) if kinds else None
-        p = uow.partitions.get(job.partition_id) if job is not None else None
-        extra: dict[str, Any] = {}
-        if job is not None and job.kind == "backup":
-            # What the agent would otherwise look for among every snapshot of a
-            # repository the fleet shares: the partition's own backups.
-            mine = uow.backups.list(partition_id=job.partition_id)
-            if mine:
-                extra["previous_snapshot"] = max(mine, key=lambda b: b.created_at).snapshot_id
-            if job.params.get("retention"):
-                extra["known"] = _known(mine)
+        got = uow.claim_job(agent_id, req.Incarnation, now, kinds) if kinds else None
         uow.commit()
-    if job is None or p is None:
+    if got is None:
         return None
-    return _work_item(ctx, job, p, extra)
+    extra: dict[str, Any] = {}
+    if got.job.kind == "backup":
+        # What the agent would otherwise look for among every snapshot of a
+        # repository the fleet shares: the partition's own backups.
+        if got.backups:
+            newest = max(got.backups, key=lambda b: b.created_at)
+            extra["previous_snapshot"] = newest.snapshot_id
+        if got.job.params.get("retention"):
+            extra["known"] = _known(got.backups)
+    return _work_item(ctx, got.job, got.partition, extra)
 
 
-def _known(backups: list[BackupRecord]) -> list[dict[str, Any]]:
+def _known(backups: list[BackupBrief]) -> list[dict[str, Any]]:
     """The partition's catalogued backups, as ``KnownBackup`` (retention on the agent)."""
     snapshot_of = {b.backup_id: b.snapshot_id for b in backups}
     return [
         KnownBackup(
             SnapshotId=b.snapshot_id,
             Time=format_time(b.created_at),
-            Full=b.backup_type == "Full",
+            Full=b.full,
             ParentSnapshotId=snapshot_of.get(b.parent_id) if b.parent_id else None,
         ).model_dump()
         for b in backups
@@ -238,6 +247,19 @@ def complete(ctx: ServiceContext, agent_id: str, job_id: str, outcome: Outcome) 
             raise JobNotRunning(f"job {job_id} changed while its outcome was recorded")
         uow.commit()
         return job
+
+
+def complete_and_claim(
+    ctx: ServiceContext, agent_id: str, job_id: str, outcome: Outcome, request: ClaimRequest
+) -> WorkItem | None:
+    """
+    ``complete``, then ``claim`` without waiting: the agent's slot is free again.
+
+    Two transactions: the outcome is recorded (and committed) whatever the claim
+    finds. Raises as ``complete`` does, and then claims nothing.
+    """
+    complete(ctx, agent_id, job_id, outcome)
+    return claim(ctx, agent_id, request.model_copy(update={"WaitSeconds": None}))
 
 
 def _late(
