@@ -25,6 +25,7 @@ from safehold.cli import (
     forget,
     init,
     key,
+    mariadb,
     mount,
     pg,
     repo_cmd,
@@ -46,7 +47,7 @@ except ImportError:  # pragma: no cover - depends on the installed Typer
 
 _COMMAND_MODULES = (backup, check, forget, init, key, repo_cmd, restore, snapshots, unlock)
 _BROWSE_MODULES = (diff, find, stats, mount)  # issue 14: browsing snapshots
-_DB_MODULES = (pg,)  # issue 11: safehold pg
+_DB_MODULES = (pg, mariadb)  # issue 11: safehold pg, safehold mariadb
 
 
 def _engine_commands() -> set[str]:

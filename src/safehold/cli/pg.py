@@ -227,7 +227,7 @@ def _target(time_: str | None, lsn: str | None, name: str | None, backup: str | 
 
 @pg_app.command("restore")
 def pg_restore(
-    target: Annotated[Path, typer.Argument(help="The new data directory (must be empty).")],
+    target: Annotated[Path, typer.Argument(help="The new data directory (empty, unless --delta).")],
     stanza: StanzaOpt = None,
     time_: Annotated[str | None, typer.Option("--time", help="ISO 8601, with a zone.")] = None,
     lsn: Annotated[str | None, typer.Option("--lsn")] = None,
@@ -236,6 +236,14 @@ def pg_restore(
     port: Annotated[int | None, typer.Option("--port")] = None,
     os_user: Annotated[str, typer.Option("--os-user")] = "postgres",
     stop: Annotated[bool, typer.Option("--stop", help="Stop the server once ready.")] = False,
+    delta: Annotated[
+        bool,
+        typer.Option(
+            "--delta",
+            help="TARGET may hold a stopped, older copy of the same cluster: "
+            "fetch only the chunks that differ.",
+        ),
+    ] = False,
     repo: RepoOpt = "",
     password_file: PasswordFileOpt = None,
 ) -> None:
@@ -243,8 +251,17 @@ def pg_restore(
     to = _target(time_, lsn, name, backup)
     src = PostgresSource("", stanza=stanza)
     with open_repo(repo, password_file) as r:
-        res = src.restore(r, target, to=to, port=port, os_user=os_user, keep_running=not stop)
+        res = src.restore(
+            r, target, to=to, port=port, os_user=os_user, keep_running=not stop, delta=delta
+        )
     where = f"running on port {res.server.port}" if res.server else "stopped"
+    if res.delta is not None:
+        d = res.delta
+        console.print(
+            f"delta: {d.files_changed} of {d.files} files changed, {d.chunks_fetched} of "
+            f"{d.chunks} chunks fetched, {d.bytes_fetched:,} bytes read of {d.full_bytes:,}, "
+            f"{d.removed} local entries removed"
+        )
     console.print(
         f"restored {res.datadir} from base backup {res.backup.snapshot.short_id} "
         f"and {res.wal_fetched} WAL files; {where}"

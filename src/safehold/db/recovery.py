@@ -10,6 +10,10 @@ new data directory, writes the recovery settings (``recovery.signal``,
 Targets: ``Latest()`` (all archived WAL), ``BackupId(id)`` (the backup's own
 consistent point), ``Time(t)`` (every transaction committed at or before *t*),
 ``Lsn(lsn)``, ``Name(name)`` (a ``pg_create_restore_point``).
+
+With ``delta=True`` the target may be an existing, stopped data directory of the
+same cluster (an older copy): only the chunks whose content differs from the
+backup's are read from the repository (``pgdelta``), then WAL is replayed as usual.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from safehold.core.progress import ProgressSink
 from safehold.core.snapshot import Snapshot, format_time
 from safehold.db.catalog import PgBackup, pg_backups
 from safehold.db.errors import DbError, DbToolError, RecoveryTargetError
+from safehold.db.pgdelta import DeltaResult, delta_restore
 from safehold.db.pgwal import format_lsn, parse_lsn
 from safehold.db.prefetch import WalPrefetcher, write_restore_script
 from safehold.db.server import LocalServer, _ids, find_bindir, free_port
@@ -36,6 +41,7 @@ from safehold.repo.repository import Repository
 
 __all__ = [
     "BackupId",
+    "DeltaResult",
     "Latest",
     "Lsn",
     "Name",
@@ -95,6 +101,8 @@ class PgRestoreResult:
     datadir: Path
     server: LocalServer | None
     wal_fetched: int
+    delta: DeltaResult | None = None
+    """What a delta restore read and wrote; None for a restore into an empty directory."""
 
 
 def choose_backup(backups: Sequence[PgBackup], to: Target, repo: Repository) -> PgBackup:
@@ -192,10 +200,17 @@ def restore_postgres(
     keep_running: bool = True,
     progress: ProgressSink | None = None,
     timeout: float = 1800.0,
+    delta: bool = False,
 ) -> PgRestoreResult:
     """
     Restore a cluster into *target_dir* (which must not exist or be empty) and
     bring it to *to*, ready for queries.
+
+    With *delta*, *target_dir* may instead hold a stopped copy of the same
+    cluster: its files are compared chunk by chunk with the backup's (keyed
+    hashes against the backup's blob ids), only differing chunks are fetched,
+    files the backup lacks are deleted; then recovery runs as usual. If the
+    restore fails the directory is left as it is (run the delta restore again).
 
     Args:
         stanza: restrict the choice to this cluster's backups (needed when the
@@ -206,11 +221,14 @@ def restore_postgres(
             restored server does not archive (it is a copy, not the primary).
         keep_running: leave the server running (the result holds it); else
             stop it once it is ready.
+        delta: restore over an existing data directory, fetching only what differs.
 
     Raises:
         RecoveryTargetError: the target is before the oldest backup, or WAL
             does not reach it (PostgreSQL says so; the restored directory is removed).
         DbToolError: the server failed to start or recover (its log's tail).
+        DbError: the target is not empty (without *delta*), or (with *delta*) a
+            server runs in it, it is not a data directory, or it is another cluster's.
     """
     to = to or Latest()
     all_snaps = repo.snapshots() if snapshots is None else snapshots
@@ -224,13 +242,17 @@ def restore_postgres(
         candidates = backups[-3:][::-1]
     target_dir = Path(target_dir).absolute()
     if target_dir.exists() and any(target_dir.iterdir()):
-        raise DbError(f"the restore target {target_dir} is not empty")
+        if not delta:
+            raise DbError(f"the restore target {target_dir} is not empty")
+        _check_delta_target(target_dir, candidates[0], bindir)
+    else:
+        delta = False  # nothing to compare with: an ordinary restore
     last: RecoveryTargetError | None = None
     for backup in candidates:
         try:
             return _restore_one(
                 repo, backup, target_dir, to, port, os_user, bindir,
-                keep_archiving, keep_running, progress, timeout,
+                keep_archiving, keep_running, progress, timeout, delta,
             )  # fmt: skip
         except RecoveryTargetError as exc:
             last = exc
@@ -250,6 +272,7 @@ def _restore_one(
     keep_running: bool,
     progress: ProgressSink | None,
     timeout: float,
+    delta: bool = False,
 ) -> PgRestoreResult:
     parent = target_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -257,16 +280,10 @@ def _restore_one(
     spool = work / "wal"
     server = LocalServer(target_dir, port or free_port(), find_bindir(bindir), os_user)
     prefetcher: WalPrefetcher | None = None
+    delta_result: DeltaResult | None = None
     ok = False
     try:
-        restore_snapshot(repo, backup.snapshot, work, progress=progress)
-        if target_dir.exists():
-            target_dir.rmdir()
-        (work / "pgdata").rename(target_dir)
-        target_dir.chmod(0o700)
-        (target_dir / "pg_wal").mkdir(mode=0o700, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            (target_dir / "backup_manifest").unlink()
+        delta_result = _lay_files(repo, backup, target_dir, work, delta, progress)
         script = write_restore_script(spool)
         server.chown(work)
         server.append_config(*_settings(to, script, port=server.port, archiving=keep_archiving))
@@ -302,15 +319,68 @@ def _restore_one(
             server.stop()
         ok = True
         return PgRestoreResult(
-            backup, to, target_dir, server if keep_running else None, prefetcher.fetched
+            backup,
+            to,
+            target_dir,
+            server if keep_running else None,
+            prefetcher.fetched,
+            delta_result,
         )
     finally:
         if prefetcher is not None:
             prefetcher.stop()
         if not ok:
             server.stop("immediate")
-            shutil.rmtree(target_dir, ignore_errors=True)
+            if not delta:  # a delta restore's target is the operator's: left for a rerun
+                shutil.rmtree(target_dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _lay_files(
+    repo: Repository,
+    backup: PgBackup,
+    target_dir: Path,
+    work: Path,
+    delta: bool,
+    progress: ProgressSink | None,
+) -> DeltaResult | None:
+    """Put the backup's files into *target_dir*: over what is there, or through *work*."""
+    delta_result = None
+    if delta:
+        delta_result = delta_restore(repo, backup.snapshot, target_dir, progress=progress)
+    else:
+        restore_snapshot(repo, backup.snapshot, work, progress=progress)
+        if target_dir.exists():
+            target_dir.rmdir()
+        (work / "pgdata").rename(target_dir)
+    target_dir.chmod(0o700)
+    (target_dir / "pg_wal").mkdir(mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        (target_dir / "backup_manifest").unlink()
+    return delta_result
+
+
+def _check_delta_target(target_dir: Path, backup: PgBackup, bindir: str | None) -> None:
+    """Refuse a data directory that a server runs in, or that is not this cluster's."""
+    if LocalServer(target_dir, 0, find_bindir(bindir)).running():
+        raise DbError(
+            f"a PostgreSQL server is running in {target_dir} (postmaster.pid): stop it first"
+        )
+    try:
+        control = (target_dir / "global" / "pg_control").read_bytes()
+    except OSError:
+        control = b""
+    if len(control) < 8:
+        raise DbError(
+            f"{target_dir} is not empty and holds no global/pg_control: "
+            "a delta restore needs a data directory of the same cluster, or an empty one"
+        )
+    sysid = int.from_bytes(control[:8], "little")
+    if sysid != backup.sysid:
+        raise DbError(
+            f"{target_dir} holds cluster {sysid}, not {backup.sysid} (the backup's): "
+            "a delta restore needs a copy of the same cluster"
+        )
 
 
 def _describe(to: Target) -> str:
