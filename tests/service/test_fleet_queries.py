@@ -12,7 +12,7 @@ import base64
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,14 @@ from safehold.api.app import create_app
 from safehold.api.deps import TokenStore
 from safehold.bootstrap import open_policy_storage
 from safehold.core.policy import EntityRef
-from safehold.service import health, partitions, policies, protection, scheduler
+from safehold.service import health, jobs, partitions, policies, protection, scheduler
 from safehold.service.catalog import open_catalog
 from safehold.service.context import ServiceContext
 from safehold.service.leader import key_locks_for
 from safehold.service.local_link import LocalLink
 from safehold.service.secrets import SecretBox
 from safehold.service.uow import SqlUnitOfWork
+from safehold.service.work_signal import WorkSignal
 from safehold.testing import FakeClock, FakeEngine
 from tests.service.catalogs import reset_pg
 from tests.service.helpers import policy_doc
@@ -225,3 +226,32 @@ def test_a_catch_up_tick_costs_a_bounded_number_of_statements_for_300(
     """The first tick after enabling backup on 300 overdue partitions: not one statement each."""
     _, _, catch_up = ticks_for(pg_catalog, tmp_path, 300)
     assert catch_up <= (STEADY_MAX + 10) * batches(300), catch_up
+
+
+@pytest.mark.parametrize("capped", [False, True])
+def test_an_ended_job_wakes_waiting_claims_only_when_that_can_make_work_claimable(
+    pg_catalog: Counted, tmp_path: Path, capped: bool
+) -> None:
+    """
+    Without a fleet-wide cap, a job that ends with nothing queued behind it on its
+    partition frees no work: its completion sends no NOTIFY. With a cap it may
+    let a waiting claim through, and does.
+    """
+    c = pg_catalog
+    work = WorkSignal(capped=capped)
+    ctx = replace(
+        c.ctx, uow=lambda: SqlUnitOfWork(c.db, work), work=work, max_running_jobs=capped * 8
+    )
+    grow(c, source(tmp_path), 0, 1)
+    enable(c, tmp_path, "PT1H")
+    jobs.request_backup(ctx, str(uuid.UUID(int=1)))
+    agent = Agent(
+        LocalLink(ctx, "a"), engine=ctx.engine, open_storage=ctx.open_storage, clock=c.clock
+    )
+    before = len(c.statements)
+    assert agent.run_once()
+    notifies = [q for q in c.statements[before:] if "pg_notify" in q]
+    assert len(notifies) == (1 if capped else 0)
+    with ctx.uow() as uow:
+        [backup] = uow.backups.list()
+    assert backup.partition_id == str(uuid.UUID(int=1))

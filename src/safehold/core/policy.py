@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 # Storage descriptions live in core.storage_spec; they are re-exported here, with
 # PolicyError, so that callers keep one import for everything about policies.
@@ -37,6 +37,7 @@ __all__ = [
     "BackupPolicy",
     "BasicRetention",
     "EffectiveConfig",
+    "EffectiveConfigs",
     "EntityRef",
     "FileShareStorage",
     "FrequencySchedule",
@@ -460,3 +461,39 @@ def effective_config(
     return EffectiveConfig(
         policy, policy_from, suspended, suspended_from if suspended else "Invalid"
     )
+
+
+class _InChain(Protocol):
+    @property
+    def partition_id(self) -> str: ...
+    @property
+    def application(self) -> str: ...
+    @property
+    def service(self) -> str: ...
+    def chain(self) -> list[EntityRef]: ...
+
+
+class EffectiveConfigs:
+    """
+    ``effective_config`` for many partitions, each service resolved once.
+
+    Most partitions inherit their protection from their service or application,
+    so only those with a mapping or suspension of their own are resolved apart:
+    a fleet-wide pass costs a dictionary lookup a partition.
+    """
+
+    def __init__(self, mappings: Mapping[EntityRef, str], suspensions: set[EntityRef]) -> None:
+        self._mappings, self._suspensions = mappings, suspensions
+        self._own = {e.key for e in (*mappings, *suspensions) if e.kind == "Partition"}
+        self._by_service: dict[tuple[str, str], EffectiveConfig] = {}
+
+    def of(self, p: _InChain) -> EffectiveConfig:
+        """The effective configuration of partition *p*."""
+        if p.partition_id in self._own:
+            return effective_config(p.chain(), self._mappings, self._suspensions)
+        svc = (p.application, p.service)
+        found = self._by_service.get(svc)
+        if found is None:
+            found = effective_config(p.chain()[:2], self._mappings, self._suspensions)
+            self._by_service[svc] = found
+        return found

@@ -29,11 +29,10 @@ from typing import Any
 from safehold.core.drill import DrillVerdict
 from safehold.core.errors import SafeholdError
 from safehold.core.policy import (
-    EffectiveConfig,
+    EffectiveConfigs,
     EntityRef,
     FrequencySchedule,
     Schedule,
-    effective_config,
     next_due,
 )
 from safehold.core.snapshot import format_time
@@ -128,18 +127,9 @@ def _compute(ctx: ServiceContext, partition_id: str | None = None) -> FleetHealt
         outcomes = uow.jobs.outcome_stats("backup") if whole else {}
         backup_bytes = uow.backups.total_bytes() if whole else 0
         verdicts, drill_states = drills.judge_partitions(uow, parts, now)
-    # Most partitions inherit from their service or application: resolve each
-    # service once, and only partitions with a mapping of their own apart.
-    own = {e.key for e in (*mappings, *suspended) if e.kind == "Partition"}
-    by_service: dict[tuple[str, str], EffectiveConfig] = {}
+    configs = EffectiveConfigs(mappings, suspended)
     for p in parts:
-        chain = p.chain()
-        if p.partition_id in own:
-            eff = effective_config(chain, mappings, suspended)
-        else:
-            eff = by_service.get((p.application, p.service)) or by_service.setdefault(
-                (p.application, p.service), effective_config(chain[:2], mappings, suspended)
-            )
+        eff = configs.of(p)
         last_good = p.last_backup_at
         if eff.policy_name is None:
             out.append(
@@ -157,7 +147,7 @@ def _compute(ctx: ServiceContext, partition_id: str | None = None) -> FleetHealt
             reason = f"backup policy {eff.policy_name!r} cannot be read"
             out.append(PartitionHealth(p.partition_id, "Error", reason, last_good))
             continue
-        entity = next(e for e in chain if e.kind == eff.policy_from)
+        entity = next(e for e in p.chain() if e.kind == eff.policy_from)
         since = last_good or enabled.get(EntityRef(entity.kind, entity.key)) or p.created_at
         out.append(_judge(p.partition_id, schedule, since, last_good, p, now))
     out = [_with_drills(h, verdicts.get(h.partition_id)) for h in out]

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from safehold.core.errors import SafeholdError
-from safehold.core.policy import BackupPolicy, effective_config
+from safehold.core.policy import BackupPolicy, EffectiveConfigs
 from safehold.core.retention_basic import BackupItem, apply_basic_retention, sweep_interval
 from safehold.core.snapshot import format_time
 from safehold.service.context import ServiceContext
@@ -142,8 +142,9 @@ def _verdicts(
     mappings = uow.mappings.all()
     policies: dict[str, BackupPolicy | None] = {}
     members: dict[str, BackupPolicy] = {}
+    configs = EffectiveConfigs(mappings, set())  # retention applies while suspended too
     for p in parts:
-        name = effective_config(p.chain(), mappings, set()).policy_name
+        name = configs.of(p).policy_name
         if name is None:
             continue
         if name not in policies:

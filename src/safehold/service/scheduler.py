@@ -37,10 +37,9 @@ from datetime import datetime, timedelta
 from safehold.core.errors import SafeholdError
 from safehold.core.policy import (
     BackupPolicy,
-    EffectiveConfig,
+    EffectiveConfigs,
     EntityRef,
     FrequencySchedule,
-    effective_config,
 )
 from safehold.core.slots import jitter, period, schedule_key, slot_after, slot_at_or_after
 from safehold.service.context import ServiceContext
@@ -140,17 +139,10 @@ def _protection(
     mappings = uow.mappings.all()
     suspended = uow.mappings.suspensions()
     enabled = uow.mappings.enabled_times()
-    own = {e.key for e in (*mappings, *suspended) if e.kind == "Partition"}
-    by_service: dict[tuple[str, str], EffectiveConfig] = {}
+    configs = EffectiveConfigs(mappings, suspended)
     out: list[tuple[PartitionRecord, _Plan | None]] = []
     for p in parts:
-        if p.partition_id in own:
-            eff = effective_config(p.chain(), mappings, suspended)
-        else:  # as most are: what their service inherits, resolved once per service
-            svc = (p.application, p.service)
-            eff = by_service.get(svc) or by_service.setdefault(
-                svc, effective_config(p.chain()[:2], mappings, suspended)
-            )
+        eff = configs.of(p)
         policy = None
         if eff.policy_name is not None and not eff.suspended:
             policy = policies.get(eff.policy_name)

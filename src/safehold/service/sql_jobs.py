@@ -55,9 +55,16 @@ class JobRepo(Repo):
     of work turns it into wake-ups for long-polled claims (``work_signal``).
     """
 
-    def __init__(self, conn: sa.Connection, on_work: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        conn: sa.Connection,
+        on_work: Callable[[int], None] | None = None,
+        *,
+        wake_on_every_end: bool = True,
+    ) -> None:
         super().__init__(conn)
         self._on_work = on_work or (lambda _n: None)
+        self._every_end = wake_on_every_end or conn.dialect.name != "postgresql"
 
     def get(self, job_id: str) -> JobRecord | None:
         """Return one job."""
@@ -107,16 +114,19 @@ class JobRepo(Repo):
 
         This is the fence every state change goes through: a sweep, a stale agent
         or a second controller cannot overwrite an outcome recorded meanwhile.
+        When the job ends, waiting claims are woken if that can make work claimable:
+        with *wake_on_every_end*, always; else (PostgreSQL) only if its partition
+        has another job queued, which the update returns.
         """
         values = {"_id": j.id, "_states": list(states), **_job_values(j)}
         if attempt is None:
             q = built(self.conn, "jobs.update_in", _update_in)
         else:
             q, values["_attempt"] = built(self.conn, "jobs.update_if", _update_if), attempt
-        done = bool(self.conn.execute(q, values).rowcount)
-        if done and j.state not in ACTIVE_STATES:
+        row = self.conn.execute(q, values).first()
+        if row is not None and j.state not in ACTIVE_STATES and (self._every_end or row.queued):
             self._on_work(1)
-        return done
+        return row is not None
 
     def claim_next(
         self, agent_id: str, incarnation: str | None, now: datetime, kinds: Sequence[str]
@@ -262,9 +272,19 @@ def _job_by_id(_dialect: str) -> Any:
 
 
 def _update_in(_dialect: str) -> Any:
-    c = t.jobs.c
+    c, q = t.jobs.c, t.jobs.alias("q")
     states: Any = sa.bindparam("_states", expanding=True)
-    return t.jobs.update().where(c.id == sa.bindparam("_id"), c.state.in_(states))
+    # Whether the partition has a job queued behind this one (see update_if).
+    queued = (
+        sa.select(q.c.id)
+        .where(q.c.partition_id == c.partition_id, q.c.state == "Accepted", q.c.id != c.id)
+        .exists()
+    )
+    return (
+        t.jobs.update()
+        .where(c.id == sa.bindparam("_id"), c.state.in_(states))
+        .returning(queued.label("queued"))
+    )
 
 
 def _update_if(dialect: str) -> Any:

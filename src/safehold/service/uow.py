@@ -29,7 +29,7 @@ from safehold.service.model import (
     PartitionBrief,
     PartitionRecord,
 )
-from safehold.service.sql_claim import claim_job
+from safehold.service.sql_claim import claim_job, job_for_report
 from safehold.service.sql_drills import AlertRepo, DrillRepo
 from safehold.service.sql_groups import GroupRecord, GroupRepo, PointRecord
 from safehold.service.sql_jobs import JobRepo
@@ -83,7 +83,11 @@ class SqlUnitOfWork:
         self.policies = PolicyRepo(self._conn)
         self.partitions = PartitionRepo(self._conn)
         self.mappings = MappingRepo(self._conn)
-        self.jobs = JobRepo(self._conn, self._work_created)
+        self.jobs = JobRepo(
+            self._conn,
+            self._work_created,
+            wake_on_every_end=self._work is None or self._work.capped,
+        )
         self.backups = BackupRepo(self._conn)
         self.agents = AgentRepo(self._conn)
         self.operations = OperationRepo(self._conn)
@@ -122,6 +126,10 @@ class SqlUnitOfWork:
     ) -> Claimed | None:
         """Claim a job for *agent_id*, with its partition and backups (``sql_claim``)."""
         return claim_job(self._conn, agent_id, incarnation, now, kinds)
+
+    def job_for_report(self, job_id: str) -> tuple[JobRecord, PartitionRecord | None] | None:
+        """The job an agent reports on, and its partition read under its lock (``sql_claim``)."""
+        return job_for_report(self._conn, job_id, self.lock_partition)
 
     def lock_partition(self, partition_id: str) -> PartitionRecord | None:
         """
@@ -370,6 +378,7 @@ class UnitOfWork(Protocol):
     def claim_job(
         self, agent_id: str, incarnation: str | None, now: datetime, kinds: Sequence[str]
     ) -> Claimed | None: ...
+    def job_for_report(self, job_id: str) -> tuple[JobRecord, PartitionRecord | None] | None: ...
     def __enter__(self) -> UnitOfWork: ...
     def __exit__(
         self, t_: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None

@@ -89,9 +89,17 @@ class Ticket:
 
 
 class WorkSignal:
-    """The queue of claimers waiting for work in this process."""
+    """
+    The queue of claimers waiting for work in this process.
 
-    def __init__(self) -> None:
+    *capped*: the fleet runs at most so many jobs at once, so any job that ends
+    may let a waiting claim through. Without a cap, an ended job makes new work
+    claimable only when its partition has another job queued (one job runs per
+    partition), and only then is a wake-up sent (``sql_jobs.JobRepo.update_if``).
+    """
+
+    def __init__(self, *, capped: bool = True) -> None:
+        self.capped = capped
         self._lock = threading.Lock()
         self._queue: deque[Ticket] = deque()
         self._closed = False

@@ -569,6 +569,11 @@ class FakeUnitOfWork:
         """Return the partition: fake transactions are serialised already."""
         return self.partitions.get(partition_id)
 
+    def job_for_report(self, job_id: str) -> tuple[JobRecord, PartitionRecord | None] | None:
+        """The job and its partition: fake transactions are serialised already."""
+        job = self.jobs.get(job_id)
+        return None if job is None else (job, self.partitions.get(job.partition_id))
+
     def claim_job(
         self, agent_id: str, incarnation: str | None, now: datetime, kinds: Sequence[str]
     ) -> Claimed | None:

@@ -226,9 +226,10 @@ def complete(ctx: ServiceContext, agent_id: str, job_id: str, outcome: Outcome) 
         JobNotRunning: the job is not this agent's, or the attempt is stale.
     """
     with ctx.uow() as uow:
-        job = uow.jobs.get(job_id)
-        if job is None or job.agent_id != agent_id:
+        found = uow.job_for_report(job_id)
+        if found is None or found[0].agent_id != agent_id:
             raise JobNotRunning(f"job {job_id} is not running on agent {agent_id}")
+        job, p = found
         if outcome.Attempt is not None and outcome.Attempt != job.attempt:
             raise JobNotRunning(
                 f"job {job_id} is on attempt {job.attempt}, not {outcome.Attempt}: "
@@ -236,7 +237,6 @@ def complete(ctx: ServiceContext, agent_id: str, job_id: str, outcome: Outcome) 
             )
         if job.kind == "backup" and outcome.State == "Success" and outcome.Snapshot is None:
             raise PolicyError("a successful backup must report its Snapshot")
-        p = uow.lock_partition(job.partition_id)
         if job.state not in RUNNING_STATES:
             _late(uow, job, p, outcome, ctx.clock())
             uow.commit()
