@@ -44,6 +44,7 @@ from safehold.service import (
     alerts,
     config_backup,
     drills,
+    group_schedule,
     jobs,
     notify,
     retention_sweep,
@@ -345,6 +346,7 @@ class Controller:
         report = scheduler.TickReport()
         scheduler.tick(self.ctx, report, budget=scheduler.BUDGET)
         drills.tick(self.ctx)
+        group_schedule.tick(self.ctx)
         jobs.sweep(self.ctx)
         config_backup.sweep(self.ctx)
         self.ticks.record(time.perf_counter() - started, report)
@@ -463,7 +465,7 @@ def build_controller(
             settings.password_file, create=True, default_file=data / "repository.password"
         )
         engine = RepoEngine(password, kdf=KdfParams(n=2**10) if settings.fast_kdf else None)
-    work = WorkSignal()
+    work = WorkSignal(capped=settings.max_running_jobs > 0)
     ctx = ServiceContext(
         uow=lambda: SqlUnitOfWork(db, work),
         secrets=box,

@@ -10,6 +10,7 @@ member of another group, a job running); 16 not found.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated, Any
 
@@ -53,6 +54,28 @@ def _say(text: str) -> None:
     console.print(text, markup=False, highlight=False)
 
 
+ScheduleHelp = (
+    "an ISO 8601 interval (PT1H: FrequencyBased) or an SF Schedule as JSON "
+    '({"ScheduleKind": "TimeBased", ...})'
+)
+
+
+def _schedule(value: str | None, option: str) -> dict[str, Any] | None:
+    """``PT1H`` is a FrequencyBased schedule; a JSON object is any SF schedule."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.startswith("{"):
+        return {"ScheduleKind": "FrequencyBased", "Interval": text}
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{option}: not JSON ({exc.msg})") from None
+    if not isinstance(doc, dict):
+        raise UsageError(f"{option}: give an interval or a JSON object")
+    return doc
+
+
 @group_app.command("create")
 def create(
     name: str,
@@ -67,12 +90,23 @@ def create(
             "exists in the restored directory (repeatable).",
         ),
     ] = None,
+    backup_schedule: Annotated[
+        str | None,
+        typer.Option("--backup-schedule", help=f"Back the group up on a schedule: {ScheduleHelp}."),
+    ] = None,
+    drill_schedule: Annotated[
+        str | None,
+        typer.Option("--drill-schedule", help=f"Drill the group on a schedule: {ScheduleHelp}."),
+    ] = None,
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
     token_file: TokenFileOpt = None,
     ca_cert: CaOpt = None,
 ) -> None:
-    """Create (or replace) group NAME with its member partitions and validators."""
+    """
+    Create (or replace) group NAME with its member partitions, validators and
+    schedules (a replaced group keeps only the schedules given again).
+    """
     validators = []
     for spec in blob_check or []:
         db, _, rest = spec.partition(":")
@@ -80,11 +114,21 @@ def create(
         if not (db and files and query):
             raise UsageError(f"--blob-check {spec!r}: give DB_PARTITION:DIR_PARTITION:SQL")
         validators.append({"Database": db, "Directory": files, "Query": query})
-    body = {"Members": members, "Validators": validators}
+    body: dict[str, Any] = {"Members": members, "Validators": validators}
+    for key, value, option in (
+        ("BackupSchedule", backup_schedule, "--backup-schedule"),
+        ("DrillSchedule", drill_schedule, "--drill-schedule"),
+    ):
+        sched = _schedule(value, option)
+        if sched is not None:
+            body[key] = sched
     doc = connect(url, token, token_file, ca_cert).call(
         "PUT", f"/safehold/groups/{name}", sf=False, json=body
     )
     _say(f"group {doc['Name']}: {len(doc['Members'])} member(s), {len(validators)} validator(s)")
+    for kind in ("Backup", "Drill"):
+        if doc.get(f"{kind}Schedule"):
+            _say(f"  {kind.lower()}s scheduled, next at {doc.get(f'Next{kind}Utc')}")
 
 
 @group_app.command("list")
@@ -129,10 +173,28 @@ def show(
         f"  validator {v['Kind']}: {v['Database']} -> {v['Directory']}: {v['Query']}"
         for v in doc["Validators"]
     ]
+    for kind in ("Backup", "Drill"):
+        sched = doc.get(f"{kind}Schedule")
+        if sched:
+            lines.append(
+                f"  {kind.lower()} schedule {_describe(sched)}, next {doc.get(f'Next{kind}Utc')}"
+            )
+        note = (doc.get("ScheduleNotes") or {}).get(kind)
+        if note:
+            lines.append(f"  last {kind.lower()} slot passed: {note}")
     for j in doc["Jobs"]:
         failure = f" ({j['Failure']['Message']})" if j["Failure"] else ""
-        lines.append(f"  {j['Kind']} {j['JobId']} {j['CreatedUtc']}: {j['State']}{failure}")
+        how = " (scheduled)" if j.get("Scheduled") else ""
+        lines.append(f"  {j['Kind']}{how} {j['JobId']} {j['CreatedUtc']}: {j['State']}{failure}")
     _say("\n".join(lines))
+
+
+def _describe(sched: dict[str, Any]) -> str:
+    if sched.get("ScheduleKind") == "FrequencyBased":
+        return f"every {sched.get('Interval')}"
+    days = ",".join(sched.get("RunDays") or [])
+    times = ",".join(str(t).split("T")[-1] for t in sched.get("RunTimes") or [])
+    return f"{sched.get('ScheduleFrequencyType')} {days} at {times}".replace("  ", " ")
 
 
 @group_app.command("delete")

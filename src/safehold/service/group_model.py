@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from safehold.core.errors import ConflictError, NotFoundError, UsageError
-from safehold.core.policy import EntityRef, StorageSpec
+from safehold.core.policy import EntityRef, PolicyError, Schedule, StorageSpec, parse_schedule
+from safehold.core.slots import slot_after, slot_at_or_after
 from safehold.core.snapshot import format_time
 from safehold.core.work import GroupMember, GroupValidator
 from safehold.service.context import ServiceContext
@@ -26,7 +28,7 @@ from safehold.service.model import (
     backup_id_for,
 )
 from safehold.service.policies import load_policy
-from safehold.service.sql_groups import GroupRecord, PointRecord
+from safehold.service.sql_groups import GroupRecord, GroupSchedule, PointRecord, SlotKind
 from safehold.service.storages import storage_key
 from safehold.service.uow import UnitOfWork
 
@@ -52,8 +54,12 @@ __all__ = [
     "last_storage",
     "member_partitions",
     "member_specs",
+    "next_slot",
+    "parse_group_schedule",
     "parse_validators",
+    "plan_schedule",
     "point_json",
+    "slot_key",
 ]
 
 GROUP_KINDS = ("group-backup", "group-restore")
@@ -115,6 +121,64 @@ def parse_validators(raw: object) -> list[GroupValidator]:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
         raise GroupInvalid(f"a validator: {where}: {first['msg']}") from None
+
+
+def parse_group_schedule(raw: object, field: str) -> Schedule | None:
+    """
+    A group's ``BackupSchedule`` or ``DrillSchedule``: an SF ``Schedule``
+    (``FrequencyBased`` or ``TimeBased``), checked as a policy's is, or None.
+
+    Raises:
+        PolicyError: 400 ``E_INVALIDARG``, naming the field.
+    """
+    if raw is None:
+        return None
+    try:
+        return parse_schedule(raw)
+    except PolicyError as exc:
+        raise PolicyError(f"{field}: {exc.message}") from None
+
+
+def slot_key(name: str, kind: SlotKind) -> str:
+    """What spreads a group's slots (``core.slots`` hashes it as it does a partition id)."""
+    return f"group-{kind}:{name}"
+
+
+def plan_schedule(
+    name: str,
+    kind: SlotKind,
+    schedule: Schedule | None,
+    old: GroupSchedule | None,
+    now: datetime,
+    spread: float,
+) -> GroupSchedule | None:
+    """
+    The schedule a group's definition gives it: an unchanged schedule keeps its
+    anchor and next slot; a new or changed one is anchored *now* and is due at
+    its first slot (at once with no spread, as a partition newly protected).
+    """
+    if schedule is None:
+        return None
+    doc = schedule.to_json()
+    if old is not None and old.doc == doc and old.next_at is not None:
+        return GroupSchedule(doc, old.since, old.next_at)
+    first = slot_at_or_after(
+        schedule, now, anchor=now, partition_id=slot_key(name, kind), spread=spread
+    )
+    return GroupSchedule(doc, now, first)
+
+
+def next_slot(
+    name: str, kind: SlotKind, s: GroupSchedule, after: datetime, spread: float
+) -> datetime:
+    """The group's first *kind* slot strictly after *after* (missed slots are not caught up)."""
+    return slot_after(
+        parse_schedule(s.doc),
+        after,
+        anchor=s.since,
+        partition_id=slot_key(name, kind),
+        spread=spread,
+    )
 
 
 def check_validator(v: GroupValidator, parts: dict[str, PartitionRecord]) -> None:
@@ -184,8 +248,19 @@ def group_json(uow: UnitOfWork, g: GroupRecord) -> dict[str, Any]:
         "Members": g.members,
         "Validators": g.validators,
         "CreatedUtc": format_time(g.created_at) if g.created_at else None,
+        "BackupSchedule": g.backup.doc if g.backup else None,
+        "DrillSchedule": g.drill.doc if g.drill else None,
+        "NextBackupUtc": _next(g.backup),
+        "NextDrillUtc": _next(g.drill),
+        "ScheduleNotes": {
+            k: s.note for k, s in (("Backup", g.backup), ("Drill", g.drill)) if s and s.note
+        },
         "Jobs": [job_json(j) for j in group_jobs(uow, g)],
     }
+
+
+def _next(s: GroupSchedule | None) -> str | None:
+    return format_time(s.next_at) if s is not None and s.next_at is not None else None
 
 
 def job_json(j: JobRecord) -> dict[str, Any]:
@@ -194,6 +269,7 @@ def job_json(j: JobRecord) -> dict[str, Any]:
         "Kind": j.kind,
         "Group": j.params.get("group"),
         "State": j.state,
+        "Scheduled": j.scheduled,
         "CreatedUtc": format_time(j.created_at),
         "FinishedUtc": format_time(j.finished_at) if j.finished_at else None,
         "Agent": j.agent_id,

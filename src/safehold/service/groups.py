@@ -23,11 +23,16 @@ snapshots, so nothing that is polled runs it.
 
 All members must back up to one storage (their effective policies'), since
 one repository holds the point: a PostgreSQL member's WAL archive must be in it.
+
+A group may carry a ``BackupSchedule`` and a ``DrillSchedule`` (SF schedules);
+``service.group_schedule`` starts the same backup and drill as the requests here,
+through ``backup_storage`` + ``accept_backup`` and ``accept_restore``.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -57,7 +62,9 @@ from safehold.service.group_model import (
     last_storage,
     member_partitions,
     member_specs,
+    parse_group_schedule,
     parse_validators,
+    plan_schedule,
     point_json,
 )
 from safehold.service.group_points import list_points, record_outcome, sync_points
@@ -74,6 +81,10 @@ __all__ = [
     "GroupMemberTaken",
     "GroupNotFound",
     "GroupPointNotFound",
+    "RestoreArgs",
+    "accept_backup",
+    "accept_restore",
+    "backup_storage",
     "delete_group",
     "get_group",
     "get_job",
@@ -83,6 +94,7 @@ __all__ = [
     "record_outcome",
     "request_backup",
     "request_restore",
+    "restore_args",
     "sync_points",
 ]
 
@@ -91,11 +103,14 @@ __all__ = [
 
 def put_group(ctx: ServiceContext, name: str, body: object) -> dict[str, Any]:
     """
-    Create or replace group *name*: ``{"Members": [partition ids], "Validators": [...]}``.
+    Create or replace group *name*: ``{"Members": [partition ids], "Validators": [...],
+    "BackupSchedule": {...}, "DrillSchedule": {...}}`` (schedules optional: SF's
+    ``FrequencyBased`` or ``TimeBased`` schedule objects).
 
     Raises:
         GroupInvalid: a bad name, no members, an unknown partition, a source no
             group can hold, a repeated member, a validator naming a non-member.
+        PolicyError: a bad schedule (400 ``E_INVALIDARG``, naming the field).
         GroupMemberTaken: a member is in another group.
     """
     check_name(name)
@@ -107,6 +122,8 @@ def put_group(ctx: ServiceContext, name: str, body: object) -> dict[str, Any]:
     if len(set(ids)) != len(ids):
         raise GroupInvalid("a partition is listed twice among the members")
     validators = parse_validators(body.get("Validators") or [])
+    backup_schedule = parse_group_schedule(body.get("BackupSchedule"), "BackupSchedule")
+    drill_schedule = parse_group_schedule(body.get("DrillSchedule"), "DrillSchedule")
     with ctx.uow() as uow:
         parts = member_partitions(uow, ids)
         for v in validators:
@@ -115,8 +132,19 @@ def put_group(ctx: ServiceContext, name: str, body: object) -> dict[str, Any]:
         if taken:
             pid, other = next(iter(taken.items()))
             raise GroupMemberTaken(f"partition {pid} is a member of group {other!r} already")
-        rec = GroupRecord(name, ids, [v.model_dump() for v in validators])
-        uow.groups.put(rec, ctx.clock())
+        old, now, spread = uow.groups.get(name), ctx.clock(), ctx.schedule_spread
+        rec = GroupRecord(
+            name,
+            ids,
+            [v.model_dump() for v in validators],
+            backup=plan_schedule(
+                name, "backup", backup_schedule, old.backup if old else None, now, spread
+            ),
+            drill=plan_schedule(
+                name, "drill", drill_schedule, old.drill if old else None, now, spread
+            ),
+        )
+        uow.groups.put(rec, now)
         uow.commit()
         return group_json(uow, uow.groups.get(name) or rec)
 
@@ -157,6 +185,23 @@ def request_backup(
         StorageError (the storage cannot be reached).
     """
     timeout = _timeout(timeout_minutes)
+    storage = backup_storage(ctx, name, storage_doc)
+    with ctx.uow() as uow:
+        job = accept_backup(ctx, uow, name, storage, timeout)
+        uow.commit()
+    return job
+
+
+def backup_storage(
+    ctx: ServiceContext, name: str, storage_doc: object | None = None
+) -> StorageSpec:
+    """
+    The storage a backup of group *name* goes to, its repository made ready: a
+    backup's first step, with its storage I/O outside any catalog transaction.
+
+    Raises:
+        as ``request_backup`` (GroupBusy: as read now; ``accept_backup`` checks again).
+    """
     explicit = parse_storage(storage_doc, "BackupStorage") if storage_doc is not None else None
     with ctx.uow() as uow:
         g = get_record(uow, name)
@@ -164,31 +209,46 @@ def request_backup(
         storage = explicit or _default_storage(ctx, uow, g, parts)
         _refuse_if_busy(uow, g)
     ensure_repository(ctx, storage)  # outside the transaction: it may wait on the storage
-    with ctx.uow() as uow:
-        parts = _lock(uow, get_record(uow, name))
-        _refuse_if_busy(uow, get_record(uow, name))
-        now = ctx.clock()
-        job = JobRecord(
-            id=str(uuid.uuid4()),
-            partition_id=anchor(parts).partition_id,
-            kind="group-backup",
-            state="Accepted",
-            scheduled=False,
-            created_at=now,
-            deadline=now + timeout,
-            params={
-                "storage": ctx.secrets.seal_storage(storage.to_json()),
-                "group": name,
-                "members": member_specs(parts),
-                "epochs": {
-                    pid: [p.epoch.data_loss_number, p.epoch.configuration_number]
-                    for pid, p in parts.items()
-                },
-                "lsns": {pid: p.lsn + 1 for pid, p in parts.items()},
+    return storage
+
+
+def accept_backup(
+    ctx: ServiceContext,
+    uow: UnitOfWork,
+    name: str,
+    storage: StorageSpec,
+    timeout: timedelta,
+    *,
+    scheduled: bool = False,
+) -> JobRecord:
+    """
+    A backup's second step, in the caller's transaction (which commits): lock
+    the members, refuse a busy group, and save the ``group-backup`` job. A
+    *scheduled* one (``group_schedule``) is refused by any job of a member.
+    """
+    parts = _lock(uow, get_record(uow, name))
+    _refuse_if_busy(uow, get_record(uow, name), strict=scheduled)
+    now = ctx.clock()
+    job = JobRecord(
+        id=str(uuid.uuid4()),
+        partition_id=anchor(parts).partition_id,
+        kind="group-backup",
+        state="Accepted",
+        scheduled=scheduled,
+        created_at=now,
+        deadline=now + timeout,
+        params={
+            "storage": ctx.secrets.seal_storage(storage.to_json()),
+            "group": name,
+            "members": member_specs(parts),
+            "epochs": {
+                pid: [p.epoch.data_loss_number, p.epoch.configuration_number]
+                for pid, p in parts.items()
             },
-        )
-        uow.jobs.save(job)
-        uow.commit()
+            "lsns": {pid: p.lsn + 1 for pid, p in parts.items()},
+        },
+    )
+    uow.jobs.save(job)
     return job
 
 
@@ -218,9 +278,16 @@ def _lock(uow: UnitOfWork, g: GroupRecord) -> dict[str, PartitionRecord]:
     return member_partitions(uow, g.members)
 
 
-def _refuse_if_busy(uow: UnitOfWork, g: GroupRecord) -> None:
+def _refuse_if_busy(uow: UnitOfWork, g: GroupRecord, *, strict: bool = False) -> None:
+    """
+    Refuse a group job while the group has one, or a member a restore or
+    on-demand backup (*strict*, for the scheduler: any job of a member).
+    """
     if active_jobs(uow, g):
         raise GroupBusy(f"group {g.name!r} has a job accepted or running")
+    busy = sorted(uow.jobs.busy_partitions(g.members)) if strict else []
+    if busy:
+        raise GroupBusy(f"group {g.name!r}: member {busy[0]} has a job accepted or running")
     for pid in g.members:
         try:
             refuse_if_busy(uow, pid)
@@ -229,6 +296,27 @@ def _refuse_if_busy(uow: UnitOfWork, g: GroupRecord) -> None:
 
 
 # --- Restores and drills ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RestoreArgs:
+    """A restore or drill request, checked: the point (an id or a time) and the timeout."""
+
+    point_id: object
+    at: object
+    timeout: timedelta
+    drill: bool
+
+
+def restore_args(body: object, *, drill: bool) -> RestoreArgs:
+    """Check a restore's or drill's body (GroupInvalid, PolicyError: 400)."""
+    doc = body if isinstance(body, dict) else {}
+    point_id, at = doc.get("Point"), doc.get("Time")
+    if point_id is not None and at is not None:
+        raise GroupInvalid("give Point or Time, not both")
+    if point_id is None and at is None and not drill:
+        raise GroupInvalid('give {"Point": id} or {"Time": "2026-12-01T14:03:07Z"}')
+    return RestoreArgs(point_id, at, _timeout(int(doc.get("TimeoutMinutes", 60))), drill)
 
 
 def request_restore(
@@ -243,68 +331,81 @@ def request_restore(
         GroupNotFound, GroupPointNotFound, GroupInvalid (no such point time, a
         member without a restore target), GroupBusy.
     """
-    doc = body if isinstance(body, dict) else {}
-    point_id, at = doc.get("Point"), doc.get("Time")
-    if point_id is not None and at is not None:
-        raise GroupInvalid("give Point or Time, not both")
-    if point_id is None and at is None and not drill:
-        raise GroupInvalid('give {"Point": id} or {"Time": "2026-12-01T14:03:07Z"}')
-    timeout = _timeout(int(doc.get("TimeoutMinutes", 60)))
-    sync_points(ctx, name)
+    args = restore_args(body, drill=drill)
+    sync_points(ctx, name)  # storage I/O: before the transaction
     with ctx.uow() as uow:
-        g = get_record(uow, name)
-        point = _choose_point(uow, g, point_id, at)
-        parts = _lock(uow, g)
-        missing = [pid for pid in g.members if pid not in point.members]
-        if missing:
-            raise GroupInvalid(
-                f"point {point.id} has no snapshot of member {missing[0]} (it joined later)"
-            )
-        if not drill:
-            for p in parts.values():
-                if p.source.startswith("postgres:") and not (p.restore_to or "").startswith(
-                    "pgdata:"
-                ):
-                    raise GroupInvalid(
-                        f"member {p.partition_id} restores into a data directory: "
-                        "register its restore target as pgdata:PATH"
-                    )
-        _refuse_if_busy(uow, g)
-        now = ctx.clock()
-        ref = GroupPointRef(
-            Group=name,
-            Time=format_time(point.time),
-            RestorePoint=point.restore_point,
-            SnapshotId=point.snapshot_id,
-            Members={pid: SnapshotRef(Id=sid, Time="") for pid, sid in point.members.items()},
-        )
-        job = JobRecord(
-            id=str(uuid.uuid4()),
-            partition_id=anchor(parts).partition_id,
-            kind="group-restore",
-            state="Accepted",
-            scheduled=False,
-            created_at=now,
-            deadline=now + timeout,
-            params={
-                "storage": point.storage,
-                "group": name,
-                "point_id": point.id,
-                "members": member_specs(parts),
-                "point": ref.model_dump(),
-                "validators": g.validators,
-                "drill": drill,
-            }
-            | ({"drill_id": str(uuid.uuid4())} if drill else {}),
-        )
-        uow.jobs.save(job)
-        if drill:
-            _drill_run(uow, job, point, now)
+        job = accept_restore(ctx, uow, name, args)
         uow.commit()
     return job
 
 
-def _drill_run(uow: UnitOfWork, job: JobRecord, point: PointRecord, now: datetime) -> None:
+def accept_restore(
+    ctx: ServiceContext,
+    uow: UnitOfWork,
+    name: str,
+    args: RestoreArgs,
+    *,
+    scheduled: bool = False,
+) -> JobRecord:
+    """
+    A restore's or drill's step in the catalog, in the caller's transaction
+    (which commits; ``sync_points`` ran before it): choose the point, lock the
+    members, refuse a busy group, save the ``group-restore`` job (and a drill's
+    run: trigger ``Schedule`` when *scheduled*, as ``accept_backup``).
+    """
+    drill = args.drill
+    g = get_record(uow, name)
+    point = _choose_point(uow, g, args.point_id, args.at)
+    parts = _lock(uow, g)
+    missing = [pid for pid in g.members if pid not in point.members]
+    if missing:
+        raise GroupInvalid(
+            f"point {point.id} has no snapshot of member {missing[0]} (it joined later)"
+        )
+    if not drill:
+        for p in parts.values():
+            if p.source.startswith("postgres:") and not (p.restore_to or "").startswith("pgdata:"):
+                raise GroupInvalid(
+                    f"member {p.partition_id} restores into a data directory: "
+                    "register its restore target as pgdata:PATH"
+                )
+    _refuse_if_busy(uow, g, strict=scheduled)
+    now = ctx.clock()
+    ref = GroupPointRef(
+        Group=name,
+        Time=format_time(point.time),
+        RestorePoint=point.restore_point,
+        SnapshotId=point.snapshot_id,
+        Members={pid: SnapshotRef(Id=sid, Time="") for pid, sid in point.members.items()},
+    )
+    job = JobRecord(
+        id=str(uuid.uuid4()),
+        partition_id=anchor(parts).partition_id,
+        kind="group-restore",
+        state="Accepted",
+        scheduled=scheduled,
+        created_at=now,
+        deadline=now + args.timeout,
+        params={
+            "storage": point.storage,
+            "group": name,
+            "point_id": point.id,
+            "members": member_specs(parts),
+            "point": ref.model_dump(),
+            "validators": g.validators,
+            "drill": drill,
+        }
+        | ({"drill_id": str(uuid.uuid4())} if drill else {}),
+    )
+    uow.jobs.save(job)
+    if drill:
+        _drill_run(uow, job, point, now, "Schedule" if scheduled else "Manual")
+    return job
+
+
+def _drill_run(
+    uow: UnitOfWork, job: JobRecord, point: PointRecord, now: datetime, trigger: str
+) -> None:
     """
     Record a group drill as a drill run of the anchor partition (the job's), so that
     it shows in the drill history, metrics and health as any drill does; its
@@ -315,7 +416,7 @@ def _drill_run(uow: UnitOfWork, job: JobRecord, point: PointRecord, now: datetim
         partition_id=job.partition_id,
         policy_name=f"group:{point.group}",
         job_id=job.id,
-        trigger="Manual",
+        trigger=trigger,
         state="Accepted",
         created_at=now,
         backup_id=backup_id_for(point.members[job.partition_id]),

@@ -1,9 +1,11 @@
 """
 The catalog store of consistency groups (``GroupRepo``, ``uow.groups``), and its tables.
 
-The tables belong to the catalog (revision 0006); they are declared here, beside
-the only code that reads them. Every method runs on the unit of work's
-connection, inside its transaction.
+The tables belong to the catalog (revisions 0006 and 0007); they are declared
+here, beside the only code that reads them. Every method runs on the unit of
+work's connection, inside its transaction. The schedules' slots (``due``,
+``take_slot``, ``note``) are methods of ``GroupRepo`` only, not of the
+``GroupStore`` protocol: ``service.group_schedule`` runs on the SQL catalog.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import builtins
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
 from safehold.service import catalog as t
 
-__all__ = ["GroupRecord", "GroupRepo", "PointRecord"]
+__all__ = ["GroupRecord", "GroupRepo", "GroupSchedule", "PointRecord", "SlotKind"]
+
+#: The two things a group is scheduled for.
+SlotKind = Literal["backup", "drill"]
 
 groups = sa.Table(
     "consistency_groups",
@@ -26,6 +31,12 @@ groups = sa.Table(
     sa.Column("name", sa.String(128), primary_key=True),
     sa.Column("doc", sa.Text, nullable=False),
     sa.Column("created_at", t.UTCDateTime, nullable=False),
+    sa.Column("next_backup_at", t.UTCDateTime),
+    sa.Column("next_drill_at", t.UTCDateTime),
+    sa.Column("backup_note", sa.Text),
+    sa.Column("drill_note", sa.Text),
+    sa.Index("ix_consistency_groups_next_backup", "next_backup_at"),
+    sa.Index("ix_consistency_groups_next_drill", "next_drill_at"),
 )
 members = sa.Table(
     "consistency_group_members",
@@ -53,13 +64,28 @@ points = sa.Table(
 
 
 @dataclass
+class GroupSchedule:
+    """
+    A group's backup or drill schedule: the SF ``Schedule`` document (as
+    ``core.policy`` writes it), since when (its slots' anchor), and the next slot.
+    """
+
+    doc: dict[str, Any]
+    since: datetime
+    next_at: datetime | None = None
+    note: str | None = None  # why the scheduler last let a slot pass (read only)
+
+
+@dataclass
 class GroupRecord:
-    """A consistency group: its member partitions, in order, and its validators."""
+    """A consistency group: its member partitions, in order, its validators, its schedules."""
 
     name: str
     members: list[str]
     validators: list[dict[str, Any]] = field(default_factory=list)
     created_at: datetime | None = None
+    backup: GroupSchedule | None = None
+    drill: GroupSchedule | None = None
 
 
 @dataclass
@@ -102,7 +128,14 @@ class GroupRepo:
         ids = self.conn.execute(
             sa.select(c.partition_id).where(c.group_name == row.name).order_by(c.position)
         ).scalars()
-        return GroupRecord(row.name, list(ids), list(doc.get("validators", [])), row.created_at)
+        return GroupRecord(
+            row.name,
+            list(ids),
+            list(doc.get("validators", [])),
+            row.created_at,
+            _schedule(doc.get("backup_schedule"), row.next_backup_at, row.backup_note),
+            _schedule(doc.get("drill_schedule"), row.next_drill_at, row.drill_note),
+        )
 
     def group_of(self, partition_ids: builtins.list[str]) -> dict[str, str]:
         """The group each of *partition_ids* belongs to (those in none are left out)."""
@@ -111,13 +144,41 @@ class GroupRepo:
         return {r.partition_id: r.group_name for r in self.conn.execute(q)}
 
     def put(self, g: GroupRecord, now: datetime) -> None:
-        """Create or replace group *g* and its membership (the caller checked the members)."""
-        doc = json.dumps({"validators": g.validators})
+        """
+        Create or replace group *g*, its membership and its schedules (the caller
+        checked the members and chose the next slots).
+
+        A schedule the stored group has already keeps its anchor and its next slot
+        as stored, read under the row's lock: a scheduler that took the slot
+        since the caller read it is not undone.
+        """
+        row = self.conn.execute(
+            sa.select(groups.c.doc, groups.c.next_backup_at, groups.c.next_drill_at)
+            .where(groups.c.name == g.name)
+            .with_for_update()
+        ).first()
+        backup, drill = g.backup, g.drill
+        if row is not None:
+            old = json.loads(row.doc)
+            backup = _kept(backup, old.get("backup_schedule"), row.next_backup_at)
+            drill = _kept(drill, old.get("drill_schedule"), row.next_drill_at)
+        doc = json.dumps(
+            {
+                "validators": g.validators,
+                "backup_schedule": _schedule_doc(backup),
+                "drill_schedule": _schedule_doc(drill),
+            }
+        )
+        values: dict[str, Any] = {
+            "doc": doc,
+            "next_backup_at": backup.next_at if backup else None,
+            "next_drill_at": drill.next_at if drill else None,
+        }
         self.conn.execute(members.delete().where(members.c.group_name == g.name))
-        if self.get(g.name) is None:
-            self.conn.execute(groups.insert().values(name=g.name, doc=doc, created_at=now))
+        if row is None:
+            self.conn.execute(groups.insert().values(name=g.name, created_at=now, **values))
         else:
-            self.conn.execute(groups.update().where(groups.c.name == g.name).values(doc=doc))
+            self.conn.execute(groups.update().where(groups.c.name == g.name).values(**values))
         if g.members:
             self.conn.execute(
                 members.insert(),
@@ -126,6 +187,38 @@ class GroupRepo:
                     for i, pid in enumerate(g.members)
                 ],
             )
+
+    def due(self, kind: SlotKind, now: datetime, limit: int) -> builtins.list[tuple[str, datetime]]:
+        """The groups whose next *kind* slot is at or before *now*, and that slot; oldest first."""
+        col = _slot_column(kind)
+        q = (
+            sa.select(groups.c.name, col)
+            .where(col <= now)
+            .order_by(col, groups.c.name)
+            .limit(limit)
+        )
+        return [(r[0], r[1]) for r in self.conn.execute(q)]
+
+    def take_slot(
+        self, name: str, kind: SlotKind, read: datetime, nxt: datetime | None, note: str | None
+    ) -> bool:
+        """
+        Move group *name*'s *kind* slot from *read* to *nxt*, only if it still is
+        *read*; return whether it moved. Of two schedulers that read one slot,
+        only one takes it; the row stays locked until the transaction ends.
+        """
+        col = _slot_column(kind)
+        q = (
+            groups.update()
+            .where(groups.c.name == name, col == read)
+            .values({col.name: nxt, f"{kind}_note": note})
+        )
+        return int(self.conn.execute(q).rowcount or 0) == 1
+
+    def note(self, name: str, kind: SlotKind, note: str | None) -> None:
+        """Say why group *name*'s last *kind* slot passed without a job (None: it did not)."""
+        q = groups.update().where(groups.c.name == name).values({f"{kind}_note": note})
+        self.conn.execute(q)
 
     def delete(self, name: str) -> None:
         """Forget group *name*, its members and its points (the storage keeps the points)."""
@@ -156,6 +249,28 @@ class GroupRepo:
         c = points.c
         q = sa.select(points).where(c.group_name == name).order_by(c.time, c.id)
         return [_point(r) for r in self.conn.execute(q)]
+
+
+def _slot_column(kind: SlotKind) -> sa.Column[Any]:
+    return groups.c.next_backup_at if kind == "backup" else groups.c.next_drill_at
+
+
+def _schedule_doc(s: GroupSchedule | None) -> dict[str, Any] | None:
+    return None if s is None else {"schedule": s.doc, "since": s.since.isoformat()}
+
+
+def _kept(new: GroupSchedule | None, raw: Any, next_at: datetime | None) -> GroupSchedule | None:
+    """*new*, or the stored schedule (anchor, next slot) if it is the same schedule."""
+    old = _schedule(raw, next_at, None)
+    if new is None or old is None or old.doc != new.doc or old.next_at is None:
+        return new
+    return GroupSchedule(new.doc, old.since, old.next_at)
+
+
+def _schedule(raw: Any, next_at: datetime | None, note: str | None) -> GroupSchedule | None:
+    if not raw:
+        return None
+    return GroupSchedule(dict(raw["schedule"]), datetime.fromisoformat(raw["since"]), next_at, note)
 
 
 def _point(row: Any) -> PointRecord:

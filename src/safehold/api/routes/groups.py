@@ -30,17 +30,26 @@ def list_groups(ctx: CtxDep, _p: ReaderDep) -> list[dict[str, Any]]:
 @router.put("/{name}")
 def put_group(ctx: CtxDep, _p: AdminDep, name: str, body: JsonBody) -> dict[str, Any]:
     """
-    Create or replace a group: ``{"Members": [partition ids], "Validators": [...]}``.
+    Create or replace a group: ``{"Members": [partition ids], "Validators": [...],
+    "BackupSchedule": {...}, "DrillSchedule": {...}}``. The schedules are optional
+    SF ``Schedule`` objects (``FrequencyBased`` with an ``Interval``, or
+    ``TimeBased``): the leader then starts the group's backup or drill at each
+    slot, as ``POST …/backup`` and ``POST …/drill`` do.
 
-    400 for an unknown partition or a source a group cannot hold (``dir:`` and
-    ``postgres:`` only); 409 when a member is in another group.
+    400 for an unknown partition, a source a group cannot hold (``dir:`` and
+    ``postgres:`` only) or a bad schedule (``E_INVALIDARG``); 409 when a member
+    is in another group.
     """
     return groups.put_group(ctx, name, body)
 
 
 @router.get("/{name}")
 def get_group(ctx: CtxDep, _p: ReaderDep, name: str) -> dict[str, Any]:
-    """One group, its members, validators and newest backup and restore jobs."""
+    """
+    One group: its members, validators, schedules with their next slots
+    (``NextBackupUtc``, ``NextDrillUtc``, and ``ScheduleNotes``: why a slot last
+    passed without a job), and its newest backup and restore jobs.
+    """
     return groups.get_group(ctx, name)
 
 
