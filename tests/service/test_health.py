@@ -51,3 +51,21 @@ def test_health_follows_the_schedule(
     assert state == "Warning"
     assert "suspended" in reason
     assert health.health_of(ctx, P2).state == "Ok"
+
+
+def test_a_fleet_view_ranks_error_then_warning_then_ok_once_for_every_reader() -> None:
+    """What GET /safehold/health and /health/summary return, from one ranking a view."""
+    from datetime import UTC, datetime
+
+    states = ["Ok", "Error", "Warning", "Ok", "Error", "Ok"]
+    view = health.FleetHealth(
+        datetime(2026, 12, 2, tzinfo=UTC),
+        [health.PartitionHealth(f"p{i}", s, "why", None) for i, s in enumerate(states)],
+        {},
+        0,
+    )
+    assert [h.partition_id for h in view.ranked()] == ["p1", "p4", "p2", "p0", "p3", "p5"]
+    assert [h.partition_id for h in view.ranked("Error")] == ["p1", "p4"]
+    assert view.ranked("Bogus") == []
+    assert view.counts() == {"Ok": 3, "Warning": 1, "Error": 2}
+    assert view.ranked() is view.ranked()  # ranked once, shared

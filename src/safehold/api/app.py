@@ -11,6 +11,7 @@ become a 500 ``E_UNEXPECTED`` whose message reveals nothing.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -139,14 +140,21 @@ def create_app(ctx: ServiceContext, tokens: TokenStore) -> FastAPI:
         return {"Status": "Ok", "Version": safehold.__version__, "Leader": app.state.leading}
 
     rendered: list[tuple[float, bytes]] = []
+    rendering = threading.Lock()
 
     @app.get("/metrics", tags=["Service"])
     def metrics(_p: ReaderDep) -> Response:
         """Prometheus metrics: backups by outcome, durations, bytes, age of the last good backup."""
-        # Scrapes within the fleet view's lifetime share one rendering.
-        now = time.monotonic()
-        if not rendered or now - rendered[-1][0] >= app.state.fleet.ttl:
-            rendered[:] = [(now, generate_latest(registry))]
+        # Scrapes within the fleet view's lifetime share one rendering, and one
+        # scrape renders at a time (a large fleet's rendering is per partition):
+        # the others get the previous one meanwhile, or wait for the first.
+        stale = not rendered or time.monotonic() - rendered[-1][0] >= app.state.fleet.ttl
+        if stale and rendering.acquire(blocking=not rendered):
+            try:
+                if not rendered or time.monotonic() - rendered[-1][0] >= app.state.fleet.ttl:
+                    rendered[:] = [(time.monotonic(), generate_latest(registry))]
+            finally:
+                rendering.release()
         return Response(rendered[-1][1], media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -88,13 +88,26 @@ class FleetHealth:
     # What the view was computed from, for the alert loop to reuse (``alerts.conditions``).
     briefs: list[PartitionView] = field(default_factory=list)
     drill_verdicts: dict[str, DrillVerdict] = field(default_factory=dict)
+    _ranked: list[dict[str, list[PartitionHealth]]] = field(default_factory=list, repr=False)
 
     def counts(self) -> dict[str, int]:
         """How many partitions are in each health state."""
-        out = {"Ok": 0, "Warning": 0, "Error": 0}
-        for h in self.partitions:
-            out[h.state] = out.get(h.state, 0) + 1
-        return out
+        return {state: len(self.ranked(state)) for state in ("Ok", "Warning", "Error")}
+
+    def ranked(self, state: str | None = None) -> list[PartitionHealth]:
+        """
+        The partitions in *state* (all when None), Error first, then Warning, then
+        Ok, each in partition order. Computed once per view, whichever request
+        asks first: a request then costs what it returns, not the fleet's size.
+        """
+        if not self._ranked:
+            by: dict[str, list[PartitionHealth]] = {"Error": [], "Warning": [], "Ok": []}
+            for h in self.partitions:
+                by.setdefault(h.state, []).append(h)
+            # Built whole, then published: a concurrent caller sees all or nothing
+            # (two may both build it; they build the same).
+            self._ranked.append({**by, "": [h for hs in by.values() for h in hs]})
+        return self._ranked[0].get(state or "", [])
 
 
 def _period(schedule: Schedule, ref: datetime) -> timedelta:

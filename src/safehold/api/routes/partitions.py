@@ -87,8 +87,7 @@ def list_health(
     is shared by concurrent callers and at most a second old.
     """
     view = request.app.state.fleet.get(ctx)
-    items = [h for h in view.partitions if state is None or h.state == state]
-    items.sort(key=lambda h: _SEVERITY.get(h.state, 0), reverse=True)
+    items = view.ranked(state)
     if max_results is not None:
         if max_results < 0:
             raise PolicyError("MaxResults must be 0 or more")
@@ -100,15 +99,8 @@ def list_health(
 def health_summary(ctx: CtxDep, _p: ReaderDep, request: Request) -> dict[str, Any]:
     """How many partitions are Ok, Warning and Error, and the first 100 that are not Ok."""
     view = request.app.state.fleet.get(ctx)
-    bad = sorted(
-        (h for h in view.partitions if h.state != "Ok"),
-        key=lambda h: _SEVERITY.get(h.state, 0),
-        reverse=True,
-    )
+    bad = view.ranked("Error")[:100] + view.ranked("Warning")[:100]
     return {"Counts": view.counts(), "Unhealthy": [h.to_json() for h in bad[:100]]}
-
-
-_SEVERITY = {"Error": 2, "Warning": 1, "Ok": 0}
 
 
 @router.get("/partitions/{partition_id}/health")
