@@ -262,9 +262,19 @@ class BackupRepo(Repo):
         service: str | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
+        offset: int = 0,
+        limit: int | None = None,
     ) -> list[BackupRecord]:
-        """Return backups, oldest first, filtered by entity and creation time (inclusive)."""
-        if partition_id is not None and (application, service, start, end) == (None,) * 4:
+        """
+        Return backups, oldest first, filtered by entity and creation time (inclusive);
+        from the *offset*-th, at most *limit* of them (a page, read as one).
+        """
+        paged = offset or limit is not None
+        if (
+            partition_id is not None
+            and (application, service, start, end) == (None,) * 4
+            and not paged
+        ):
             mine = built(self.conn, "backups.of_partition", _backups_of_partition)
             return [_backup(r) for r in self.conn.execute(mine, {"_pid": partition_id})]
         q = sa.select(t.backups).order_by(t.backups.c.created_at, t.backups.c.backup_id)
@@ -278,6 +288,8 @@ class BackupRepo(Repo):
             q = q.where(t.backups.c.created_at >= start)
         if end is not None:
             q = q.where(t.backups.c.created_at <= end)
+        if paged:
+            q = q.offset(offset).limit(limit)
         return [_backup(r) for r in self.conn.execute(q)]
 
     def add(self, b: BackupRecord) -> None:

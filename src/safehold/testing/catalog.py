@@ -428,6 +428,8 @@ class _FakeBackups:
         service: str | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
+        offset: int = 0,
+        limit: int | None = None,
     ) -> list[BackupRecord]:
         out = [
             b
@@ -438,7 +440,9 @@ class _FakeBackups:
             and (start is None or b.created_at >= start)
             and (end is None or b.created_at <= end)
         ]
-        return [copy.deepcopy(b) for b in sorted(out, key=lambda b: (b.created_at, b.backup_id))]
+        ordered = sorted(out, key=lambda b: (b.created_at, b.backup_id))
+        stop = None if limit is None else offset + limit
+        return [copy.deepcopy(b) for b in ordered[offset:stop]]
 
     def add(self, b: BackupRecord) -> None:
         self.c.backups.setdefault(b.backup_id, copy.deepcopy(b))

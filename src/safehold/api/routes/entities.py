@@ -22,7 +22,7 @@ from safehold.api.deps import (
     ReaderDep,
     parse_filter_time,
 )
-from safehold.api.paging import page
+from safehold.api.paging import page, page_read
 from safehold.core.policy import EntityRef, PolicyError, name_from_id
 from safehold.service import jobs, protection
 
@@ -115,14 +115,21 @@ def _add_routes(kind: str) -> None:
         token: TokenQ = None,
         max_results: MaxQ = None,
     ) -> dict[str, Any]:
-        items = jobs.list_backups(
-            ctx,
-            entity_of(entity_id),
-            start=parse_filter_time(start, "StartDateTimeFilter"),
-            end=parse_filter_time(end, "EndDateTimeFilter"),
-            latest=latest,
+        entity = entity_of(entity_id)
+        since = parse_filter_time(start, "StartDateTimeFilter")
+        until = parse_filter_time(end, "EndDateTimeFilter")
+        if latest:  # each partition's newest: the whole list is read, one page rendered
+            items = jobs.list_backups(ctx, entity, start=since, end=until, latest=True)
+            one = page(items, token, max_results)
+            return {**one, "Items": [sf_render.backup_info(b) for b in one["Items"]]}
+        return page_read(
+            lambda offset, limit: jobs.list_backups(
+                ctx, entity, start=since, end=until, latest=False, offset=offset, limit=limit
+            ),
+            token,
+            max_results,
+            sf_render.backup_info,
         )
-        return page([sf_render.backup_info(b) for b in items], token, max_results)
 
 
 for _kind in KINDS:

@@ -74,13 +74,21 @@ def list_backups(
     start: datetime | None,
     end: datetime | None,
     latest: bool,
+    offset: int = 0,
+    limit: int | None = None,
 ) -> list[BackupRecord]:
-    """Return an entity's backups from the catalog, oldest first."""
+    """
+    Return an entity's backups from the catalog, oldest first; without *latest*,
+    from the *offset*-th and at most *limit* (one page, read as such).
+    """
     if start and end and start > end:
         raise PolicyError("StartDateTimeFilter must not be later than EndDateTimeFilter")
+    if latest:  # each partition's newest needs every backup
+        offset, limit = 0, None
     with ctx.reader() as uow:
         chain = chain_of(uow, entity)
-        items = uow.backups.list(start=start, end=end, **_entity_filter(chain[-1]))
+        where = _entity_filter(chain[-1])
+        items = uow.backups.list(start=start, end=end, offset=offset, limit=limit, **where)
     return latest_per_partition(items) if latest else items
 
 
