@@ -144,3 +144,26 @@ async def test_a_failed_sync_fails_the_store_until_it_is_reopened(
         async with store.transaction() as tx:
             await d.set(tx, "after", 4)
         assert tx.lsn is not None
+
+
+async def test_after_a_large_commit_the_wal_is_checkpointed_and_rewritten_in_place(
+    tmp_path: Path,
+) -> None:
+    """At FULL a growing WAL costs a journal write per sync: a checkpoint lets it restart."""
+    async with StateStore.open(tmp_path / "s", partition="p") as store:
+        d = store.dictionary("d")
+        async with store.transaction() as tx:  # more rows than a checkpoint waits for
+            for i in range(9000):
+                await d.set(tx, f"k{i:05d}", {"v": i, "pad": "x" * 40})
+        w = store._w()
+        assert w._checkpointing is not None  # due at once, not after 1,024 commits
+        await asyncio.wait_for(w._checkpointing, GUARD)
+        wal = Path(f"{w.db_path()}-wal")
+        size = wal.stat().st_size
+        for i in range(40):
+            async with store.transaction() as tx:
+                await d.set(tx, f"k{i:05d}", {"v": -i})
+        assert wal.stat().st_size <= size  # written from its beginning again
+        async with store.snapshot() as snap:
+            assert {"v": -39} == await d.get(snap, "k00039")
+            assert 9000 == await d.count(snap)

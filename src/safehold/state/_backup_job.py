@@ -177,5 +177,9 @@ def _write_incremental_file(
 
 
 def _store_file(target: BackupTarget, path: Path, name: str, meta: SnapshotMeta) -> Snapshot:
+    store_file = getattr(target, "store_file", None)
+    if store_file is not None:  # RepositoryTarget: maybe in its backup process (``_offload``)
+        snap: Snapshot = store_file(path, name=name, meta=meta)
+        return snap
     with path.open("rb") as f:
         return target.store(f, name=name, meta=meta)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -55,6 +56,9 @@ class Committed(NamedTuple):
 
 Item = tuple[Changes, list[tuple[str, list[str]]], frozenset[str]]
 """What a commit takes of a transaction: its changes, its enqueues, the watched dictionaries."""
+_CHECKPOINT_COMMITS = 1024  # commits between two checkpoints
+_CHECKPOINT_ROWS = 8192  # or rows changed (large transactions)
+_LOCK_WAIT = 0.05  # seconds a checkpoint waits for the writer connection's lock (FULL)
 _INSERT_LOG = "INSERT INTO log (lsn, epoch_dl, epoch_cfg, time, ops) VALUES (?, ?, ?, ?, ?)"
 
 
@@ -159,25 +163,61 @@ class Checkpoints:
     Copy the WAL back into the database, beside the writer (PASSIVE checkpoints).
 
     The writer connection does not checkpoint by itself (``wal_autocheckpoint`` is
-    off), so that no commit pays for it; any error is left for the next one. The
-    connection stays open between checkpoints of the same file (opening one reads
-    the schema again). Used on the checkpointer thread only.
+    off), so that no commit pays for it; any error is left for the next one. One is
+    due every 1,024 commits, or sooner after large ones (8,192 rows changed, counted
+    by ``total_changes``): a WAL of ~12 MB at most; at FULL also as soon as the WAL
+    file grows past 4 MiB (*grew*, ``WalSync.grew``). The connection stays open between
+    checkpoints of the same file (opening one reads the schema again). ``due`` and
+    ``starting`` run on the event loop, the rest on the checkpointer thread.
+
+    With *lock* (the writer connection's, at FULL), a checkpoint holds it, if it
+    comes within a moment: no commit is made meanwhile, so the checkpoint copies the
+    whole WAL and the next commit starts writing the WAL from its beginning again.
+    Otherwise commits made during a checkpoint keep it from ever copying everything,
+    the WAL grows by every commit, and each fsync of the WAL must then also journal
+    the file's new size (a second disk write per commit; SQLite's own checkpoints run
+    inside a commit, so its WAL is rewritten in place).
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, lock: threading.RLock | None = None, grew: Callable[[], bool] | None = None
+    ) -> None:
         self._held: tuple[Path, sqlite3.Connection] | None = None
+        self._lock = lock
+        self._grew = grew
+        self._commits = 0
+        self._changes_at = 0  # the writer connection's ``total_changes`` at the last start
+
+    def due(self, commits: int, changes: int) -> bool:
+        """Count *commits* more; whether a checkpoint is due (*changes*: ``total_changes``)."""
+        self._commits += commits
+        if changes < self._changes_at:  # a new connection (generation)
+            self._changes_at = 0
+        rows = changes - self._changes_at
+        grew = self._grew is not None and self._grew()
+        return grew or self._commits >= _CHECKPOINT_COMMITS or rows >= _CHECKPOINT_ROWS
+
+    def starting(self, changes: int) -> None:
+        """A checkpoint is handed to the thread now: count again from here."""
+        self._commits, self._changes_at = 0, changes
 
     def run(self, db: Path) -> None:
         """Checkpoint the database *db*."""
-        with contextlib.suppress(sqlite3.Error):
-            if self._held is None or self._held[0] != db:
-                self.close()
-                conn = sqlite3.connect(
-                    uri_rw(db), uri=True, isolation_level=None, check_same_thread=False
-                )
-                conn.execute("PRAGMA busy_timeout = 1000")
-                self._held = (db, conn)
-            self._held[1].execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        held = self._lock is not None and self._lock.acquire(timeout=_LOCK_WAIT)
+        try:
+            with contextlib.suppress(sqlite3.Error):
+                if self._held is None or self._held[0] != db:
+                    self.close()
+                    conn = sqlite3.connect(
+                        uri_rw(db), uri=True, isolation_level=None, check_same_thread=False
+                    )
+                    conn.execute("PRAGMA busy_timeout = 1000")
+                    self._held = (db, conn)
+                self._held[1].execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            if held:
+                assert self._lock is not None
+                self._lock.release()
 
     def close(self) -> None:
         """Close the connection, if open."""

@@ -6,7 +6,7 @@ commit writes its WAL frames into the OS cache and returns at once, on the event
 loop. At FULL the transaction then waits (``WalSync.wait``) for an ``fdatasync`` of
 the WAL file that *began after its commit*; only then does ``async with
 store.transaction()`` return. That is what ``synchronous=FULL`` does inside
-``COMMIT``, moved to a thread of its own:
+``COMMIT``, moved off the event loop:
 
 - ``fdatasync`` writes every page of the file written before the call, whoever
   wrote it, and the metadata needed to read them back (the size). The WAL is
@@ -29,7 +29,11 @@ return. If an fsync fails, the state on disk is unknown: every waiting and later
 transaction fails with ``StateError``, until the store is opened again.
 
 Commits are counted (``written``, on the event loop); a sync covers the count as it
-was when the sync began (``synced`` once it lands). While a sync runs, the writer
+was when the sync began (``synced`` once it lands). The hand-off costs as little as
+it can: the sync thread is started once and takes its work from a ``SimpleQueue``
+(no executor future, no work item), and wakes the loop through an ``eventfd`` (a
+pipe elsewhere) that the loop watches with ``add_reader``, its last act before it
+waits again (no ``call_soon_threadsafe`` handle). While a sync runs, the writer
 may hold back the transactions that only wrote and whose callers wait anyway
 (``Writer.submit``): when the sync lands, *before_sync* commits them as one group,
 in one SQLite transaction, and the next sync starts at once.
@@ -38,10 +42,13 @@ in one SQLite transaction, and the next sync starts at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import queue
+import sys
 import threading
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from safehold.state.errors import StateError
@@ -66,7 +73,12 @@ class WalSync:
         self.error: StateError | None = None
         self._fd: int | None = None
         self._fd_lock = threading.Lock()  # the fd is opened and closed on the writer thread
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"state-sync-{partition}")
+        self._jobs: queue.SimpleQueue[int | None] = queue.SimpleQueue()  # to the sync thread
+        self._outcomes: deque[tuple[int, BaseException | None]] = deque()  # from it
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: tuple[int, int] | None = None  # (read end, write end): one eventfd, or a pipe
+        self._size = 0  # the WAL file's size when ``grew`` last looked
         self._flight = 0  # the count the running sync covers (0: none runs)
         self._starting = False  # the next sync starts at the loop's next turn
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -96,6 +108,24 @@ class WalSync:
                         os.fdatasync(fd)
                 finally:
                     os.close(fd)
+
+    def grew(self) -> bool:
+        """
+        Whether the WAL file grew past 4 MiB since the last call (on the loop, after commits).
+
+        A growing WAL costs a second disk write per sync (the new size is journalled):
+        the writer then checkpoints, so that the WAL starts again from its beginning
+        (about every 1,000 pages, as SQLite's own automatic checkpoints).
+        """
+        fd = self._fd
+        if fd is None:
+            return False
+        try:
+            size = os.fstat(fd).st_size
+        except OSError:  # closed meanwhile
+            return False
+        grew, self._size = size > self._size, size
+        return grew and size >= _WAL_REUSED
 
     def sync_now(self) -> None:
         """Sync the WAL here (maintenance work: a truncation, a backup's acceptance)."""
@@ -139,20 +169,51 @@ class WalSync:
         return bool(self._flight or self._starting or self._waiters)
 
     def _start(self) -> None:
-        loop = asyncio.get_running_loop()
+        if self._thread is None:
+            self._spawn()
         self._flight = target = self.written
-        self._executor.submit(self._run, loop, target)
+        self._jobs.put(target)
 
-    def _run(self, loop: asyncio.AbstractEventLoop, target: int) -> None:
-        """On the sync thread: one ``fdatasync``, then its outcome to the loop."""
-        exc: BaseException | None = None
-        try:
-            with self._fd_lock:
-                if self._fd is not None:  # None: closed, and synced by ``close``
-                    os.fdatasync(self._fd)
-        except BaseException as e:  # the loop fails the waiters with it
-            exc = e
-        loop.call_soon_threadsafe(self._landed, target, exc)
+    def _spawn(self) -> None:
+        """Start the sync thread, and watch its wake-ups on the running loop."""
+        loop = asyncio.get_running_loop()
+        if hasattr(os, "eventfd"):
+            efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._wake = (efd, efd)
+        else:  # pragma: no cover - not Linux
+            r, w = os.pipe()
+            os.set_blocking(r, False)
+            self._wake = (r, w)
+        loop.add_reader(self._wake[0], self._woken)
+        self._loop = loop
+        self._thread = threading.Thread(
+            target=self._serve, name=f"state-sync-{self.partition}", daemon=True
+        )
+        self._thread.start()
+
+    def _serve(self) -> None:
+        """The sync thread: one ``fdatasync`` per job, its outcome queued, the loop woken."""
+        wake = self._wake
+        assert wake is not None
+        while (target := self._jobs.get()) is not None:
+            exc: BaseException | None = None
+            try:
+                with self._fd_lock:
+                    if self._fd is not None:  # None: closed, and synced by ``close``
+                        os.fdatasync(self._fd)
+            except BaseException as e:  # the loop fails the waiters with it
+                exc = e
+            self._outcomes.append((target, exc))
+            with contextlib.suppress(OSError):
+                os.write(wake[1], _ONE)
+
+    def _woken(self) -> None:
+        """On the loop: the sync thread's wake-up; each outcome it queued lands."""
+        assert self._wake is not None
+        with contextlib.suppress(OSError):
+            os.read(self._wake[0], 4096)
+        while self._outcomes:
+            self._landed(*self._outcomes.popleft())
 
     def _landed(self, target: int, exc: BaseException | None) -> None:
         """
@@ -196,4 +257,18 @@ class WalSync:
 
     def shutdown(self) -> None:
         """Stop the sync thread (after ``close``; nothing is waiting)."""
-        self._executor.shutdown()
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._jobs.put(None)
+        thread.join()
+        wake, self._wake = self._wake, None
+        assert wake is not None
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(wake[0])
+        for fd in set(wake):
+            os.close(fd)
+
+
+_WAL_REUSED = 4 << 20  # a WAL this large is checkpointed when it grows, to be rewritten
+_ONE = (1).to_bytes(8, sys.byteorder)  # an eventfd takes 8 bytes; a pipe, any

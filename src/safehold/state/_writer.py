@@ -73,7 +73,6 @@ __all__ = ["Committed", "Event", "Pending", "Writer"]
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 _POOL = 4
-_CHECKPOINT_EVERY = 1024  # commits between background checkpoints (a WAL of ~12 MB at most)
 
 
 def _holding_conn(fn: F) -> F:
@@ -148,10 +147,11 @@ class Writer:
         self._contended = contended
         self.sync = WalSync(partition, self._flush_inline) if durability == "full" else None
         self._reading = False  # a write transaction's reads opened its SQLite transaction
-        self._since_checkpoint = 0
         self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix=f"state-ckpt-{partition}")
         self._checkpointing: asyncio.Future[None] | None = None
-        self._checkpoints = Checkpoints()  # used on the checkpointer thread only
+        # At FULL a checkpoint holds conn_lock: the next commit restarts the WAL (``Checkpoints``).
+        sync = self.sync
+        self._checkpoints = Checkpoints(*((self.conn_lock, sync.grew) if sync else (None, None)))
 
     @property
     def running(self) -> bool:
@@ -382,11 +382,11 @@ class Writer:
         """After a group's SQLite commit: its events, and now and then a checkpoint."""
         if self._on_commit is not None and any(r.events for r in results):
             self._on_commit(results)
-        self._since_checkpoint += len(results)
-        if self._since_checkpoint >= _CHECKPOINT_EVERY and (
+        changes = self._conn.total_changes if self._conn is not None else 0
+        if self._checkpoints.due(len(results), changes) and (
             self._checkpointing is None or self._checkpointing.done()
         ):
-            self._since_checkpoint = 0
+            self._checkpoints.starting(changes)
             loop = asyncio.get_running_loop()
             self._checkpointing = loop.run_in_executor(
                 self._checkpointer, self._checkpoints.run, self.db_path()

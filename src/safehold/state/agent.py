@@ -319,18 +319,23 @@ async def attach(
     The store's backups go to *backup_path*, the FileShare path of the partition's
     backup policy (``file_share_target``); *store_options* go to ``StateStore.open``
     (``on_data_loss``, ``durability``, ...). On exit the agent stops, then the
-    store closes. ``agent.store`` is the store.
+    store closes, then the target's backup process stops. ``agent.store`` is the store.
     """
     target = file_share_target(backup_path, password)
-    async with StateStore.open(path, partition=partition, target=target, **store_options) as store:
-        agent = StoreAgent(
-            store,
-            controller,
-            token,
-            agent_id=agent_id,
-            verify=verify,
-            poll_interval=poll_interval,
-            heartbeat_interval=heartbeat_interval,
-        )
-        async with agent:
-            yield agent
+    try:
+        async with StateStore.open(
+            path, partition=partition, target=target, **store_options
+        ) as store:
+            agent = StoreAgent(
+                store,
+                controller,
+                token,
+                agent_id=agent_id,
+                verify=verify,
+                poll_interval=poll_interval,
+                heartbeat_interval=heartbeat_interval,
+            )
+            async with agent:
+                yield agent
+    finally:
+        await asyncio.to_thread(target.close)  # its backup process, if one was started

@@ -6,7 +6,8 @@ connection; at FULL a thread of their own fsyncs the WAL, once for every commit
 before it (``_writer``, ``_durable``). The writer thread does maintenance on that
 connection; point reads of a transaction run inline, enumerations and snapshots
 on worker threads with their own connections; backups and restores read and build
-on other threads too. Two asyncio locks order the rest:
+on other threads (and store backups from a child process, ``_offload``). Two
+asyncio locks order the rest:
 
 - the *write lock*, held by a write transaction from its start until it is
   committed or submitted for commit (not until it is durable): one writer at a time;

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from safehold.core.progress import NullProgress, ProgressSink
 from safehold.core.snapshot import Snapshot, SnapshotMeta
 from safehold.repo import Repository, backup_stream, dump
+from safehold.state._offload import StoreProcess, describe
 
 __all__ = ["BackupSink", "BackupSource", "BackupTarget", "LazyRepositoryTarget", "RepositoryTarget"]
 
@@ -73,14 +75,29 @@ class RepositoryTarget:
     """
     A ``BackupTarget`` over a safehold repository (``safehold.repo``).
 
+    A backup file is stored by a child process (``store_file``, ``_offload``) when
+    the repository's storage can be described to one (a ``FileStorage``) and no
+    *progress* sink is given: the engine's work then holds the child's GIL, not the
+    store's. The child is started at the first backup and reused; ``close`` stops it.
+
     Args:
         repo: an open repository, with a key that can read (restores need it).
         progress: receives the engine's progress while a backup is stored.
+        offload: False stores every backup in this process; None (the default)
+            offloads where it can.
     """
 
-    def __init__(self, repo: Repository, *, progress: ProgressSink | None = None) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        *,
+        progress: ProgressSink | None = None,
+        offload: bool | None = None,
+    ) -> None:
         self._repo = repo
         self._progress = progress or NullProgress()
+        spec = describe(repo) if offload is not False and progress is None else None
+        self._child = StoreProcess(repo, spec) if spec is not None else None
 
     @property
     def location(self) -> str:
@@ -92,6 +109,18 @@ class RepositoryTarget:
         return backup_stream(
             self._repo, stream, name=name, meta=meta, progress=self._progress
         ).snapshot
+
+    def store_file(self, path: Path, *, name: str, meta: SnapshotMeta) -> Snapshot:
+        """Store the file *path* (as ``store`` would its content): in the child, if there is one."""
+        if self._child is None:
+            with path.open("rb") as f:
+                return self.store(f, name=name, meta=meta)
+        return self._child.store(path, name=name, meta=meta)
+
+    def close(self) -> None:
+        """Stop the backup process, if one runs (the next backup starts it again)."""
+        if self._child is not None:
+            self._child.close()
 
     def forget(self, snapshot_id: str) -> None:
         """
@@ -108,6 +137,8 @@ class RepositoryTarget:
 
     def fetch(self, snapshot: Snapshot, out: BinaryIO) -> int:
         """Dump the snapshot's one file."""
+        if self._child is not None:
+            self._repo.refresh_index()  # the child stored blobs this process has not seen
         return dump(self._repo, snapshot, out)
 
 
@@ -148,6 +179,15 @@ class LazyRepositoryTarget:
     def store(self, stream: BinaryIO, *, name: str, meta: SnapshotMeta) -> Snapshot:
         """Store a backup."""
         return self._open().store(stream, name=name, meta=meta)
+
+    def store_file(self, path: Path, *, name: str, meta: SnapshotMeta) -> Snapshot:
+        """Store a backup file (see ``RepositoryTarget.store_file``)."""
+        return self._open().store_file(path, name=name, meta=meta)
+
+    def close(self) -> None:
+        """Stop the backup process, if one runs."""
+        if self._target is not None:
+            self._target.close()
 
     def forget(self, snapshot_id: str) -> None:
         """Forget a vetoed backup."""
