@@ -78,11 +78,22 @@ def _n(count: int) -> str:
     return f"{count} backup" if count == 1 else f"{count} backups"
 
 
-def _cutoff(policy: BackupPolicy, now: datetime) -> datetime:
-    """Backups newer than this cannot be held past *policy*'s window (see ``_judge``)."""
+def _with_cutoff(
+    ctx: ServiceContext, uow: UnitOfWork, name: str, now: datetime
+) -> tuple[BackupPolicy, datetime] | None:
+    """
+    Policy *name* and the time before which a backup may be held past its window
+    (see ``_judge``); None: it has no retention, or cannot be read (the partition's
+    health says so).
+    """
+    try:
+        policy = load_policy(ctx, uow, name)
+    except SafeholdError:
+        return None
     rule = policy.retention
-    assert rule is not None  # only members with a retention rule are judged
-    return now - sweep_interval(rule.duration) - GRACE - rule.duration
+    if rule is None:
+        return None
+    return policy, now - sweep_interval(rule.duration) - GRACE - rule.duration
 
 
 def _judge(
@@ -139,33 +150,27 @@ def retention_blocked(
 def _verdicts(
     ctx: ServiceContext, uow: UnitOfWork, parts: Sequence[PartitionView], now: datetime
 ) -> Verdicts:
-    mappings = uow.mappings.all()
-    policies: dict[str, BackupPolicy | None] = {}
+    # Only a partition with a backup older than its window (as of GRACE past the
+    # due sweep) can get a verdict: the backups read are only those partitions',
+    # not the whole catalog's; the rest costs a few lookups a partition.
+    oldest = uow.backups.oldest()
+    if not oldest:
+        return {}
+    configs = EffectiveConfigs(uow.mappings.all(), set())  # retention applies while suspended
+    policies: dict[str, tuple[BackupPolicy, datetime] | None] = {}
     members: dict[str, BackupPolicy] = {}
-    configs = EffectiveConfigs(mappings, set())  # retention applies while suspended too
     for p in parts:
-        name = configs.of(p).policy_name
+        first = oldest.get(p.partition_id)
+        name = configs.of(p).policy_name if first is not None else None
         if name is None:
             continue
         if name not in policies:
-            try:
-                policies[name] = load_policy(ctx, uow, name)
-            except SafeholdError:
-                policies[name] = None  # unreadable: the health of the partition says so
-        policy = policies[name]
-        if policy is not None and policy.retention is not None:
-            members[p.partition_id] = policy
+            policies[name] = _with_cutoff(ctx, uow, name, now)
+        rule = policies[name]
+        if rule is not None and first is not None and first < rule[1]:
+            members[p.partition_id] = rule[0]
     if not members:
         return {}
-    # Only a partition with a backup older than its window (as of GRACE past the
-    # due sweep) can get a verdict: read only those partitions' backups, not the
-    # whole catalog's.
-    oldest = uow.backups.oldest()
-    members = {
-        pid: policy
-        for pid, policy in members.items()
-        if (first := oldest.get(pid)) is not None and first < _cutoff(policy, now)
-    }
     backups = uow.backups.of_partitions(list(members))
     out: Verdicts = {}
     for pid, policy in members.items():
