@@ -115,3 +115,48 @@ def test_connections_the_server_dropped_cost_one_unit_of_work_then_the_pool_reco
             assert uow.policies.list() == []
     finally:
         db.dispose()
+
+
+def test_newest_backups_of_partitions_are_a_bounded_window_oldest_first(catalog_url: str) -> None:
+    """What a tick reads to continue a chain: each partition's newest few, not its history."""
+    from datetime import timedelta
+
+    from safehold.core.snapshot import Epoch
+    from safehold.service.model import BackupRecord
+    from safehold.service.uow import SqlUnitOfWork
+
+    db = open_catalog(catalog_url)
+    t0 = datetime(2026, 12, 2, tzinfo=UTC)
+
+    def backup(pid: str, i: int) -> BackupRecord:
+        return BackupRecord(
+            backup_id=f"{pid}-{i:02d}",
+            snapshot_id=f"{pid}{i:02d}" * 4,
+            partition_id=pid,
+            application="fabric:/A",
+            service="fabric:/A/S",
+            backup_type="Full",
+            chain_id=f"{pid}-{i:02d}",
+            parent_id=None,
+            location="x",
+            epoch=Epoch(0, 0),
+            lsn=i,
+            created_at=t0 + timedelta(minutes=i),
+            size_bytes=1,
+            storage={},
+        )
+
+    try:
+        with SqlUnitOfWork(db) as uow:
+            for i in range(7):
+                uow.backups.add(backup("a", i))
+            for i in range(2):
+                uow.backups.add(backup("b", i))
+            uow.commit()
+        with SqlUnitOfWork(db) as uow:
+            got = uow.backups.newest_of_partitions(["a", "b", "c"], 3)
+        assert [b.backup_id for b in got["a"]] == ["a-04", "a-05", "a-06"]
+        assert [b.backup_id for b in got["b"]] == ["b-00", "b-01"]
+        assert got["c"] == []
+    finally:
+        db.dispose()

@@ -44,6 +44,7 @@ from safehold.core.policy import (
 from safehold.core.slots import jitter, period, schedule_key, slot_after, slot_at_or_after
 from safehold.service.context import ServiceContext
 from safehold.service.jobs import new_backup_job
+from safehold.service.jobs.requests import chain_window
 from safehold.service.model import JobRecord, PartitionRecord
 from safehold.service.policies import load_policy
 from safehold.service.storages import ensure_repositories, storage_key
@@ -210,7 +211,6 @@ def _schedule_due(
             else:
                 plans.append(plan)
         uow.partitions.take_slots(moves, None)
-        history = uow.backups.of_partitions([pl.p.partition_id for pl in plans])
         uow.commit()
     report.due += len(due)
     specs = {pl.storage: pl.policy.storage for pl in plans}
@@ -239,6 +239,10 @@ def _schedule_due(
         # start a job of one of them until this transaction ends.
         busy = uow.jobs.busy_partitions([pl.p.partition_id for pl in taken])
         report.busy += len(busy)
+        # The chains of the partitions that get a job: their newest backups only.
+        free = [pl for pl in taken if pl.p.partition_id not in busy]
+        window = max((chain_window(pl.policy) for pl in free), default=0)
+        history = uow.backups.newest_of_partitions([pl.p.partition_id for pl in free], window)
         uow.partitions.reschedule_many(
             [
                 (pl.p.partition_id, _busy_retry(ctx, pl, now), pl.key)
@@ -259,8 +263,7 @@ def _schedule_due(
                 incremental=True,
                 sealed_storage=sealed[pl.storage],
             )
-            for pl in taken
-            if pl.p.partition_id not in busy
+            for pl in free
         ]
         uow.jobs.insert_many(new)
         uow.commit()

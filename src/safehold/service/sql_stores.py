@@ -330,6 +330,34 @@ class BackupRepo(Repo):
                 out[row.partition_id].append(_backup(row))
         return out
 
+    def newest_of_partitions(
+        self, partition_ids: Sequence[str], per_partition: int
+    ) -> dict[str, builtins.list[BackupRecord]]:
+        """
+        The newest *per_partition* backups of each of *partition_ids*, oldest first:
+        what the next backup's chain depends on, whatever the history's length.
+        """
+        out: dict[str, list[BackupRecord]] = {pid: [] for pid in partition_ids}
+        c = t.backups.c
+        for batch in id_batches(self.conn, partition_ids):
+            rank = (
+                sa.func.row_number()
+                .over(
+                    partition_by=c.partition_id, order_by=(c.created_at.desc(), c.backup_id.desc())
+                )
+                .label("_rank")
+            )
+            inner = sa.select(t.backups, rank).where(one_of(self.conn, c.partition_id, batch))
+            ranked = inner.subquery()
+            q = (
+                sa.select(*[ranked.c[col.name] for col in t.backups.c])
+                .where(ranked.c._rank <= per_partition)
+                .order_by(ranked.c.created_at, ranked.c.backup_id)
+            )
+            for row in self.conn.execute(q):
+                out[row.partition_id].append(_backup(row))
+        return out
+
     def oldest(self) -> dict[str, datetime]:
         """Each partition's oldest catalogued backup time (one grouped query)."""
         c = t.backups.c

@@ -458,6 +458,12 @@ class _FakeBackups:
                 out[b.partition_id].append(copy.deepcopy(b))
         return out
 
+    def newest_of_partitions(
+        self, partition_ids: Sequence[str], per_partition: int
+    ) -> dict[str, builtins.list[BackupRecord]]:
+        every = self.of_partitions(partition_ids)
+        return {pid: bs[-per_partition:] if per_partition > 0 else [] for pid, bs in every.items()}
+
     def oldest(self) -> dict[str, datetime]:
         out: dict[str, datetime] = {}
         for b in self.c.backups.values():

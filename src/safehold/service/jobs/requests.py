@@ -90,10 +90,24 @@ def _group_busy(partition_id: str, job: JobRecord) -> NoReturn:
     raise BackupInProgress(f"{what} backup {job.state}")
 
 
+def chain_window(policy: BackupPolicy | None) -> int:
+    """
+    How many of a partition's newest backups ``next_in_chain`` needs: a chain one
+    longer than the policy allows, so it can tell a full chain (the rest of the
+    history plays no part).
+    """
+    return (policy.max_incremental_backups if policy is not None else 0) + 2
+
+
 def next_in_chain(
     backups: list[BackupRecord], p: PartitionRecord, storage: StorageSpec, max_incremental: int
 ) -> tuple[str, BackupRecord | None]:
-    """Return ("Full", None) or ("Incremental", parent) for the next periodic backup."""
+    """
+    Return ("Full", None) or ("Incremental", parent) for the next periodic backup.
+
+    *backups* are the partition's newest backups, oldest first, at least
+    ``chain_window`` of them when it has that many.
+    """
     key = storage_key(storage)
     mine = [b for b in backups if storage_key(b.storage) == key]
     if not mine or mine[-1].epoch != p.epoch:
@@ -195,7 +209,11 @@ def request_backup(
         uow.lock_partition(p.partition_id)
         p = get_partition(uow, partition_id)
         refuse_if_busy(uow, p.partition_id)
-        backups = uow.backups.list(partition_id=p.partition_id) if incremental else []
+        backups = (
+            uow.backups.newest_of_partitions([p.partition_id], chain_window(policy))[p.partition_id]
+            if incremental
+            else []
+        )
         job = new_backup_job(
             ctx,
             p,
