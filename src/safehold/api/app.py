@@ -11,8 +11,6 @@ become a 500 ``E_UNEXPECTED`` whose message reveals nothing.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -26,7 +24,7 @@ import safehold
 from safehold import web
 from safehold.api import sf_schemas
 from safehold.api.deps import ReaderDep, TokenStore
-from safehold.api.metrics import CatalogCollector
+from safehold.api.metrics import CatalogCollector, Rendering
 from safehold.api.routes import (
     agents,
     cluster,
@@ -139,22 +137,13 @@ def create_app(ctx: ServiceContext, tokens: TokenStore) -> FastAPI:
         """Liveness: the controller answers; ``Leader`` says whether it runs the scheduler."""
         return {"Status": "Ok", "Version": safehold.__version__, "Leader": app.state.leading}
 
-    rendered: list[tuple[float, bytes]] = []
-    rendering = threading.Lock()
+    # Scrapes share one rendering, made in the background (a large fleet's is per
+    # partition): only the first scrape waits for one.
+    page = Rendering(lambda: generate_latest(registry), ttl=app.state.fleet.ttl)
 
     @app.get("/metrics", tags=["Service"])
     def metrics(_p: ReaderDep) -> Response:
         """Prometheus metrics: backups by outcome, durations, bytes, age of the last good backup."""
-        # Scrapes within the fleet view's lifetime share one rendering, and one
-        # scrape renders at a time (a large fleet's rendering is per partition):
-        # the others get the previous one meanwhile, or wait for the first.
-        stale = not rendered or time.monotonic() - rendered[-1][0] >= app.state.fleet.ttl
-        if stale and rendering.acquire(blocking=not rendered):
-            try:
-                if not rendered or time.monotonic() - rendered[-1][0] >= app.state.fleet.ttl:
-                    rendered[:] = [(time.monotonic(), generate_latest(registry))]
-            finally:
-                rendering.release()
-        return Response(rendered[-1][1], media_type=CONTENT_TYPE_LATEST)
+        return Response(page.get(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -7,7 +7,10 @@ shared with the health routes and cached for a second), whatever the fleet's siz
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
@@ -15,7 +18,9 @@ from prometheus_client.registry import Collector
 from safehold.service.context import ServiceContext
 from safehold.service.health import FleetHealth, FleetView
 
-__all__ = ["CatalogCollector"]
+__all__ = ["CatalogCollector", "Rendering"]
+
+log = logging.getLogger("safehold.metrics")
 
 
 class CatalogCollector(Collector):
@@ -98,3 +103,57 @@ def _drill_metrics(view: FleetHealth) -> Iterator[GaugeMetricFamily]:
         if st.rpo_seconds is not None:
             rpo.add_metric([pid], st.rpo_seconds)
     yield from (last, ok, good, rto, rpo)
+
+
+class Rendering:
+    """
+    The ``/metrics`` page, rendered by one thread at a time and served to every scrape.
+
+    A rendering younger than *ttl* seconds (or *cpu_share*⁻¹ times the CPU its
+    rendering took, for a large fleet's per-partition series) is served as it
+    is; an older one is still served at once while a background thread renders
+    the next. Only the first scrape waits for a rendering.
+    """
+
+    def __init__(
+        self, render: Callable[[], bytes], *, ttl: float = 1.0, cpu_share: float = 0.02
+    ) -> None:
+        self._render, self._ttl, self._share = render, ttl, cpu_share
+        self._lock = threading.Lock()
+        self._busy = False
+        self._page: tuple[float, float, bytes] | None = None  # (when, CPU seconds, page)
+
+    def get(self) -> bytes:
+        """The newest page (rendering the first one in this call)."""
+        with self._lock:
+            page = self._page
+            stale = page is None or time.monotonic() - page[0] >= max(
+                self._ttl, page[1] / self._share
+            )
+            start = stale and page is not None and not self._busy
+            self._busy = self._busy or start
+        if page is None:
+            return self._refresh()
+        if start:
+            threading.Thread(
+                target=self._refresh_quietly, name="metrics-render", daemon=True
+            ).start()
+        return page[2]
+
+    def _refresh_quietly(self) -> None:
+        # In the background: a failure is logged, and a later scrape tries again.
+        try:
+            self._refresh()
+        except Exception:
+            log.exception("rendering /metrics failed")
+
+    def _refresh(self) -> bytes:
+        try:
+            cpu = time.thread_time()
+            text = self._render()
+            with self._lock:
+                self._page = (time.monotonic(), time.thread_time() - cpu, text)
+            return text
+        finally:
+            with self._lock:
+                self._busy = False
