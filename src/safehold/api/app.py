@@ -140,6 +140,7 @@ def create_app(ctx: ServiceContext, tokens: TokenStore) -> FastAPI:
     # Scrapes share one rendering, made in the background (a large fleet's is per
     # partition): only the first scrape waits for one.
     page = Rendering(lambda: generate_latest(registry), ttl=app.state.fleet.ttl)
+    app.state.metrics_page = page  # the token-free listener serves the same rendering
 
     @app.get("/metrics", tags=["Service"])
     def metrics(_p: ReaderDep) -> Response:

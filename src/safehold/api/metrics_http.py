@@ -6,7 +6,7 @@ can scrape without an API token; the API's own ``/metrics`` keeps requiring a
 reader token. With ``--metrics-token-file`` the listener asks for that token
 instead (``Authorization: Bearer …``, Prometheus's ``authorization.credentials_file``).
 
-It serves the same registry as the API (``generate_latest`` of it), over plain
+It serves the same registry as the API (the API's rendering of it, when given), over plain
 HTTP from a stdlib WSGI server in daemon threads: bind it to a loopback or
 private address. It answers 404 to any other path and 405 to any other method,
 and reads nothing but the metrics, which hold no secret (counts, sizes, ages
@@ -51,9 +51,15 @@ class MetricsServer:
     """Serves *registry* at ``http://HOST:PORT/metrics`` until ``stop``."""
 
     def __init__(
-        self, registry: CollectorRegistry, host: str, port: int, token: str | None = None
+        self,
+        registry: CollectorRegistry,
+        host: str,
+        port: int,
+        token: str | None = None,
+        *,
+        render: Callable[[], bytes] | None = None,
     ) -> None:
-        self._registry = registry
+        self._render = render or (lambda: generate_latest(registry))
         self._digest = hashlib.sha256(token.encode()).digest() if token else None
         self._server = make_server(
             host, port, self._app, server_class=_Server, handler_class=_QuietHandler
@@ -96,6 +102,6 @@ class MetricsServer:
         if not self._allowed(environ):
             start_response("401 Unauthorized", [*text, ("WWW-Authenticate", "Bearer")])
             return [b"a scrape token is needed\n"]
-        body = generate_latest(self._registry)
+        body = self._render()
         start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
         return [b"" if environ["REQUEST_METHOD"] == "HEAD" else body]

@@ -10,7 +10,6 @@ or ``--catalog postgresql://…``), the scheduler and one embedded agent.
 # configuration file and the environment are merged in (cli/config.py).
 from __future__ import annotations
 
-import importlib
 import signal
 import socket
 import threading
@@ -188,8 +187,9 @@ def _client_cert_options(
     """Admit the client certificates of *certs_file*; return uvicorn's options for them."""
     if certs_file is None or client_ca is None or not tls:
         raise UsageError("--client-certs-file needs --client-ca, --tls-cert and --tls-key")
-    # Loaded by name: the CLI does not import the API layer (bootstrap could expose this).
-    certauth = importlib.import_module("safehold.api.certauth")
+    # Imported here, not at the top: engine commands never load the HTTP stacks.
+    from safehold.api import certauth
+
     certauth.install(app, certauth.ClientCertRoles.from_file(certs_file))
     options: dict[str, Any] = certauth.uvicorn_options(client_ca)
     return options

@@ -5,13 +5,12 @@ What ``serve`` and ``agent`` do before they run: settings, logging, metrics list
 and the environment (``cli/config.py``); ``start_logging`` installs the chosen
 log format (``core/logctx.py``) and redacts the process's own secrets;
 ``serve_extras`` adds request ids to the API and starts the token-free metrics
-listener if asked. The API modules are loaded by name: the CLI does not import
-the API layer at import time (engine commands never load the HTTP stacks).
+listener if asked. The API modules are imported inside the functions that use
+them, not at import time: engine commands never load the HTTP stacks.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from pathlib import Path
@@ -97,13 +96,15 @@ def serve_extras(app: Any, options: dict[str, Any]) -> Any:
     Returns the ``MetricsServer`` (or None). Raises ``UsageError`` for a bad
     ``--metrics-listen`` or an address already in use.
     """
-    importlib.import_module("safehold.api.requestlog").install(app)
+    # Imported here, not at the top: engine commands never load the HTTP stacks.
+    from safehold.api import metrics_http, requestlog
+
+    requestlog.install(app)
     listen = options.get("metrics_listen")
     if not listen:
         if options.get("metrics_token_file") is not None:
             raise UsageError("--metrics-token-file needs --metrics-listen")
         return None
-    metrics_http = importlib.import_module("safehold.api.metrics_http")
     try:
         host, port = metrics_http.parse_listen(listen)
     except ValueError as exc:
@@ -111,7 +112,9 @@ def serve_extras(app: Any, options: dict[str, Any]) -> Any:
     token = _token_from(options.get("metrics_token_file"))
     logctx.redact([token])
     try:
-        server = metrics_http.MetricsServer(app.state.registry, host, port, token).start()
+        server = metrics_http.MetricsServer(
+            app.state.registry, host, port, token, render=app.state.metrics_page.get
+        ).start()
     except OSError as exc:
         raise UsageError(f"--metrics-listen {listen}: {exc.strerror}") from exc
     log.info(
