@@ -148,7 +148,7 @@ class Fleet:
         return sum(cpu_seconds(p.popen.pid) for p in self.controllers)
 
 
-def register(fleet: Fleet, n: int, src: Path, api_count: int) -> tuple[list[str], float]:
+def register(fleet: Fleet, n: int, source: str, api_count: int) -> tuple[list[str], float]:
     """
     Register *n* partitions over APPS applications; return their ids and the API's rate.
 
@@ -166,7 +166,7 @@ def register(fleet: Fleet, n: int, src: Path, api_count: int) -> tuple[list[str]
             "ApplicationName": app,
             "ServiceName": f"{app}/Svc",
             "PartitionId": ids[i],
-            "Source": f"dir:{src}",
+            "Source": source,
         }
         with httpx.Client(headers=HEADERS, timeout=60) as c:
             c.post(fleet.urls[i % 2] + "/safehold/partitions", json=body).raise_for_status()
@@ -409,7 +409,12 @@ def run_size(n: int, args: argparse.Namespace, work: Path, profile: Path | None)
         try:
             fleet.start()
             fleet.start_agents(1)
-            ids, rate = register(fleet, n, src, args.api_register)
+            # A tiny directory, or (--source-wait) a dump that waits on its
+            # server first, as pg_dump does: slots then have I/O to overlap.
+            source = f"dir:{src}"
+            if args.source_wait:
+                source = f"command:sleep {args.source_wait}; cat {src / 'data.txt'}"
+            ids, rate = register(fleet, n, source, args.api_register)
             result["register_per_s"] = rate
             print(f"[{n}] registered ({rate:.1f}/s by the API)", file=sys.stderr, flush=True)
             fleet.call("POST", "/BackupRestore/BackupPolicies/$/Create", json=policy(store))
@@ -505,6 +510,12 @@ def main() -> None:
         "--api-register", type=int, default=200, help="partitions registered by the API"
     )
     ap.add_argument("--profile", action="store_true", help="py-spy the leader at the largest N")
+    ap.add_argument(
+        "--source-wait",
+        type=float,
+        default=0.0,
+        help="seconds each backup's source waits before its bytes (a command: source)",
+    )
     ap.add_argument("--out", type=Path, default=Path("bench/out/fleet.json"))
     ap.add_argument(
         "--table", type=Path, nargs="+", help="only print the table of earlier --out files"
