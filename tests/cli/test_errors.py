@@ -104,7 +104,9 @@ def test_exit_codes_of_damage_and_partial_backups(run: Run, tmp_path: Path) -> N
     src = tmp_path / "data"
     src.mkdir()
     busy = src / "busy.db"
-    busy.write_bytes(os.urandom(24 * 1024 * 1024))
+    # Large enough that the scribbler runs while it is read even on a loaded
+    # machine (at 24 MB one CI run read it whole between two of its writes).
+    busy.write_bytes(os.urandom(64 * 1024 * 1024))
     run("init", check=True)
     run("backup", str(src), check=True)
     pack = max(

@@ -73,9 +73,7 @@ def conditions(ctx: ServiceContext, fleet: FleetView | None = None) -> list[Cond
     """
     The conditions that hold now (a constant number of catalog queries).
 
-    With *fleet* (the controller's shared view), health, the partitions and their
-    drill verdicts are not read and computed again: they are the view's, at most
-    its age old.
+    With *fleet* (the controller's shared view), health is not computed again.
     """
     now, view, parts, verdicts, agents, blocked = _inputs(ctx, fleet)
     health = {h.partition_id: h for h in view}
@@ -132,18 +130,17 @@ def _inputs(
     dict[str, datetime],
     Verdicts,
 ]:
-    """What ``conditions`` judges: from the shared view where there is one."""
-    parts: Sequence[PartitionView]
-    if fleet is not None:
-        shared = fleet.get(ctx)
-        view, parts, verdicts = shared.partitions, shared.briefs, shared.drill_verdicts
-    else:
-        view = partition_health(ctx)
+    """
+    What ``conditions`` judges. Only the health view may come from *fleet* (at
+    most its age old, for BackupLate, which is judged in periods); the rest is
+    read now, so that two evaluations never disagree backwards in time (an alert
+    resolved on older data, then fired again).
+    """
+    view = fleet.get(ctx).partitions if fleet is not None else partition_health(ctx)
     with ctx.uow() as uow:
         now = ctx.clock()
-        if fleet is None:
-            parts = uow.partitions.brief()
-            verdicts, _ = drills.judge_partitions(uow, parts, now)
+        parts = uow.partitions.brief()
+        verdicts, _ = drills.judge_partitions(uow, parts, now)
         agents = uow.agents.all()
         blocked = retention_blocked(ctx, uow, parts, now)
     return now, view, parts, verdicts, agents, blocked

@@ -85,9 +85,6 @@ class FleetHealth:
     outcomes: dict[str, tuple[int, float]]
     backup_bytes: int
     drills: dict[str, DrillState] = field(default_factory=dict)  # partition id → newest drill
-    # What the view was computed from, for the alert loop to reuse (``alerts.conditions``).
-    briefs: list[PartitionView] = field(default_factory=list)
-    drill_verdicts: dict[str, DrillVerdict] = field(default_factory=dict)
     _ranked: list[dict[str, list[PartitionHealth]]] = field(default_factory=list, repr=False)
 
     def counts(self) -> dict[str, int]:
@@ -164,7 +161,7 @@ def _compute(ctx: ServiceContext, partition_id: str | None = None) -> FleetHealt
         since = last_good or enabled.get(EntityRef(entity.kind, entity.key)) or p.created_at
         out.append(_judge(p.partition_id, schedule, since, last_good, p, now))
     out = [_with_drills(h, verdicts.get(h.partition_id)) for h in out]
-    return FleetHealth(now, out, outcomes, backup_bytes, drill_states, parts, verdicts)
+    return FleetHealth(now, out, outcomes, backup_bytes, drill_states)
 
 
 _RANK = {"Ok": 0, "Warning": 1, "Error": 2}
