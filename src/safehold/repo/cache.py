@@ -2,7 +2,7 @@
 Local caches of a repository, and repositories kept open across jobs.
 
 ``default_cache_dir`` says where caches live (``docs/format.md`` § Local index
-cache). ``OpenRepositories`` lets a long-lived process (the agent) keep each
+cache). ``OpenRepositories`` lets a long-lived process keep each
 repository open between jobs: the key (one scrypt per password, not one per job)
 and the index, refreshed at each checkout by reading only new index files.
 """
@@ -26,8 +26,10 @@ class OpenRepositories:
 
     ``checkout`` returns an open ``Repository`` with its index refreshed. The
     repository belongs to this object: callers must not close it (``close``
-    closes them all). Thread-safe; a repository may serve several jobs at once,
-    as ``Repository`` is safe for concurrent readers and writers.
+    closes them all). Thread-safe, but a checked-out repository's writers add
+    to its one index, so concurrent jobs would deduplicate against each other's
+    packs before an index file names them: use it for one job at a time per
+    repository (the service's engine shares an index safely: ``repo.shared``).
     """
 
     def __init__(self, max_open: int = 16) -> None:

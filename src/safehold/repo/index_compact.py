@@ -274,6 +274,7 @@ class CompactionTrigger:
         self._jitter = jitter
         self._floor: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._running = threading.Lock()  # one compaction at a time per trigger (process)
 
     def limit(self, index: Index) -> int:
         """
@@ -307,10 +308,18 @@ class CompactionTrigger:
         Compact *repo* if due; return what was done, or None.
 
         Never raises for a failed compaction (the backup is already stored): it
-        is logged, and tried again after *threshold* more index files.
+        is logged, and tried again after *threshold* more index files. While
+        one compaction runs, other backups through this trigger do not start
+        another (nor wait for it): they return None at once.
         """
-        if not self.due(repo):
+        if not self.due(repo) or not self._running.acquire(blocking=False):
             return None
+        try:
+            return self._compact(repo)
+        finally:
+            self._running.release()
+
+    def _compact(self, repo: Repository) -> CompactResult | None:
         rid = str(repo.config.get("id"))
         try:
             result = compact_index(

@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -63,7 +64,10 @@ MANIFEST_NAME = "index-v2.shx"
 # the rest is a quarter of it.
 MERGE_FACTOR = 4
 _LOCK_NAME = "index.lock"
-_RELISTS = 3
+# A fleet's agents compact while others load: a load that finds a listed file
+# gone lists again, after a short random pause (a compactor deletes its batch
+# at once), up to this many times.
+_RELISTS = 8
 _BATCH_BYTES = 2 << 20
 _REPO_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -298,6 +302,7 @@ def load_index(src: IndexSource, *, strict: bool = False) -> Index:
             if attempt == _RELISTS - 1:
                 raise
             log.info("an index file went while the index was read (%s): listing again", exc)
+            time.sleep((attempt + 1) * (0.01 + secrets.randbelow(20) / 1000))
     raise AssertionError("unreachable")
 
 

@@ -9,6 +9,14 @@ proceeds wrongly. A background thread refreshes the lock while it is held.
 A lock file that cannot be parsed is damage, not a lock being written (every
 put is atomic): it counts as stale, and stale lock files are removed by the
 next process that takes a lock, and by ``unlock``.
+
+Within one process, shared locks on one storage location are one lock file:
+a job that takes a shared lock while another job of the process holds one
+joins it (no write, no listing); the file is refreshed while any holder is
+left, through a holder's storage, and deleted by the last one to release.
+The file then exists, without a gap, from the first holder's acquisition to
+the last one's release, so no exclusive lock can be taken in between:
+exactly what each holder's own file would guarantee.
 """
 
 from __future__ import annotations
@@ -36,6 +44,32 @@ STALE_AFTER = timedelta(minutes=10)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _log = logging.getLogger(__name__)
+
+
+class _Joined:
+    """A shared lock file of this process and the locks holding it."""
+
+    def __init__(self, name: str, first: RepoLock) -> None:
+        self.name = name
+        self.holders = [first]
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def refresh_loop(self) -> None:
+        while not self.stop.wait(REFRESH_SECONDS):
+            with _joined_lock:
+                if not self.holders:
+                    return
+                holder = self.holders[0]  # its storage is open while it holds
+                try:
+                    old, self.name = self.name, holder._write()
+                    holder._storage.delete(old)
+                except StorageError as exc:
+                    holder.refresh_error = exc
+
+
+_joined: dict[tuple[int, str], _Joined] = {}  # by (pid: not a forked parent's, location)
+_joined_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -127,7 +161,12 @@ class RepoLock:
         self._name = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._joined: _Joined | None = None
         self.refresh_error: StorageError | None = None
+
+    @property
+    def _where(self) -> tuple[int, str]:
+        return os.getpid(), self._storage.properties.location
 
     def _write(self) -> str:
         name = f"locks/{secrets.token_hex(16)}"
@@ -162,6 +201,29 @@ class RepoLock:
 
     def acquire(self) -> None:
         """Take the lock, retrying for up to ``wait`` seconds; ``RepositoryLocked`` if not."""
+        if not self.exclusive:
+            with _joined_lock:
+                joined = _joined.get(self._where)
+                if joined is not None:  # this process holds a shared lock here: join it
+                    joined.holders.append(self)
+                    self._joined = joined
+                    return
+        self._take()
+        if not self.exclusive:
+            with _joined_lock:
+                if self._where not in _joined:
+                    joined = self._joined = _joined[self._where] = _Joined(self._name, self)
+                    joined.thread = threading.Thread(
+                        target=joined.refresh_loop, name="safehold-lock", daemon=True
+                    )
+                    joined.thread.start()
+                    return
+        self._thread = threading.Thread(
+            target=self._refresh_loop, name="safehold-lock", daemon=True
+        )
+        self._thread.start()
+
+    def _take(self) -> None:
         deadline = time.monotonic() + self._wait
         while True:
             self._name = self._write()
@@ -180,10 +242,6 @@ class RepoLock:
             time.sleep(
                 min(1.0 + secrets.randbelow(1000) / 1000, max(0.0, deadline - time.monotonic()))
             )
-        self._thread = threading.Thread(
-            target=self._refresh_loop, name="safehold-lock", daemon=True
-        )
-        self._thread.start()
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(REFRESH_SECONDS):
@@ -194,7 +252,23 @@ class RepoLock:
                 self.refresh_error = exc
 
     def release(self) -> None:
-        """Stop refreshing and delete the lock file."""
+        """Stop refreshing and delete the lock file (the last holder of a joined one)."""
+        joined, self._joined = self._joined, None
+        if joined is not None:
+            with _joined_lock:
+                joined.holders.remove(self)
+                if joined.holders:
+                    return
+                if _joined.get(self._where) is joined:
+                    del _joined[self._where]
+                joined.stop.set()
+                name = joined.name
+            if joined.thread is not None:
+                joined.thread.join()
+            # A leftover lock goes stale; nothing is lost.
+            with contextlib.suppress(StorageError):
+                self._storage.delete(name)
+            return
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

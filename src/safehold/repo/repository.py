@@ -42,6 +42,7 @@ from safehold.repo.index import BlobLocation, Index, PackRef
 from safehold.repo.index_load import IndexSource, default_cache_dir, load_index, refresh
 from safehold.repo.keys import KdfParams, Keyring, KeyStore, config_damage, sign_config
 from safehold.repo.pack import blob_aad, pack_name
+from safehold.repo.shared import JobIndex, SharedIndex
 from safehold.storage import ObjectNotFound, Storage, StorageNotFound
 
 __all__ = ["ChunkerParams", "Repository"]
@@ -86,6 +87,36 @@ class Repository:
         self.damaged_snapshots: list[str] = []
         self._pack_keys: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        self.shared: SharedIndex | None = None
+
+    @classmethod
+    def for_job(
+        cls,
+        storage: Storage,
+        config: dict[str, Any],
+        keys: Keyring,
+        shared: SharedIndex,
+        pack_keys: dict[str, bytes] | None = None,
+    ) -> Repository:
+        """
+        A repository for one job of a long-lived process that keeps *config*,
+        *keys* (checked against the config) and the *shared* index across jobs
+        (``repo.shared``). Its index is the job's own packs over the shared one;
+        ``refresh_index`` refreshes the shared index (coalesced). *pack_keys*, the
+        unsealed pack keys by pack id, may be shared by the jobs too.
+
+        Raises:
+            IntegrityError: the keys do not authenticate the config.
+        """
+        damage = config_damage(config, keys.index_key)
+        if damage:
+            raise IntegrityError(f"{damage} (at {storage.properties.location})")
+        repo = cls(storage, config, keys)
+        repo.shared = shared
+        repo.index = JobIndex(lambda: shared.index)
+        if pack_keys is not None:
+            repo._pack_keys = pack_keys
+        return repo
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -217,6 +248,9 @@ class Repository:
         nothing changed: one listing of ``index/``. Damaged index files are
         skipped and named in ``index.damaged``.
         """
+        if self.shared is not None:
+            self.shared.refresh(self.index_source())
+            return
         self.index = refresh(self.index_source(), self.index)
 
     def reload_index(self, *, strict: bool = True) -> None:
@@ -228,6 +262,9 @@ class Repository:
                 names it. Without, damaged files are skipped and named in
                 ``index.damaged``: a blob only they name is then not found.
         """
+        if self.shared is not None:
+            self.shared.refresh(self.index_source(), full=True, strict=strict)
+            return
         self.index = load_index(self.index_source(), strict=strict)
 
     def close(self) -> None:

@@ -12,20 +12,35 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from safehold.core.policy import StorageSpec
 from safehold.core.progress import ProgressSink
 from safehold.core.snapshot import Snapshot, SnapshotMeta
 from safehold.repo import Repository
+from safehold.repo.index import Index
 from safehold.repo.index_compact import CompactionTrigger
 from safehold.repo.keys import KdfParams, Keyring
+from safehold.repo.shared import SharedIndex
 from safehold.storage.base import Storage
 
 __all__ = ["BackupEngine", "RepoEngine", "StorageOpener"]
 
 StorageOpener = Callable[[StorageSpec], Storage]
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """What an engine keeps of a repository between jobs (config, keys, index)."""
+
+    config: dict[str, Any]
+    keys: Keyring
+    ring: frozenset[str]  # the keyring files the keys were read from
+    since: float
+    shared: SharedIndex
+    pack_keys: dict[str, bytes] = field(default_factory=dict)  # unsealed, by pack id
 
 
 class BackupEngine(Protocol):
@@ -94,11 +109,14 @@ class RepoEngine:
     """
     ``BackupEngine`` over ``safehold.repo``.
 
-    A long-lived engine (an agent's) keeps each repository's unlocked keys for
-    *keys_for* seconds, so a job does not pay a key derivation (scrypt, tens of
-    milliseconds to a second) each time; the index comes from the local index
-    cache, refreshed with only the index files added since. The storage of each
-    call stays the caller's: the engine never closes it.
+    A long-lived engine (an agent's) keeps each repository open between jobs
+    (``docs/format.md`` § Keeping a repository open (agents)): its config, its
+    unlocked keys (for *keys_for* seconds, so a job does not pay a key
+    derivation each time) and one index shared by concurrent jobs, refreshed
+    with only the index files added since. Each job checks the config and the
+    keyring files (one read, one listing): if either changed, the repository
+    is opened again. The storage of each call stays the caller's: the engine
+    never closes it.
     """
 
     def __init__(
@@ -107,7 +125,7 @@ class RepoEngine:
         self._password = password
         self._kdf = kdf
         self._keys_for = keys_for
-        self._keys: dict[tuple[str, str], tuple[float, Keyring]] = {}
+        self._kept: dict[str, _Kept] = {}  # by storage location
         self._lock = threading.Lock()
         # Merges the small index files backups leave (docs/format.md § Index compaction).
         self._compaction = CompactionTrigger()
@@ -120,34 +138,63 @@ class RepoEngine:
 
         try:
             config = Repository.read_config(storage)
-            key = (storage.properties.location, str(config.get("id")))
-            with self._lock:
-                kept = self._keys.get(key)
-            fresh = kept is not None and time.monotonic() - kept[0] < self._keys_for
-            repo = Repository.open(
-                storage, self._password, keys=kept[1] if fresh and kept else None
-            )
-            if not fresh:
-                with self._lock:
-                    self._keys[key] = (time.monotonic(), repo.keys)
-            return repo
         except RepositoryNotFound:
             if not create:
                 raise
-        if self._kdf is not None:
-            return Repository.init(storage, self._password, kdf=self._kdf)
-        return Repository.init(storage, self._password)
+            if self._kdf is not None:
+                return Repository.init(storage, self._password, kdf=self._kdf)
+            return Repository.init(storage, self._password)
+        where = storage.properties.location
+        # A key rotation adds a keyring file: the kept keys would lack its generation.
+        ring = frozenset(i.name for i in storage.list("keyring/"))
+        with self._lock:
+            kept = self._kept.get(where)
+        if (
+            kept is not None
+            and kept.config == config
+            and kept.ring == ring
+            and time.monotonic() - kept.since < self._keys_for
+        ):
+            return Repository.for_job(storage, config, kept.keys, kept.shared, kept.pack_keys)
+        fresh = Repository.open(storage, self._password, load_index=False)
+        if kept is not None and kept.config.get("id") == config.get("id"):
+            same, shared, pack_keys = True, kept.shared, kept.pack_keys
+        else:  # the pack keys of one repository are the same under any of its key files
+            same, shared, pack_keys = False, SharedIndex(Index()), {}
+        now = time.monotonic()
+        with self._lock:
+            self._kept[where] = _Kept(fresh.config, fresh.keys, ring, now, shared, pack_keys)
+        repo = Repository.for_job(storage, fresh.config, fresh.keys, shared, pack_keys)
+        if not same:
+            repo.reload_index(strict=False)
+        return repo
+
+    def _current(self, storage: Storage) -> Repository:
+        """An open repository whose index is refreshed now (to read what others wrote)."""
+        repo = self._open(storage, create=False)
+        if repo.shared is not None:
+            repo.refresh_index()
+        return repo
 
     def open_repository(self, storage: Storage, *, create: bool = False) -> Repository:
-        """The repository in *storage*, with the kept keys (database sources); caller closes it."""
-        return self._open(storage, create=create)
+        """
+        The repository in *storage*, with the kept keys and index (database
+        sources), its index refreshed; the caller closes it.
+        """
+        repo = self._open(storage, create=create)
+        if repo.shared is not None:
+            repo.refresh_index()
+        return repo
 
     def after_backup(self, repo: Repository) -> None:
         """
         Compact *repo*'s index files if its last refresh counted too many (no
         listing otherwise); never raises. Backups through this engine call it;
         a caller that backs up into ``open_repository`` calls it when done.
+        One compaction runs at a time in this engine; other jobs skip it.
         """
+        if repo.shared is not None:
+            repo.index = repo.shared.index  # what the index files say (the job is done)
         self._compaction.after_backup(repo)
 
     def backup_dir(
@@ -192,7 +239,7 @@ class RepoEngine:
         """Restore a snapshot under *target*."""
         from safehold.repo import restore
 
-        with self._open(storage, create=False) as repo:
+        with self._current(storage) as repo:
             snap = repo.find_snapshot(snapshot_id)
             restore(repo, snap, target, progress=progress)
             return snap
@@ -201,7 +248,7 @@ class RepoEngine:
         """Write a stream snapshot's single file to *out*."""
         from safehold.repo import dump
 
-        with self._open(storage, create=False) as repo:
+        with self._current(storage) as repo:
             snap = repo.find_snapshot(snapshot_id)
             return dump(repo, snap, out, snap.source_name)
 
@@ -242,7 +289,7 @@ class RepoEngine:
             gens = sorted(repo.keys.generations)
         where = storage.properties.location
         with self._lock:
-            self._keys = {k: v for k, v in self._keys.items() if k[0] != where}
+            self._kept.pop(where, None)
         return gens
 
     def forget(self, storage: Storage, snapshot_ids: Iterable[str]) -> None:
