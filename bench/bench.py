@@ -47,6 +47,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PASSWORD = "bench-password"
+#: ``--baseline-src``: another safehold source tree, run as the tool "safehold-base"
+#: (an A/B of old against new code in the same rounds).
+BASELINE: dict[str, str] = {}
 STEPS = ("first backup", "unchanged re-backup", "re-backup after 1% change", "full restore")
 
 
@@ -277,7 +280,7 @@ def compile_safehold() -> None:
 
 def tool_commands(tool: str, repo: Path, data: Path, target: Path) -> dict[str, list[str]]:
     safehold = [sys.executable, "-m", "safehold"]
-    if tool == "safehold":
+    if tool in ("safehold", "safehold-base"):
         return {
             "init": [*safehold, "init", "--repo", str(repo)],
             "backup": [*safehold, "backup", "--repo", str(repo), str(data)],
@@ -347,6 +350,8 @@ def bench_tool(
         "RESTIC_CACHE_DIR": str(work / "restic-cache"),
         "BORG_BASE_DIR": str(work / "borg-base"),
     }
+    if tool == "safehold-base":
+        env["PYTHONPATH"] = BASELINE["src"]
     cmds = tool_commands(tool, repo, data, target)
     run(cmds["init"], env)
     peaks = []
@@ -554,7 +559,17 @@ def main() -> None:
         help="Comma-separated steps to time (the first backup always runs).",
     )
     ap.add_argument("--no-object-stores", action="store_true", help="Skip Azurite and moto.")
+    ap.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="A copy of an older src/ directory: adds the tool safehold-base, run from it.",
+    )
     args = ap.parse_args()
+    if args.baseline_src is not None:
+        BASELINE["src"] = str(args.baseline_src.resolve())
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        argv = [sys.executable, "-m", "compileall", "-q", BASELINE["src"]]
+        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     data = args.out / f"dataset-{args.size_mb}"

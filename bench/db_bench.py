@@ -52,6 +52,7 @@ from safehold.repo import Repository
 from safehold.storage.file import FileStorage
 
 PASSWORD = "bench-password"
+LAST_CPU = [0.0]  # user + system seconds of the last ``timed`` command
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -64,7 +65,7 @@ def python_argv() -> list[str]:
     return ["env", f"PYTHONPATH={site}:{SRC}", "/usr/bin/python3"]
 
 
-def timed(argv: list[str]) -> tuple[float, float, str]:
+def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """
     Run *argv*; return (seconds, peak RSS in MB, stdout). Raises on failure.
 
@@ -76,16 +77,19 @@ def timed(argv: list[str]) -> tuple[float, float, str]:
     with tempfile.NamedTemporaryFile() as rss, tempfile.TemporaryFile() as out:
         t = time.perf_counter()
         proc = subprocess.run(
-            ["/usr/bin/time", "-f", "%M", "-o", rss.name, *argv],
+            ["/usr/bin/time", "-f", "%U %S %M", "-o", rss.name, *argv],
             stdout=out,
             stderr=subprocess.PIPE,
             check=False,
+            env={**os.environ, **env} if env else None,
         )
         elapsed = time.perf_counter() - t
         if proc.returncode:
             raise RuntimeError(f"{argv[:6]} failed ({proc.returncode}): {proc.stderr[-800:]!r}")
         out.seek(0)
-        return elapsed, int(Path(rss.name).read_text().split()[-1]) / 1024, out.read().decode()
+        user, system, maxrss = Path(rss.name).read_text().split()[-3:]
+        LAST_CPU[0] = float(user) + float(system)
+        return elapsed, int(maxrss) / 1024, out.read().decode()
 
 
 def cpu_loop(script: str) -> tuple[float, float]:
@@ -134,6 +138,7 @@ class Bench:
     rounds: int
     pitr_wal_mb: int
     chunk_size: int = 16384
+    baseline: str | None = None  # --baseline-src: an older src/, run as "safehold-base"
     rows: list[tuple[str, str, str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -242,14 +247,17 @@ class Bench:
 
     def full_backups(self) -> None:
         results: dict[str, list[tuple[float, float, int]]] = {}
+        cpu: dict[str, list[float]] = {}
         tools = ["safehold", "pgbackrest-gz", "pgbackrest-zst2"]
+        tools += ["safehold-base"] if self.baseline else []
         for r in range(self.rounds):
-            order = tools[r % 3 :] + tools[: r % 3]
+            order = tools[r % len(tools) :] + tools[: r % len(tools)]
             for tool in order:
                 subprocess.run(["sync"], check=True)
-                if tool == "safehold":
-                    self.repo = self.new_repo(f"repo-{r + 1}")
-                    self.spool = self.work / f"spool-{r + 1}"
+                if tool.startswith("safehold"):
+                    env = {"PYTHONPATH": self.baseline} if tool == "safehold-base" else {}
+                    self.repo = self.new_repo(f"repo-{r + 1}{tool[8:]}")
+                    self.spool = self.work / f"spool-{r + 1}{tool[8:]}"
                     self.set_archive(self.repo, self.spool)
                     before = du(self.repo)
                     secs, rss, _ = timed(
@@ -261,7 +269,8 @@ class Bench:
                             str(self.repo),
                             "--chunk-size",
                             str(self.chunk_size),
-                        )
+                        ),
+                        env,
                     )
                     grown = du(self.repo) - before
                 else:
@@ -272,8 +281,9 @@ class Bench:
                     secs, rss, _ = timed(self.pgbr("--type=full", *extra, "backup"))
                     grown = du(self.work / "pgbr" / "backup") - before
                 results.setdefault(tool, []).append((secs, rss, grown))
+                cpu.setdefault(tool, []).append(LAST_CPU[0])
                 print(
-                    f"round {r + 1}: {tool} full backup {secs:.2f} s, "
+                    f"round {r + 1}: {tool} full backup {secs:.2f} s, CPU {LAST_CPU[0]:.2f} s, "
                     f"{grown / 1e6:.1f} MB, {rss:.0f} MB RSS",
                     flush=True,
                 )
@@ -285,16 +295,21 @@ class Bench:
             rss = max(m for _, m, _ in v)
             return f"{med[t]:.2f} s (spread {spread(v):.2f}×), {stored:.1f} MB, RSS {rss:.0f} MB"
 
+        self.notes.append(
+            "full backup CPU seconds (user + system, median): "
+            + ", ".join(f"{t} {statistics.median(v):.2f} s" for t, v in cpu.items())
+        )
         for t, label in (
-            ("pgbackrest-gz", "defaults, gz"),
-            ("pgbackrest-zst2", "zst, 2 processes"),
+            ("pgbackrest-gz", "pgBackRest defaults, gz"),
+            ("pgbackrest-zst2", "pgBackRest zst, 2 processes"),
+            *((("safehold-base", "safehold-base, --baseline-src"),) if self.baseline else ()),
         ):
             self.rows.append(
                 (
-                    f"full backup (pgBackRest {label})",
+                    f"full backup ({label})",
                     cell("safehold"),
                     cell(t),
-                    f"{med[t] / med['safehold']:.2f}× (pgBackRest / safehold time)",
+                    f"{med[t] / med['safehold']:.2f}× ({t} / safehold time)",
                 )
             )
 
@@ -649,10 +664,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/out/db-results.md"))
     ap.add_argument("--steps", default="full updates restore pitr wal")
     ap.add_argument("--chunk-size", type=int, default=16384, help="safehold's page chunk")
+    ap.add_argument("--baseline-src", help="an older src/ directory, run as safehold-base")
     a = ap.parse_args()
     if not shutil.which("pgbackrest"):
         sys.exit("pgbackrest is not installed (make bench-db installs it)")
-    b = Bench(a.work, a.scale, a.rounds, a.pitr_wal_mb, a.chunk_size)
+    b = Bench(a.work, a.scale, a.rounds, a.pitr_wal_mb, a.chunk_size, a.baseline_src)
     b.setup()
     try:
         steps = a.steps.split()

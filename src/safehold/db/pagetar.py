@@ -2,7 +2,11 @@
 Store a tar stream (``pg_basebackup -Ft -D -``) as a snapshot, one blob per page.
 
 The stream is parsed as it arrives: nothing is staged on disk, and memory holds
-one read window plus the tree being built. Each member's content is cut at
+a few read windows plus the tree being built. Each 1 MiB window's pages are
+hashed as it is read; the new ones are then compressed (on zstd's own threads,
+without the GIL) and encrypted by a page thread while the next window is read
+(``BlobWriter.reserve_many`` / ``store_many``; docs/bench-write-path.md).
+Each member's content is cut at
 fixed offsets *within the file* (``chunk_size``: two of PostgreSQL's 8 KiB
 pages by default, one for index files), not within the stream: tar headers
 shift members by multiples of 512 bytes, which would misalign content-defined
@@ -28,11 +32,14 @@ writes the data directory exactly as the tar described it (modes, owners, times)
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import queue
 import socket
 import stat
 import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import BinaryIO
@@ -59,6 +66,8 @@ _PG_LAYOUT = _PG_PAGE | 4  # pd_pagesize_version: 8 KiB pages, layout version 4
 _BLOCK = 512
 _WINDOW = 1024 * 1024
 _MAX_CAPTURE = 16 * 1024 * 1024
+#: Windows being stored by the page thread while the next is read and hashed.
+_AHEAD = 2
 
 
 @dataclass
@@ -194,6 +203,12 @@ class TarIngest:
         self.files = 0
         self.captured: dict[str, bytes] = {}
         self._buf = memoryview(bytearray(_WINDOW))
+        # Windows rotate: one being read, up to _AHEAD being stored meanwhile.
+        self._windows = [memoryview(bytearray(_WINDOW)) for _ in range(_AHEAD + 1)]
+        self._turn = 0
+        self._storing: deque[Future[None]] = deque()
+        self._using: list[Future[None] | None] = [None] * len(self._windows)
+        self._pages: ThreadPoolExecutor | None = None
         self._parent = parent_tree
         self._find_parent = parent_tree is None and auto_parent
         self._parent_dirs: dict[tuple[str, ...], dict[str, Node] | None] = {}
@@ -305,20 +320,30 @@ class TarIngest:
         kept = bytearray()
         left = size
         page = self.page
-        save = self.writer.save
+        reserve = self.writer.reserve_many
         while left:
             want = min(left, _WINDOW)
-            got = _read_exact(stream, self._buf[:want])
+            window = self._next_window()
+            got = _read_exact(stream, window[:want])
             if got < want:
                 raise DbError(f"the tar stream ended inside {path}")
-            view = self._buf[:got]
+            view = window[:got]
             if left == size:
                 page = self._cut(view, size)
-            for off in range(0, got, page):
-                blob_id, new = save(DATA, view[off : off + page])
+            # The window's pages as one batch: hashed here, then compressed (on
+            # zstd's threads, without the GIL) and encrypted by the page thread
+            # while this one reads and hashes the next window.
+            pages = [view[off : off + page] for off in range(0, got, page)]
+            saved, todo = reserve(pages)
+            if todo:
+                self._store(pages, saved, todo)
+            fresh = 0
+            for off, (blob_id, new) in zip(range(0, got, page), saved, strict=True):
                 content.append(blob_id)
                 if new:
-                    self.progress.advance(new_bytes=min(page, got - off))
+                    fresh += min(page, got - off)
+            if fresh:
+                self.progress.advance(new_bytes=fresh)
             if keep:
                 kept += view
             left -= got
@@ -329,6 +354,43 @@ class TarIngest:
         if pad and _read_exact(stream, self._buf[:pad]) < pad:
             raise DbError(f"the tar stream ended after {path}")
         return content
+
+    def _next_window(self) -> memoryview:
+        """The next window, once the batch stored from it (if any) is in a pack."""
+        self._turn = (self._turn + 1) % len(self._windows)
+        fut = self._using[self._turn]
+        if fut is not None:
+            self._using[self._turn] = None
+            fut.result()  # raises what storing it raised
+        return self._windows[self._turn]
+
+    def _store(
+        self, pages: list[memoryview], saved: list[tuple[bytes, bool]], todo: list[int]
+    ) -> None:
+        """Store the reserved pages of the current window in the page thread."""
+        if self._pages is None:
+            self._pages = ThreadPoolExecutor(1, thread_name_prefix="safehold-pages")
+        fut = self._pages.submit(self.writer.store_many, DATA, pages, saved, todo)
+        self._using[self._turn] = fut
+        self._storing.append(fut)
+        while self._storing and self._storing[0].done():
+            self._storing.popleft().result()
+
+    def _stored(self) -> None:
+        """Wait until every batch is in a pack; raise the first error."""
+        try:
+            while self._storing:
+                self._storing.popleft().result()
+        finally:
+            for fut in self._storing:
+                fut.cancel()
+                with contextlib.suppress(BaseException):
+                    fut.result()
+            self._storing.clear()
+            self._using = [None] * len(self._windows)
+            if self._pages is not None:
+                self._pages.shutdown(wait=True)
+                self._pages = None
 
     def _cut(self, first: memoryview, size: int) -> int:
         """
@@ -349,6 +411,20 @@ class TarIngest:
 
     def run(self, stream: BinaryIO) -> TarResult:
         """Read the whole stream, store every member, and store the trees."""
+        try:
+            tree = self._run(stream)
+        finally:
+            self._stored()
+        return TarResult(
+            tree,
+            self.logical,
+            self.files,
+            self.captured,
+            self.writer.stored_bytes,
+            self.writer.new_bytes,
+        )
+
+    def _run(self, stream: BinaryIO) -> bytes:
         header = memoryview(bytearray(_BLOCK))
         long_name: str | None = None
         while True:
@@ -373,15 +449,8 @@ class TarIngest:
                 path, long_name = long_name, None
             self._member(stream, h, kind, path, size)
         self._drain(stream)
-        tree = self._store_tree(_Dir(Node("", "dir"), {self.root.node.name: self.root}))
-        return TarResult(
-            tree,
-            self.logical,
-            self.files,
-            self.captured,
-            self.writer.stored_bytes,
-            self.writer.new_bytes,
-        )
+        self._stored()  # every page in a pack before the trees that name them
+        return self._store_tree(_Dir(Node("", "dir"), {self.root.node.name: self.root}))
 
     def _raw(self, stream: BinaryIO, size: int) -> bytes:
         out = bytearray(size + (-size % _BLOCK))

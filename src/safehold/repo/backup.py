@@ -1,8 +1,10 @@
 """
 Backup: a directory tree or a stream into a new snapshot.
 
-The walker (the calling thread) lists directories depth first and hands files
-to a pool of readers. Each reader chunks its file with FastCDC and stores the
+The walker (the calling thread) lists directories depth first and hands large
+files to a pool of readers; small ones it reads itself, a group at a time, after
+a prefetch thread has asked the kernel to read them ahead (``backup_read``).
+Each reader chunks its file with FastCDC and stores the
 chunks through the ``BlobWriter``; hashing, compression and encryption release
 the GIL, so readers run on all cores. A directory's tree is stored as soon as
 its last child is done, so memory holds only directories still in progress.
@@ -15,22 +17,20 @@ are taken from it without being read.
 
 from __future__ import annotations
 
-import mmap
 import os
 import socket
 import stat
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import BinaryIO
 
-from pyfastcdc import FastCDC
-
 from safehold.core.errors import UsageError
 from safehold.core.progress import NullProgress, ProgressSink
 from safehold.core.snapshot import Snapshot, SnapshotMeta, SnapshotSizes
+from safehold.repo.backup_read import GROUP, INLINE, Prefetcher, ReadBuffer, make_chunker
 from safehold.repo.backup_support import find_parent, make_snapshot, scan_totals
 from safehold.repo.errors import IntegrityError
 from safehold.repo.exclude import CACHEDIR_TAG, ExcludeOptions, Excluder
@@ -44,8 +44,6 @@ from safehold.repo.writer import BlobWriter
 __all__ = ["BackupResult", "backup_paths", "backup_stream"]
 
 _READ_TRIES = 3
-_BLOCK = 2 * 1024 * 1024
-_INLINE = 256 * 1024  # files up to this size are read by the walker itself
 _TYPES = {
     stat.S_IFREG: "file",
     stat.S_IFDIR: "dir",
@@ -74,7 +72,7 @@ class BackupResult:
 class _Dir:
     """A directory being backed up: its nodes, and how many children are unfinished."""
 
-    __slots__ = ("node", "nodes", "parent", "pending", "prev_id", "prev_nodes")
+    __slots__ = ("node", "nodes", "parent", "pending", "prev_id", "prev_nodes", "small")
 
     def __init__(self, parent: _Dir | None, node: Node | None) -> None:
         self.parent = parent
@@ -85,61 +83,7 @@ class _Dir:
         # every entry came out equal, instead of serialized and hashed again.
         self.prev_id: bytes | None = None
         self.prev_nodes: list[Node] | None = None
-
-
-class _ReadBuffer:
-    """
-    One thread's reading window: an anonymous memory map of ``_BLOCK`` plus
-    the largest chunk, reused for every file the thread reads.
-    """
-
-    def __init__(self, chunker: FastCDC, max_chunk: int) -> None:
-        self.chunker = chunker
-        self.mm = mmap.mmap(-1, _BLOCK + max_chunk)
-
-    def chunks(self, fd: int) -> Iterator[memoryview]:
-        """
-        Yield the content-defined chunks of an open file, reading ``_BLOCK`` at a time.
-
-        The unfinished last chunk of each block moves to the front of the
-        window, so memory stays fixed whatever the file size. A yielded view is
-        valid only until the next one is asked for.
-        """
-        view = memoryview(self.mm)
-        try:
-            filled = 0
-            while True:
-                got = _read_into(fd, view[filled : filled + _BLOCK])
-                total = filled + got
-                eof = got < _BLOCK
-                if not total:
-                    return
-                chunks = list(self.chunker.cut_buf(view[:total]))
-                last = None if eof else chunks.pop()
-                for c in chunks:
-                    yield view[c.offset : c.offset + c.length]
-                if last is None:
-                    return
-                filled = total - last.offset
-                self.mm.move(0, last.offset, filled)
-        finally:
-            view.release()
-
-
-def _read_into(fd: int, out: memoryview) -> int:
-    """Fill *out* from *fd*; short only at end of file."""
-    got = 0
-    while got < len(out):
-        n = os.readv(fd, [out[got:]])
-        if not n:
-            break
-        got += n
-    return got
-
-
-def _chunker(repo: Repository) -> FastCDC:
-    c = repo.chunker
-    return FastCDC(c.avg, min_size=c.min, max_size=c.max, seed=repo.keys.chunker_seed)
+        self.small: list[tuple[str, Node]] = []  # small files to read, prefetched
 
 
 def _meta_node(name: str, st: os.stat_result) -> Node:
@@ -213,6 +157,7 @@ class _Backup:
         self.local = threading.local()
         self.files_cache: FilesCache | None = None  # write-only hosts: no parent to read
         self.trees_reused = 0
+        self.prefetch: Prefetcher | None = Prefetcher()
 
     def warn(self, msg: str) -> None:
         with self.lock:
@@ -301,11 +246,31 @@ class _Backup:
                 return content, after, True
         raise AssertionError("unreachable")
 
-    def _buffer(self) -> _ReadBuffer:
-        buf: _ReadBuffer | None = getattr(self.local, "buf", None)
+    def _buffer(self) -> ReadBuffer:
+        buf: ReadBuffer | None = getattr(self.local, "buf", None)
         if buf is None:
-            buf = self.local.buf = _ReadBuffer(_chunker(self.repo), self.repo.chunker.max)
+            buf = self.local.buf = ReadBuffer(make_chunker(self.repo), self.repo.chunker.max)
         return buf
+
+    def finish_dir(self, d: _Dir) -> None:
+        """The walk of *d* is over: read its last small files, then finish it."""
+        self.read_small(d)
+        self._finish_one(d)
+
+    def shutdown(self) -> None:
+        """Wait for the readers, and stop the prefetch thread."""
+        self.pool.shutdown(wait=True)
+        if self.prefetch is not None:
+            self.prefetch.close()
+            self.prefetch = None
+
+    def read_small(self, d: _Dir) -> None:
+        """Read the small files of *d* named to the prefetcher so far."""
+        todo, d.small = d.small, []
+        for path, node in todo:
+            if self.error is not None:
+                return
+            self._read_file(path, node)
 
     def _file_task(self, path: str, node: Node, d: _Dir) -> None:
         try:
@@ -344,7 +309,7 @@ class _Backup:
             if self.error is not None:
                 return
             self.add_entry(entry.path, entry.name, d, parent, ex)
-        self._finish_one(d)
+        self.finish_dir(d)
 
     def add_entry(
         self, path: str, name: str, d: _Dir, parent: dict[str, Node] | None, ex: Excluder
@@ -410,9 +375,16 @@ class _Backup:
             self.progress.advance(done_bytes=st.st_size)
             return
         self.counts["changed" if prev is not None else "new"] += 1
-        if st.st_size <= _INLINE:
-            # Handing a small file to another thread costs more than reading it.
-            self._read_file(path, node)
+        if st.st_size <= INLINE:
+            # Handing a small file to another thread costs more than reading
+            # it; but a cold one is read ahead, with others (backup_read).
+            if self.prefetch is None:
+                self._read_file(path, node)
+                return
+            self.prefetch.add(path)
+            d.small.append((path, node))
+            if len(d.small) >= GROUP:
+                self.read_small(d)
             return
         with self.lock:
             d.pending += 1
@@ -510,14 +482,14 @@ def backup_paths(
             for p, name in zip(abs_paths, names, strict=True):
                 if run.error is None:
                     run.add_entry(p, name, root, roots, excluder)
-            run._finish_one(root)
+            run.finish_dir(root)
             run.done.wait()
             run.pool.shutdown(wait=True)
             if run.error is not None:
                 raise run.error
             writer.flush()
         finally:
-            run.pool.shutdown(wait=True)
+            run.shutdown()
             writer.close()
             progress.end()
         assert run.root_id is not None
@@ -587,7 +559,7 @@ def backup_stream(
         content: list[bytes] = []
         size = 0
         try:
-            for chunk in _chunker(repo).cut_stream(stream):
+            for chunk in make_chunker(repo).cut_stream(stream):
                 blob_id, new = writer.save(DATA, chunk.data)
                 content.append(blob_id)
                 size += chunk.length

@@ -4,6 +4,9 @@ Storing blobs: deduplication, compression, encryption, packing and upload.
 ``BlobWriter.save`` is called from many threads at once. There is one open
 pack for data and one for trees; hashing and compression run in the calling
 threads, in parallel, and only encryption into the pack is serialized.
+``save_many`` stores a batch (a database's pages): one pass of dedup checks
+under the lock, the batch compressed by zstd's threads with the GIL released
+(``maybe_compress_many``), and one turn of the pack lock to encrypt it.
 Full packs are uploaded by a bounded pool, and after every
 ``INDEX_EVERY`` uploaded packs an index file is written for them, so that the
 order data → index holds and a killed backup leaves reusable data behind.
@@ -14,10 +17,11 @@ from __future__ import annotations
 import contextlib
 import mmap
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from safehold.core.progress import NullProgress, ProgressSink
-from safehold.repo.compress import maybe_compress
+from safehold.repo.compress import maybe_compress, maybe_compress_many
 from safehold.repo.index import write_index_file
 from safehold.repo.pack import DATA, TREE, PackBuilder, PackInfo
 from safehold.repo.repository import Repository
@@ -98,6 +102,78 @@ class BlobWriter:
         if full:
             self._upload(pack, blob_type)
         return blob_id, True
+
+    def save_many(
+        self, blob_type: int, chunks: Sequence[bytes | memoryview]
+    ) -> list[tuple[bytes, bool]]:
+        """
+        ``save`` for each of *chunks*, in order; the same ids, dedup and packs.
+
+        Made for many small blobs: the per-blob Python work is what a page costs
+        (docs/bench-write-path.md), so it is done once per batch where it can be.
+        ``reserve_many`` and ``store_many`` are its two halves, for a caller that
+        stores one batch in another thread while it hashes the next.
+        """
+        result, todo = self.reserve_many(chunks)
+        if todo:
+            self.store_many(blob_type, chunks, result, todo)
+        return result
+
+    def reserve_many(
+        self, chunks: Sequence[bytes | memoryview]
+    ) -> tuple[list[tuple[bytes, bool]], list[int]]:
+        """
+        Hash *chunks* and claim those nobody stored or is storing.
+
+        Returns ``save``'s ``(id, new)`` for each chunk, and the positions of the
+        new ones, which the caller must then pass to ``store_many`` (until it
+        does, another writer of the same blob takes it as stored).
+        """
+        self._check()
+        blob_id = self._repo.blob_id
+        has = self._repo.index.has
+        ids = [blob_id(c) for c in chunks]
+        known = [has(i) for i in ids]
+        todo: list[int] = []
+        with self._lock:
+            pending = self._pending
+            for k, bid in enumerate(ids):
+                if known[k] or bid in pending:
+                    continue
+                pending.add(bid)
+                todo.append(k)
+        result = [(bid, False) for bid in ids]
+        for k in todo:
+            result[k] = (ids[k], True)
+        return result, todo
+
+    def store_many(
+        self,
+        blob_type: int,
+        chunks: Sequence[bytes | memoryview],
+        reserved: list[tuple[bytes, bool]],
+        todo: list[int],
+    ) -> None:
+        """Compress (on zstd's threads) and encrypt the chunks ``reserve_many`` claimed."""
+        self._check()
+        stored = maybe_compress_many([chunks[k] for k in todo])
+        limit = self._repo.pack_size
+        written = raw = 0
+        with self._pack_locks[blob_type]:
+            pack = self._open.get(blob_type)
+            for k, (data, comp) in zip(todo, stored, strict=True):
+                if pack is None:
+                    pack = self._open[blob_type] = self._new_pack(blob_type)
+                n = len(chunks[k])
+                written += pack.add(reserved[k][0], blob_type, data, n, comp)
+                raw += n
+                if pack.size >= limit:
+                    del self._open[blob_type]
+                    self._upload(pack, blob_type)  # before a new pack takes a slot
+                    pack = None
+        with self._lock:
+            self.new_bytes += raw
+            self.stored_bytes += written
 
     def _new_pack(self, blob_type: int) -> PackBuilder:
         if blob_type == DATA:
