@@ -109,14 +109,15 @@ class Rendering:
     """
     The ``/metrics`` page, rendered by one thread at a time and served to every scrape.
 
-    A rendering younger than *ttl* seconds (or *cpu_share*⁻¹ times the CPU its
-    rendering took, for a large fleet's per-partition series) is served as it
-    is; an older one is still served at once while a background thread renders
-    the next. Only the first scrape waits for a rendering.
+    A rendering younger than *ttl* seconds (or, with *cpu_share*, that share's
+    inverse times the CPU its rendering took) is served as it is; an older one is
+    still served at once while a background thread renders the next. Only the
+    first scrape waits for a rendering. The API paces by *ttl* alone: counters and
+    histograms (the scheduler's ticks) must not lag by more than a second or so.
     """
 
     def __init__(
-        self, render: Callable[[], bytes], *, ttl: float = 1.0, cpu_share: float = 0.02
+        self, render: Callable[[], bytes], *, ttl: float = 1.0, cpu_share: float | None = None
     ) -> None:
         self._render, self._ttl, self._share = render, ttl, cpu_share
         self._lock = threading.Lock()
@@ -127,9 +128,7 @@ class Rendering:
         """The newest page (rendering the first one in this call)."""
         with self._lock:
             page = self._page
-            stale = page is None or time.monotonic() - page[0] >= max(
-                self._ttl, page[1] / self._share
-            )
+            stale = page is None or time.monotonic() - page[0] >= self._max_age(page[1])
             start = stale and page is not None and not self._busy
             self._busy = self._busy or start
         if page is None:
@@ -139,6 +138,9 @@ class Rendering:
                 target=self._refresh_quietly, name="metrics-render", daemon=True
             ).start()
         return page[2]
+
+    def _max_age(self, cost: float) -> float:
+        return self._ttl if self._share is None else max(self._ttl, cost / self._share)
 
     def _refresh_quietly(self) -> None:
         # In the background: a failure is logged, and a later scrape tries again.
