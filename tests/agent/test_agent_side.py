@@ -189,3 +189,25 @@ def test_an_agent_derives_a_repository_key_once(
     finally:
         store.close()
     assert len(derived) == 1
+
+
+def test_an_older_controller_without_complete_and_claim_still_gets_the_outcome() -> None:
+    """404 for $/CompleteAndClaim (a controller before it): reported with Complete, once."""
+
+    class OldController(FlakyLink):
+        def __init__(self) -> None:
+            super().__init__(failures=0)
+            self.tried = 0
+
+        def complete_and_claim(
+            self, job_id: str, outcome: Outcome, request: ClaimRequest
+        ) -> WorkItem | None:
+            self.tried += 1
+            raise ControllerError(404, "FABRIC_E_NOT_FOUND", "no such route")
+
+    link = OldController()
+    agent = Agent(link, engine=FakeEngine(), open_storage=open_policy_storage, report_backoff=0.01)
+    assert agent._report("job-1", Outcome(State="Success", Attempt=1), claim_next=True) is None
+    assert agent._report("job-2", Outcome(State="Success", Attempt=1), claim_next=True) is None
+    assert [o.Attempt for o in link.reports] == [1, 1]  # both outcomes arrived
+    assert link.tried == 1  # the route is not tried again

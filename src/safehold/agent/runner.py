@@ -71,6 +71,7 @@ class Agent:
         self._clock = clock
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._complete_and_claim = True  # False once a controller lacks the route
         self.incarnation = uuid.uuid4().hex
 
     @property
@@ -189,14 +190,20 @@ class Agent:
         With *claim_next*, the first try also claims the next job, which is
         returned; that request is sent once, and the retries only report.
         """
-        if claim_next:
+        if claim_next and self._complete_and_claim:
             try:
                 return self._link.complete_and_claim(job_id, outcome, self._claim_request())
             except SafeholdError as exc:
-                if not _worth_retrying(exc):
+                if getattr(exc, "http_status", 0) in (404, 405):
+                    # An older controller without the route: report as it knows how,
+                    # and claim with $/Claim from now on.
+                    log.info("the controller has no CompleteAndClaim; reporting with Complete")
+                    self._complete_and_claim = False
+                elif not _worth_retrying(exc):
                     log.error("the outcome of job %s was refused: %s", job_id, exc.message)
                     return None
-                log.warning("reporting job %s failed (%s); retrying", job_id, exc.message)
+                else:
+                    log.warning("reporting job %s failed (%s); retrying", job_id, exc.message)
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(_worth_retrying),
             wait=tenacity.wait_random_exponential(multiplier=self._report_backoff, max=15),
