@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import typer
 from rich.console import Console
@@ -38,6 +38,7 @@ __all__ = [
     "TagFilterOpt",
     "console",
     "err_console",
+    "follow_stream",
     "open_repo",
     "parse_rate",
     "parse_size",
@@ -260,3 +261,31 @@ def progress_sink(json_output: bool) -> ProgressSink:
     from safehold.cli.progress import RichProgress
 
     return RichProgress(err_console)
+
+
+class _Stream(Protocol):
+    @property
+    def running(self) -> bool: ...
+    def stop(self) -> None: ...
+
+
+def follow_stream(stream: _Stream, banner: str) -> bool:
+    """
+    Print *banner*, then wait while *stream* (a WAL or binlog receiver) runs, until
+    SIGTERM or Ctrl-C; stop it. Returns whether SIGTERM asked to stop (the caller
+    reports a stream that ended on its own).
+    """
+    import signal
+    import threading
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    console.print(banner)
+    try:
+        while stream.running and not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stream.stop()
+    return stop.is_set()

@@ -20,7 +20,14 @@ from typing import Annotated
 import typer
 
 from safehold.cli.app import app
-from safehold.cli.common import PasswordFileOpt, RepoOpt, console, read_password, storage_for
+from safehold.cli.common import (
+    PasswordFileOpt,
+    RepoOpt,
+    console,
+    follow_stream,
+    read_password,
+    storage_for,
+)
 from safehold.core.errors import UsageError
 from safehold.repo import Repository
 
@@ -60,9 +67,6 @@ def receive_binlog(
     password_file: PasswordFileOpt = None,
 ) -> None:
     """Stream binary logs with mariadb-binlog into the archive until stopped."""
-    import signal
-    import threading
-
     from safehold.db import DbError
     from safehold.db.binlog import BinlogArchive
     from safehold.db.binlogstream import BinlogReceiver
@@ -78,19 +82,10 @@ def receive_binlog(
         r = Repository.open(storage_for(repo), password, load_index=False, owns_storage=True)
         return BinlogArchive(r, name)
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     rx = BinlogReceiver(source, spool / name, open_archive, replica_id=replica_id).start()
-    console.print(f"streaming the binary logs of {name}; stop with Ctrl-C or SIGTERM")
-    try:
-        while rx.running and not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        rx.stop()
+    asked = follow_stream(rx, f"streaming the binary logs of {name}; stop with Ctrl-C or SIGTERM")
     console.print(f"{len(rx.pushed)} binlog files archived")
-    if not stop.is_set() and not rx.running:
+    if not asked and not rx.running:
         # The stream ended (the server is gone): what it held is archived, the
         # file in progress as <name>.partial; exit 1 so a supervisor restarts it.
         log = rx.log_path.read_text(errors="replace") if rx.log_path.exists() else ""

@@ -28,6 +28,7 @@ from safehold.cli.common import (
     PasswordFileOpt,
     RepoOpt,
     console,
+    follow_stream,
     open_repo,
     print_json,
     progress_sink,
@@ -334,9 +335,6 @@ def receive_wal(
     password_file: PasswordFileOpt = None,
 ) -> None:
     """Stream WAL with pg_receivewal into the archive until stopped (instead of archive-push)."""
-    import signal
-    import threading
-
     from safehold.db.receivewal import WalReceiver, cluster_stanza
 
     if spool is None:
@@ -348,18 +346,9 @@ def receive_wal(
         r = Repository.open(storage_for(repo), password, load_index=False, owns_storage=True)
         return WalArchive(r, name)
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     rx = WalReceiver(url, spool / name, open_archive, slot=slot, synchronous=synchronous).start()
-    console.print(f"streaming WAL of {name} (slot {slot}); stop with Ctrl-C or SIGTERM")
-    try:
-        while rx.running and not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        rx.stop()
-    if not stop.is_set() and not rx.running:
+    asked = follow_stream(rx, f"streaming WAL of {name} (slot {slot}); stop with Ctrl-C or SIGTERM")
+    if not asked and not rx.running:
         from safehold.db import DbError
 
         # The stream ended (the primary is gone): what it held is archived,
