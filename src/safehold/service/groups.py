@@ -226,8 +226,9 @@ def accept_backup(
     the members, refuse a busy group, and save the ``group-backup`` job. A
     *scheduled* one (``group_schedule``) is refused by any job of a member.
     """
-    parts = _lock(uow, get_record(uow, name))
-    _refuse_if_busy(uow, get_record(uow, name), strict=scheduled)
+    g = get_record(uow, name)
+    parts = _lock(uow, g)
+    _refuse_if_busy(uow, g, strict=scheduled)
     now = ctx.clock()
     job = JobRecord(
         id=str(uuid.uuid4()),
