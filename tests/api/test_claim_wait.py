@@ -13,12 +13,24 @@ import httpx
 from safehold.bootstrap import Controller
 from safehold.core.policy import EntityRef
 from safehold.service import jobs, policies, protection
+from safehold.service.context import ServiceContext
 from safehold.service.work_signal import RECHECK
 from tests.api.conftest import AGENT, auth
 from tests.service.helpers import P1, add_partition, policy_doc
 
 WAIT = 3.0
 assert WAIT < RECHECK  # a job handed over within the wait came from a wake-up
+
+
+P2 = "44444444-4444-4444-4444-444444444444"
+
+
+def _protect(ctx: ServiceContext, tmp_path: Path, *pids: str) -> None:
+    """Register *pids* (services A, B, …) under fabric:/Shop and protect the application."""
+    for k, pid in enumerate(pids):
+        add_partition(ctx, pid, tmp_path / chr(ord("a") + k), svc=chr(ord("A") + k))
+    policies.create_policy(ctx, policy_doc("p", tmp_path / "store"))
+    protection.enable_backup(ctx, EntityRef("Application", "fabric:/Shop"), "p")
 
 
 def _until_waiting(controller: Controller, n: int) -> None:
@@ -34,11 +46,8 @@ def test_waiting_claims_get_the_jobs_accepted_while_they_wait(
 ) -> None:
     """Three agents' claims wait over HTTP; two backups are requested; two claims get them."""
     ctx = controller.ctx
-    add_partition(ctx, P1, tmp_path / "a", svc="A")
-    p2 = "44444444-4444-4444-4444-444444444444"
-    add_partition(ctx, p2, tmp_path / "b", svc="B")
-    policies.create_policy(ctx, policy_doc("p", tmp_path / "store"))
-    protection.enable_backup(ctx, EntityRef("Application", "fabric:/Shop"), "p")
+    _protect(ctx, tmp_path, P1, P2)
+
     answers: dict[str, httpx.Response] = {}
 
     def claim(agent: str) -> None:
@@ -53,7 +62,7 @@ def test_waiting_claims_get_the_jobs_accepted_while_they_wait(
     for t in threads:
         t.start()
     _until_waiting(controller, 3)
-    wanted = {jobs.request_backup(ctx, P1).id, jobs.request_backup(ctx, p2).id}
+    wanted = {jobs.request_backup(ctx, P1).id, jobs.request_backup(ctx, P2).id}
     for t in threads:
         t.join(30)
     got = {r.json()["JobId"] for r in answers.values() if r.status_code == 200}
@@ -87,12 +96,9 @@ def test_a_report_with_a_claim_records_the_outcome_and_hands_the_next_job(
 ) -> None:
     """Two queued backups: one claim, then each report hands on the next; both recorded."""
     ctx = controller.ctx
-    add_partition(ctx, P1, tmp_path / "a", svc="A")
-    p2 = "44444444-4444-4444-4444-444444444444"
-    add_partition(ctx, p2, tmp_path / "b", svc="B")
-    policies.create_policy(ctx, policy_doc("p", tmp_path / "store"))
-    protection.enable_backup(ctx, EntityRef("Application", "fabric:/Shop"), "p")
-    wanted = {jobs.request_backup(ctx, P1).id, jobs.request_backup(ctx, p2).id}
+    _protect(ctx, tmp_path, P1, P2)
+
+    wanted = {jobs.request_backup(ctx, P1).id, jobs.request_backup(ctx, P2).id}
     first = client.post("/safehold/agents/a1/$/Claim", headers=auth(AGENT), json={}).json()
     r = client.post(
         f"/safehold/agents/a1/jobs/{first['JobId']}/$/CompleteAndClaim",
@@ -120,9 +126,7 @@ def test_a_stale_report_with_a_claim_is_refused_and_claims_nothing(
 ) -> None:
     """A report on a job that is not the agent's: 409, and the queued job stays queued."""
     ctx = controller.ctx
-    add_partition(ctx, P1, tmp_path / "a", svc="A")
-    policies.create_policy(ctx, policy_doc("p", tmp_path / "store"))
-    protection.enable_backup(ctx, EntityRef("Application", "fabric:/Shop"), "p")
+    _protect(ctx, tmp_path, P1)
     queued = jobs.request_backup(ctx, P1)
     r = client.post(
         f"/safehold/agents/a1/jobs/{queued.id}/$/CompleteAndClaim",
